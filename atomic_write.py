@@ -1,0 +1,48 @@
+"""Outputs appear under their final name only when complete: a killed run never leaves a half-written
+features file, results file or model behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def _default_mode(directory: bool) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+@contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; once the block succeeds it is renamed to ``path`` (with the
+    permissions a plain ``open`` would give), and if the block fails it is removed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    try:
+        yield temporary
+        os.chmod(temporary, _default_mode(directory=False))
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+@contextmanager
+def atomic_files_into(folder: str) -> Iterator[str]:
+    """Yield a temporary folder inside ``folder``; once the block succeeds every file written there is moved
+    into ``folder``, and if the block fails nothing is."""
+    os.makedirs(folder, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging.", dir=folder)
+    try:
+        yield staging
+        for name in os.listdir(staging):
+            os.chmod(os.path.join(staging, name), _default_mode(directory=False))
+            os.replace(os.path.join(staging, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

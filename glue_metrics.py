@@ -1,0 +1,63 @@
+"""Each GLUE task's official metric, named as Hugging Face's ``glue`` metric names them.
+
+``compute(task, labels, preds)`` takes class ids (or STS-B scores) and returns a flat dict, with
+``combined_score`` (the mean) where a task reports more than one number. Degenerate inputs (one class only,
+constant predictions) give a defined value and a warning, never NaN.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from glue_processors import get_task
+
+
+def _accuracy(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    return {"accuracy": float((labels == preds).mean())}
+
+
+def _mcc(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    if len(np.unique(labels)) < 2 or len(np.unique(preds)) < 2:
+        warnings.warn("Matthews correlation of a single class is undefined; reporting 0.0", RuntimeWarning)
+        return {"matthews_correlation": 0.0}
+    return {"matthews_correlation": float(matthews_corrcoef(labels, preds))}
+
+
+def _accuracy_and_f1(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    return {**_accuracy(labels, preds), "f1": float(f1_score(labels, preds, zero_division=0.0))}
+
+
+def _correlations(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    if np.ptp(labels) == 0 or np.ptp(preds) == 0:
+        warnings.warn("correlation with a constant series is undefined; reporting 0.0", RuntimeWarning)
+        return {"pearson": 0.0, "spearmanr": 0.0}
+    return {"pearson": float(pearsonr(preds, labels)[0]), "spearmanr": float(spearmanr(preds, labels)[0])}
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, float]]] = {
+    "CoLA": _mcc,
+    "SST-2": _accuracy,
+    "MRPC": _accuracy_and_f1,
+    "STS-B": _correlations,
+    "QQP": _accuracy_and_f1,
+    "MNLI": _accuracy,
+    "QNLI": _accuracy,
+    "RTE": _accuracy,
+    "WNLI": _accuracy,
+    "AX": _mcc,
+}
+
+
+def compute(task: str, labels, preds) -> dict[str, float]:
+    """The official metric(s) of ``task`` for gold ``labels`` and predictions ``preds`` (same length)."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    if labels.shape != preds.shape or labels.ndim != 1 or len(labels) == 0:
+        raise ValueError(f"need two equal-length 1-D arrays, got labels {labels.shape} and preds {preds.shape}")
+    result = METRICS[get_task(task).name](labels, preds)
+    if len(result) > 1:
+        result["combined_score"] = float(np.mean(list(result.values())))
+    return result

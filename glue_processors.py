@@ -1,0 +1,235 @@
+"""GLUE task files (TSV) -> ``InputExample`` lists.
+
+One ``GlueProcessor`` reads every task; what differs between tasks is data, not code, so each task is a
+row of ``TASKS``: where its texts and label sit in the official files, its label set (``None`` for the
+STS-B regression), and which files it has. GLUE files are tab-separated and their sentences contain
+quote characters, so lines are split on tabs with no quote handling (``csv`` would merge rows).
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+
+import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from pymarlin.core.data_interface import DataProcessor
+from pymarlin.utils.logger.logging_utils import getlogger
+
+logger = getlogger(__name__)
+
+
+@dataclass
+class InputExample:
+    """One row of a GLUE file. ``label`` is None for test files; ``index`` is the row's own id
+    (test files number their rows, and predictions must be written back in that order)."""
+
+    guid: str
+    text_a: str
+    text_b: Optional[str]
+    label: Optional[str]
+    index: int
+
+
+@dataclass
+class InputFeatures:
+    """One tokenized example. Ids are stored unpadded as int32 arrays; batches are padded when they are
+    built, to the longest member (``TaskDataset.collate``). ``label`` is a class id, a float score for
+    STS-B, or None for test data."""
+
+    input_ids: np.ndarray
+    token_type_ids: np.ndarray
+    label: Optional[Union[int, float]]
+    index: int
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Zero-based columns of one file layout; negative numbers count from the end of the row."""
+
+    text_a: int
+    text_b: Optional[int]
+    label: Optional[int]
+    index: Optional[int]
+    header: bool = True
+    width: Optional[int] = None  # the column count, for files without a header
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything that distinguishes one GLUE task's files."""
+
+    name: str
+    labels: Optional[tuple[str, ...]]  # None: regression (STS-B)
+    labeled: Optional[Columns]  # train and dev files
+    test: Columns
+    set_types: tuple[str, ...] = ("train", "dev", "test")
+    test_set_types: tuple[str, ...] = ("test",)
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.labels is None else len(self.labels)
+
+
+_BINARY = ("0", "1")
+_NLI2 = ("entailment", "not_entailment")
+_NLI3 = ("contradiction", "entailment", "neutral")
+_PAIR_BY_INDEX = Columns(text_a=1, text_b=2, label=None, index=0)
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name.lower(): spec
+    for spec in (
+        TaskSpec(
+            "CoLA", _BINARY,
+            labeled=Columns(text_a=3, text_b=None, label=1, index=None, header=False, width=4),
+            test=Columns(text_a=1, text_b=None, label=None, index=0),
+        ),
+        TaskSpec(
+            "SST-2", _BINARY,
+            labeled=Columns(text_a=0, text_b=None, label=1, index=None),
+            test=Columns(text_a=1, text_b=None, label=None, index=0),
+        ),
+        TaskSpec(
+            "MRPC", _BINARY,
+            labeled=Columns(text_a=3, text_b=4, label=0, index=None),
+            test=Columns(text_a=3, text_b=4, label=None, index=0),
+        ),
+        TaskSpec(
+            "STS-B", None,
+            labeled=Columns(text_a=7, text_b=8, label=-1, index=0),
+            test=Columns(text_a=7, text_b=8, label=None, index=0),
+        ),
+        TaskSpec(
+            "QQP", _BINARY,
+            labeled=Columns(text_a=3, text_b=4, label=5, index=0),
+            test=_PAIR_BY_INDEX,
+        ),
+        TaskSpec(
+            "MNLI", _NLI3,
+            labeled=Columns(text_a=8, text_b=9, label=-1, index=0),
+            test=Columns(text_a=8, text_b=9, label=None, index=0),
+            set_types=("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
+            test_set_types=("test_matched", "test_mismatched"),
+        ),
+        TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
+        TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
+        TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
+        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test",)),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec of a task, by case-insensitive name; a clear error naming the known tasks otherwise."""
+    try:
+        return TASKS[name.lower()]
+    except (KeyError, AttributeError):
+        known = ", ".join(spec.name for spec in TASKS.values())
+        raise ValueError(f"unknown GLUE task {name!r}; expected one of: {known}") from None
+
+
+class GlueFormatError(ValueError):
+    """A GLUE file does not have the layout its task expects; the message names file and line."""
+
+
+@dataclass
+class GlueProcessor(DataProcessor):
+    """Reads ``<input_dir>/<set_type>.tsv`` of one task into ``InputExample`` s (a pymarlin DataProcessor)."""
+
+    task: str
+    examples: list[InputExample] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        self.spec = get_task(self.task)
+
+    def get_labels(self) -> Optional[tuple[str, ...]]:
+        return self.spec.labels
+
+    def process(self, input_dir: str, set_type: str) -> list[InputExample]:
+        if set_type not in self.spec.set_types:
+            raise ValueError(
+                f"task {self.spec.name} has no set_type {set_type!r}; expected one of: {', '.join(self.spec.set_types)}"
+            )
+        is_test = set_type in self.spec.test_set_types
+        columns = self.spec.test if is_test else self.spec.labeled
+        path = os.path.join(input_dir, f"{set_type}.tsv")
+        self.examples = list(self._read(path, set_type, columns, is_test))
+        if not self.examples:
+            raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
+        return self.examples
+
+    def analyze(self) -> None:
+        if self.examples[0].label is None:
+            summary = "no labels (test file)"
+        elif self.spec.is_regression:
+            scores = np.array([float(example.label) for example in self.examples])
+            summary = f"scores mean {scores.mean():.3f}, min {scores.min():.3f}, max {scores.max():.3f}"
+        else:
+            counts = Counter(example.label for example in self.examples)
+            summary = "labels " + ", ".join(f"{label}: {counts[label]}" for label in self.spec.labels)
+        logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
+
+    def _read(self, path: str, set_type: str, columns: Columns, is_test: bool):
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as stream:
+                lines = stream.read().split("\n")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such file (expected the {self.spec.name} {set_type}.tsv)") from None
+        except UnicodeDecodeError as error:
+            line = error.object[: error.start].count(b"\n") + 1
+            raise GlueFormatError(f"{path}, line {line}: bytes that are not UTF-8 ({error.reason})") from None
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline
+        width = columns.width
+        first = 0
+        if columns.header:
+            if not lines:
+                raise GlueFormatError(f"{path}: empty file (expected a header line)")
+            width = len(lines[0].rstrip("\r").split("\t"))
+            first = 1
+        for number, line in enumerate(lines[first:], start=first + 1):
+            fields = line.rstrip("\r").split("\t")
+            if len(fields) != width:
+                raise GlueFormatError(
+                    f"{path}, line {number}: {len(fields)} tab-separated columns, expected {width} "
+                    f"for {self.spec.name} {set_type}"
+                )
+            yield InputExample(
+                guid=f"{set_type}-{number}",
+                text_a=fields[columns.text_a],
+                text_b=None if columns.text_b is None else fields[columns.text_b],
+                label=None if is_test else self._label(fields[columns.label], path, number),
+                index=self._index(fields, columns, number - first - 1, path, number),
+            )
+
+    def _label(self, value: str, path: str, number: int) -> str:
+        if self.spec.is_regression:
+            try:
+                float(value)
+            except ValueError:
+                raise GlueFormatError(
+                    f"{path}, line {number}: score {value!r} is not a number (expected a float 0-5)"
+                ) from None
+        elif value not in self.spec.labels:
+            raise GlueFormatError(
+                f"{path}, line {number}: label {value!r} is not one of {', '.join(self.spec.labels)}"
+            )
+        return value
+
+    @staticmethod
+    def _index(fields: list[str], columns: Columns, position: int, path: str, number: int) -> int:
+        if columns.index is None:
+            return position
+        try:
+            return int(fields[columns.index])
+        except ValueError:
+            raise GlueFormatError(
+                f"{path}, line {number}: index {fields[columns.index]!r} is not an integer"
+            ) from None

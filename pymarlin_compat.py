@@ -1,0 +1,188 @@
+"""Make pymarlin 0.3.6 (the last release, 2022) import and train on Python 3.11 + torch 2.x.
+
+Import this module before anything from ``pymarlin``; every script of this project does
+(``import pymarlin_compat`` is its first project import). Each fix is one function, applied once by
+``apply()`` at import time, and each has a test in ``tests/test_pymarlin_compat.py`` that fails without
+it. No other file patches pymarlin, and nothing in site-packages is edited.
+
+What breaks and why (measured; see the notes in the project's shared folder):
+
+1. ``pymarlin.utils.distributed`` imports ``azureml.core.run.Run`` at module top, so ``import pymarlin``
+   needs the retired Azure ML SDK v1. It is used only by AzureML-MPI helpers and the ``aml`` writer, so a
+   stand-in ``Run`` whose ``get_context()`` raises is enough (the ``aml`` writer then disables itself).
+2. ``TrainerArguments`` uses dataclass *instances* as field defaults. Python 3.11 rejects defaults whose
+   class is unhashable (every non-frozen dataclass with ``eq=True``), raising ``ValueError: mutable default``
+   while ``pymarlin.core.trainer`` is being imported. Giving those three argument classes an identity hash
+   restores the pre-3.11 behaviour; ``train.py`` always passes its own instances, so no default is shared.
+3. ``CustomArgParser`` types a YAML ``null`` default as ``str``: ``--trainer.max_train_steps_per_epoch 3``
+   arrived as ``'3'`` and later crashed comparing it with an int. Values for null defaults are now read as
+   YAML scalars: ``3`` -> 3, ``2.0e-5`` -> 2e-5, ``null`` -> None, ``true`` -> True, text stays text.
+4. Every pymarlin logger gets the same console handler *and* propagates to its parent, which has it too, so
+   each metric line printed twice. Loggers made by pymarlin's ``getlogger`` no longer propagate.
+5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, an empty YAML list
+   raised IndexError, and the command line could run any Python expression. Lists are now read as YAML
+   (``[stdout, tensorboard]``) or as comma-separated words (``stdout,tensorboard``).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import types
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import yaml
+
+
+@contextmanager
+def _pymarlin_package_without_init() -> Iterator[None]:
+    """Import pymarlin submodules without running ``pymarlin/__init__.py``.
+
+    That ``__init__`` imports ``pymarlin.core.trainer`` (which fails before fix 2), so the modules a fix
+    patches are first imported under a bare package object; the real package is imported afterwards and
+    reuses them from ``sys.modules``.
+    """
+    if "pymarlin" in sys.modules:
+        yield
+        return
+    spec = importlib.util.find_spec("pymarlin")
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("pymarlin is not installed: run `pip install --no-deps pymarlin==0.3.6`")
+    package = types.ModuleType("pymarlin")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules["pymarlin"] = package
+    try:
+        yield
+    finally:
+        del sys.modules["pymarlin"]
+
+
+def _import(name: str) -> types.ModuleType:
+    with _pymarlin_package_without_init():
+        return importlib.import_module(name)
+
+
+class _NoAzureMLRun:
+    """Stand-in for ``azureml.core.run.Run`` when azureml-core (Azure ML SDK v1) is not installed."""
+
+    @classmethod
+    def get_context(cls, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "azureml-core (Azure ML SDK v1) is not installed; marlin-glue logs Azure ML metrics with MLflow"
+        )
+
+
+def stub_azureml_run() -> None:
+    """Fix 1: provide ``azureml.core.run.Run`` unless the real azureml-core is importable."""
+    try:
+        import azureml.core.run  # noqa: F401  (the real SDK v1, if a user has it)
+        return
+    except ImportError:
+        pass
+    names = ("azureml", "azureml.core", "azureml.core.run")
+    modules = {name: types.ModuleType(name) for name in names}
+    modules["azureml"].core = modules["azureml.core"]
+    modules["azureml.core"].run = modules["azureml.core.run"]
+    modules["azureml.core.run"].Run = _NoAzureMLRun
+    for name, module in modules.items():
+        sys.modules.setdefault(name, module)
+
+
+def hashable_trainer_defaults() -> None:
+    """Fix 2: give the three argument dataclasses used as ``TrainerArguments`` defaults an identity hash."""
+    for module_name, class_name in (
+        ("pymarlin.utils.checkpointer.checkpoint_utils", "DefaultCheckpointerArguments"),
+        ("pymarlin.utils.stats.basic_stats", "StatInitArguments"),
+        ("pymarlin.utils.writer.base", "WriterInitArguments"),
+    ):
+        cls = getattr(_import(module_name), class_name)
+        if cls.__hash__ is None:
+            cls.__hash__ = object.__hash__
+
+
+def _yaml_scalar(text: str) -> Any:
+    """Read one command-line value as a YAML scalar (the type a YAML file would have given it)."""
+    if text == "None":
+        return None
+    value = yaml.safe_load(text)
+    return value if value is None or isinstance(value, (int, float, bool, str)) else text
+
+
+def typed_null_overrides() -> None:
+    """Fix 3: command-line values for keys whose YAML default is ``null`` keep their YAML type."""
+    parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
+    original: Callable[..., None] = parser_class._add_known_arguments_to_parser
+
+    def add_known_argument(self: Any, arg: str, value: Any) -> None:
+        if value is None:
+            self.parser.add_argument(arg, type=_yaml_scalar, default=None)
+        else:
+            original(self, arg, value)
+
+    parser_class._add_known_arguments_to_parser = add_known_argument
+
+
+def list_overrides_without_eval() -> None:
+    """Fix 5: a list value is read as a YAML list (``[a, b]``) or comma-separated words (``a,b``), not ``eval``-ed."""
+    parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
+
+    def read_list(self: Any, text: Any, eval_type: type = float) -> list[Any]:
+        if not isinstance(text, str):
+            return list(text)
+        items = yaml.safe_load(text) if text.strip().startswith("[") else [
+            item.strip() for item in text.split(",") if item.strip()]
+        if not isinstance(items, list):
+            raise ValueError(f"expected a list such as [a, b] or a,b; got {text!r}")
+        return [eval_type(item) for item in items]
+
+    parser_class._eval_str_list = read_list
+
+
+def single_log_lines() -> None:
+    """Fix 4: loggers made by pymarlin's ``getlogger`` print each line once: they no longer propagate to a
+    parent logger that carries the same console handler."""
+    logging_utils = _import("pymarlin.utils.logger.logging_utils")
+    original: Callable[..., logging.Logger] = logging_utils.getlogger
+
+    def getlogger(name: str, log_level: str = "INFO") -> logging.Logger:
+        logger = original(name, log_level)
+        logger.propagate = False
+        return logger
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "getlogger", None) is original:
+            module.getlogger = getlogger
+    for name, logger in logging.root.manager.loggerDict.items():
+        if name.startswith("pymarlin") and isinstance(logger, logging.Logger):
+            logger.propagate = False
+
+
+FIXES: dict[str, Callable[[], None]] = {
+    "stub_azureml_run": stub_azureml_run,
+    "single_log_lines": single_log_lines,
+    "hashable_trainer_defaults": hashable_trainer_defaults,
+    "typed_null_overrides": typed_null_overrides,
+    "list_overrides_without_eval": list_overrides_without_eval,
+}
+
+
+def apply(skip: tuple[str, ...] = ()) -> None:
+    """Apply every fix not named in ``skip``, then import pymarlin itself."""
+    for name, fix in FIXES.items():
+        if name not in skip:
+            fix()
+    importlib.import_module("pymarlin")
+    # Submodules imported before the real package exists are not yet attributes of their parents.
+    for name in sorted(module for module in sys.modules if module.startswith("pymarlin.")):
+        parent, _, child = name.rpartition(".")
+        if not hasattr(sys.modules[parent], child):
+            setattr(sys.modules[parent], child, sys.modules[name])
+
+
+# MARLIN_GLUE_COMPAT_SKIP=fix1,fix2 leaves fixes out: to see a failure again, or to check whether a
+# future pymarlin still needs a fix. The tests use it to prove that each one is needed.
+apply(skip=tuple(filter(None, os.environ.get("MARLIN_GLUE_COMPAT_SKIP", "").split(","))))
