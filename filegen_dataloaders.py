@@ -31,19 +31,53 @@ def feature_files(path: str) -> list[str]:
     return files
 
 
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Batches of similar length, in random order: the cost of a dynamically padded batch is set by its
+    longest member, so grouping lengths cuts the padding work (RTE: mean 67 tokens, but most random batches
+    hold a 128-token pair).
+
+    The examples come in the order of ``sampler`` (random; under DDP, this process's share); each run of
+    ``group_batches`` batches is sorted by length and cut into batches, and all full batches are shuffled.
+    The one partial batch, if any, comes last, so ``len()`` is ``ceil(n / batch_size)`` as without grouping.
+    """
+
+    def __init__(self, sampler: Sampler, lengths: list[int], batch_size: int, group_batches: int = 50):
+        self.sampler = sampler
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.group_size = batch_size * group_batches
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.group_size):
+            group = sorted(order[start:start + self.group_size], key=self.lengths.__getitem__, reverse=True)
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        partial = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
+        for position in torch.randperm(len(batches)).tolist():
+            yield batches[position]
+        yield from partial
+
+
 class FilesGenDataloader:
     """Training batches from every feature file under ``path``, one file loaded at a time.
 
     ``sampler`` is a sampler *class* (pymarlin passes ``RandomSampler``, or ``DistributedSampler`` under
-    DDP); it orders the examples within each file. ``len()`` is the number of batches, from the files'
-    metadata, without loading them.
+    DDP); it orders the examples within each file, and with ``group_by_length`` batches are then formed
+    from examples of similar length (``LengthGroupedBatchSampler``). ``len()`` is the number of batches,
+    from the files' metadata, without loading them.
     """
 
-    def __init__(self, datamodule: TaskData, path: str, batch_size: int, sampler: Callable[..., Sampler]):
+    def __init__(self, datamodule: TaskData, path: str, batch_size: int, sampler: Callable[..., Sampler],
+                 group_by_length: bool = False):
         self.datamodule = datamodule
         self.files = feature_files(path)
         self.batch_size = batch_size
         self.sampler = sampler
+        self.group_by_length = group_by_length
         self.counts = [read_metadata(file)["count"] for file in self.files]
 
     def get_datacount(self) -> int:
@@ -55,9 +89,15 @@ class FilesGenDataloader:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         for file in self.files:
             dataset = self.datamodule.get_train_dataset(file)
-            yield from DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler(dataset),
-                                  collate_fn=TaskDataset.collate)
-            del dataset
+            if self.group_by_length:
+                lengths = [len(feature.input_ids) for feature in dataset.features]
+                batches = LengthGroupedBatchSampler(self.sampler(dataset), lengths, self.batch_size)
+                loader = DataLoader(dataset, batch_sampler=batches, collate_fn=TaskDataset.collate)
+            else:
+                loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler(dataset),
+                                    collate_fn=TaskDataset.collate)
+            yield from loader
+            del dataset, loader
 
 
 class FilesDictDataloader:

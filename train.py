@@ -55,6 +55,7 @@ class ModuleInterfaceArguments:
     warmup_prop: float
     weight_decay: float
     seed: int
+    group_by_length: bool
     log_level: str
 
 
@@ -109,7 +110,8 @@ class Recipe(ModuleInterface):
     def get_train_dataloader(self, sampler: type, batch_size: int) -> Optional[FilesGenDataloader]:
         if not self.args.trainpath:
             return None
-        loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler)
+        loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
+                                    group_by_length=self.args.group_by_length)
         self.train_batches_per_epoch, self.train_micro_batch_size = len(loader), batch_size
         return loader
 

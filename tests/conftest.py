@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny randomly initialised BERT (no downloads) and small RTE files cut from the
+official ones the repo ships."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import pymarlin_compat  # noqa: E402,F401  (before anything imports pymarlin)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with random weights and the embedded model's uncased vocabulary, saved as a
+    local Hugging Face model folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    import embedded_model
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=512)
+    BertModel(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(embedded_model.resolve(embedded_model.DEFAULT_MODEL)).save_pretrained(path)
+    return str(path)
+
+
+def write_rte_subset(folder: Path, train_rows: int, dev_rows: int) -> Path:
+    """The header and first rows of the shipped RTE train.tsv and dev.tsv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        lines = (ROOT / "RTE" / name).read_text(encoding="utf-8").split("\n")
+        (folder / name).write_text("\n".join(lines[: rows + 1]) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def rte_subset(tmp_path) -> Path:
+    return write_rte_subset(tmp_path / "RTE", train_rows=48, dev_rows=24)
+
+
+@pytest.fixture
+def argv(monkeypatch):
+    """Run a script's ``main()`` in-process with the given command-line overrides."""
+    def set_argv(*args: str) -> None:
+        monkeypatch.setattr(sys, "argv", ["script", *map(str, args)])
+    return set_argv
+
+
+def python_env() -> dict[str, str]:
+    """Environment for subprocesses that run the project's scripts."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env

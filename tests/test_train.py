@@ -1,0 +1,117 @@
+"""The Recipe on a tiny random BERT: optimizer and schedule, training, results.json, the saved model,
+validate-only mode and seeding. Runs train.py's ``main()`` in-process with command-line overrides."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import AutoModelForSequenceClassification
+
+import data
+import train
+
+
+@pytest.fixture
+def features(tiny_bert, rte_subset, tmp_path):
+    folders = {}
+    for set_type in ("train", "dev"):
+        folders[set_type] = tmp_path / "features" / set_type
+        data.featurize(data.DataInterfaceArguments(str(rte_subset), str(folders[set_type])),
+                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tiny_bert,
+                                                   workers=1, tokenize_batch_size=16))
+    return folders
+
+
+def run_train(argv, tiny_bert, features, output_dir, *extra):
+    argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
+         "--tmod.output_dir", output_dir, "--trainer.epochs", 2, "--trainer.train_batch_size", 8,
+         "--trainer.disable_tqdm", "true", "--tmod.max_lr", "1.0e-3", *extra)
+    return train.main()
+
+
+def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, features, tmp_path):
+    output = tmp_path / "out"
+    results = run_train(argv, tiny_bert, features, output)
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["task"] == "RTE" and saved["dev.tsv"] == results["dev.tsv"]
+    assert saved["dev.tsv"]["epoch"] == 2 and saved["dev.tsv"]["step"] == 2 * 6 and saved["dev.tsv"]["examples"] == 24
+    assert 0.0 <= saved["dev.tsv"]["accuracy"] <= 1.0 and saved["dev.tsv"]["loss"] > 0
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert any((output / "logs").iterdir())  # TensorBoard events
+
+    # validating the saved model alone reproduces the final validation of training
+    argv("--model.hf_model", output, "--tmod.valpath", features["dev"], "--tmod.output_dir", tmp_path / "val",
+         "--trainer.disable_tqdm", "true")
+    validated = train.main()
+    assert validated["dev.tsv"]["accuracy"] == saved["dev.tsv"]["accuracy"]
+    assert validated["dev.tsv"]["loss"] == pytest.approx(saved["dev.tsv"]["loss"], rel=1e-5)
+    assert validated["dev.tsv"]["epoch"] == 0
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, features, tmp_path):
+    first = run_train(argv, tiny_bert, features, tmp_path / "a")["dev.tsv"]
+    second = run_train(argv, tiny_bert, features, tmp_path / "b")["dev.tsv"]
+    third = run_train(argv, tiny_bert, features, tmp_path / "c", "--tmod.seed", 7)["dev.tsv"]
+    assert first == second
+    assert third["loss"] != first["loss"]
+
+
+def recipe(tiny_bert, features, tmp_path, **trainer_overrides):
+    args = train.ModuleInterfaceArguments(task=None, trainpath=str(features["train"]), valpath=str(features["dev"]),
+                                          output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, weight_decay=0.01,
+                                          seed=1, group_by_length=True, log_level="INFO")
+    trainer_args = train.TrainerArguments(**{"train_batch_size": 8, **trainer_overrides})
+    return train.Recipe(args, train.ModelArguments(tiny_bert), trainer_args, data.TaskData())
+
+
+def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
+    module = recipe(tiny_bert, features, tmp_path)
+    module.get_train_dataloader(SequentialSampler, 8)
+    [optimizer], _ = module.get_optimizers_schedulers(0, 2)
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    decayed = {names[id(p)] for p in optimizer.param_groups[0]["params"]}
+    plain = {names[id(p)] for p in optimizer.param_groups[1]["params"]}
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01 and optimizer.param_groups[1]["weight_decay"] == 0.0
+    assert plain and all(n.endswith("bias") or "LayerNorm" in n for n in plain)
+    assert decayed and not any(n.endswith("bias") or "LayerNorm" in n for n in decayed)
+    assert len(decayed) + len(plain) == len(names)
+
+
+@pytest.mark.parametrize("overrides, steps", [({}, 12), ({"max_train_steps_per_epoch": 4}, 8),
+                                              ({"gpu_batch_size_limit": 4}, 12)])
+def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, features, tmp_path, overrides, steps):
+    module = recipe(tiny_bert, features, tmp_path, **overrides)
+    micro = min(8, overrides.get("gpu_batch_size_limit", 8))
+    module.get_train_dataloader(SequentialSampler, micro)
+    [optimizer], [scheduler] = module.get_optimizers_schedulers(0, 2)
+    assert module.optimizer_steps(2) == steps
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    warmup = round(0.25 * steps)
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == warmup
+    assert optimizer.param_groups[0]["lr"] == 0.0  # reaches zero exactly at the last step
+
+
+def test_features_of_another_task_are_refused(tiny_bert, features, tmp_path):
+    args = train.ModuleInterfaceArguments(task="MRPC", trainpath=str(features["train"]), valpath=None,
+                                          output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.1, weight_decay=0.0,
+                                          seed=1, group_by_length=True, log_level="INFO")
+    with pytest.raises(ValueError, match="disagree on the task"):
+        train.task_of_features(args)
+
+
+def test_val_step_returns_per_example_losses(tiny_bert, features, tmp_path):
+    module = recipe(tiny_bert, features, tmp_path)
+    module.eval()
+    batch = next(iter(module.get_val_dataloaders(SequentialSampler, 5)["dev.tsv"]))
+    with torch.no_grad():
+        losses, logits, labels = module.val_step(0, batch, torch.device("cpu"))
+        mean = module.model(**{k: v for k, v in batch.items() if k != "index"}).loss
+    assert losses.shape == (5,) and logits.shape == (5, 2) and labels.shape == (5,)
+    assert losses.mean().item() == pytest.approx(mean.item(), rel=1e-5)
