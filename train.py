@@ -118,7 +118,11 @@ class Recipe(ModuleInterface):
     def get_val_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
         if not self.args.valpath:
             return {}
-        return FilesDictDataloader(self.datamodule, self.args.valpath).get_dataloaders(sampler, batch_size)
+        loaders = FilesDictDataloader(self.datamodule, self.args.valpath).get_dataloaders(sampler, batch_size)
+        for name, loader in loaders.items():
+            if loader.dataset.features[0].label is None:
+                raise ValueError(f"{loader.dataset.path}: features without labels (a test set) cannot be validated")
+        return loaders
 
     # -- optimization ----------------------------------------------------------------------------------
     def optimizer_steps(self, epochs: int) -> int:

@@ -115,3 +115,15 @@ def test_val_step_returns_per_example_losses(tiny_bert, features, tmp_path):
         mean = module.model(**{k: v for k, v in batch.items() if k != "index"}).loss
     assert losses.shape == (5,) and logits.shape == (5, 2) and labels.shape == (5,)
     assert losses.mean().item() == pytest.approx(mean.item(), rel=1e-5)
+
+
+def test_validating_on_unlabeled_test_features_is_a_clear_error(tiny_bert, features, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "test.tsv").write_text("index\tsentence1\tsentence2\n0\tA cat.\tAn animal.\n", encoding="utf-8")
+    data.featurize(data.DataInterfaceArguments(str(raw), str(tmp_path / "test")),
+                   data.DataProcessorArguments(task="RTE", set_type="test", max_seq_len=64, tokenizer=tiny_bert,
+                                               workers=1, tokenize_batch_size=16))
+    module = recipe(tiny_bert, {**features, "dev": tmp_path / "test"}, tmp_path)
+    with pytest.raises(ValueError, match="test.tsv: features without labels"):
+        module.get_val_dataloaders(SequentialSampler, 8)

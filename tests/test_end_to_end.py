@@ -1,0 +1,45 @@
+"""data.py and train.py as a user runs them (subprocesses, default config) on a small RTE subset with the
+real embedded MiniLM, for a few steps."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import ROOT, python_env, write_rte_subset
+
+
+def run(*args: str, cwd) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=python_env(), capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_rte_from_tsv_to_results_and_a_saved_model(tmp_path):
+    raw = write_rte_subset(tmp_path / "RTE", train_rows=64, dev_rows=32)
+    for set_type in ("train", "dev"):
+        run(ROOT / "data.py", "--dmod.input_dir", raw, "--dmod.output_dir", f"processed_data/{set_type}",
+            "--dproc.task", "RTE", "--dproc.set_type", set_type, cwd=tmp_path)
+    result = run(ROOT / "train.py", "--tmod.task", "RTE", "--tmod.trainpath", "processed_data/train",
+                 "--tmod.valpath", "processed_data/dev", "--tmod.output_dir", "training_output",
+                 "--trainer.epochs", "1", "--trainer.max_train_steps_per_epoch", "3", "--trainer.disable_tqdm", "true",
+                 cwd=tmp_path)
+
+    output = tmp_path / "training_output"
+    results = json.loads((output / "results.json").read_text())
+    assert results["task"] == "RTE" and results["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    dev = results["dev.tsv"]
+    assert dev["examples"] == 32 and dev["step"] == 3 and dev["epoch"] == 1 and 0 <= dev["accuracy"] <= 1
+    assert f"RTE dev.tsv (32 examples, epoch 1): accuracy = {dev['accuracy']:.4f}" in result.stdout
+
+    model = AutoModelForSequenceClassification.from_pretrained(output).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output)
+    assert model.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert model.config.num_hidden_layers == 6 and model.config.hidden_size == 384  # the embedded MiniLM
+    with torch.no_grad():
+        logits = model(**tokenizer("A man is sleeping.", "Someone sleeps.", return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
