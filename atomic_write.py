@@ -9,10 +9,14 @@ from contextlib import contextmanager
 from typing import Iterator
 
 
-def _default_mode(directory: bool) -> int:
+def _read_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
+    return umask
+
+
+# Read once, at import: changing the umask later, even briefly, would race with other threads' files.
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextmanager
@@ -25,7 +29,7 @@ def atomic_path(path: str) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
-        os.chmod(temporary, _default_mode(directory=False))
+        os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -42,7 +46,7 @@ def atomic_files_into(folder: str) -> Iterator[str]:
     try:
         yield staging
         for name in os.listdir(staging):
-            os.chmod(os.path.join(staging, name), _default_mode(directory=False))
+            os.chmod(os.path.join(staging, name), FILE_MODE)
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

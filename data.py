@@ -9,6 +9,8 @@ two consecutive pickles. The file appears under its final name only once it is c
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 from dataclasses import asdict, dataclass
@@ -109,6 +111,12 @@ class _FeaturesUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A hash of the tokenizer's vocabulary: features are only valid for a model with the same one."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata record at the start of a features file (cheap: the features are not read)."""
     with open(path, "rb") as stream:
@@ -204,7 +212,8 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     output_path = os.path.join(data_args.output_dir, f"{proc_args.set_type}.tsv")
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
-                "tokenizer": proc_args.tokenizer, "max_seq_len": proc_args.max_seq_len,
+                "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
+                "max_seq_len": proc_args.max_seq_len,
                 "source": os.path.abspath(os.path.join(data_args.input_dir, f"{proc_args.set_type}.tsv"))}
     write_features(output_path, metadata, features)
     logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "

@@ -107,9 +107,6 @@ class FilesDictDataloader:
         self.datamodule = datamodule
         self.files = feature_files(path)
 
-    def get_datacount(self) -> int:
-        return sum(read_metadata(file)["count"] for file in self.files)
-
     def get_dataloaders(self, sampler: Callable[..., Sampler], batch_size: int) -> dict[str, DataLoader]:
         loaders = {}
         for file in self.files:

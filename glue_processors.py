@@ -72,9 +72,6 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.labels is None
 
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
 
 
 _BINARY = ("0", "1")

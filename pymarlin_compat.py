@@ -19,9 +19,10 @@ What breaks and why (measured; see the notes in the project's shared folder):
    YAML scalars: ``3`` -> 3, ``2.0e-5`` -> 2e-5, ``null`` -> None, ``true`` -> True, text stays text.
 4. Every pymarlin logger gets the same console handler *and* propagates to its parent, which has it too, so
    each metric line printed twice. Loggers made by pymarlin's ``getlogger`` no longer propagate.
-5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, an empty YAML list
-   raised IndexError, and the command line could run any Python expression. Lists are now read as YAML
-   (``[stdout, tensorboard]``) or as comma-separated words (``stdout,tensorboard``).
+5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, and the command
+   line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``) or as
+   comma-separated words (``stdout,tensorboard``). (An empty list default still cannot be overridden:
+   config.yaml has none.)
 """
 from __future__ import annotations
 

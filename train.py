@@ -33,7 +33,7 @@ from transformers.optimization import get_linear_schedule_with_warmup
 import embedded_model
 import glue_metrics
 from atomic_write import atomic_files_into, atomic_path
-from data import TaskData, parse_config, read_metadata
+from data import TaskData, parse_config, read_metadata, vocab_fingerprint
 from filegen_dataloaders import FilesDictDataloader, FilesGenDataloader, feature_files
 from glue_processors import TaskSpec, get_task
 
@@ -56,19 +56,31 @@ class ModuleInterfaceArguments:
     weight_decay: float
     seed: int
     group_by_length: bool
-    log_level: str
 
 
-def task_of_features(args: ModuleInterfaceArguments) -> TaskSpec:
+def features_metadata(args: ModuleInterfaceArguments) -> dict[str, dict[str, Any]]:
+    """The metadata of every feature file under ``trainpath`` and ``valpath``, by file."""
+    paths = [path for path in (args.trainpath, args.valpath) if path]
+    return {file: read_metadata(file) for path in paths for file in feature_files(path)}
+
+
+def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> TaskSpec:
     """The task the feature files were written for; an error if they disagree with each other or with
     ``tmod.task``, so a model is never scored against another task's labels."""
-    paths = [path for path in (args.trainpath, args.valpath) if path]
-    found = {file: read_metadata(file) for path in paths for file in feature_files(path)}
     names = {metadata["task"] for metadata in found.values()} | ({get_task(args.task).name} if args.task else set())
     if len(names) != 1:
         listing = ", ".join(f"{file}: {metadata['task']}" for file, metadata in found.items())
         raise ValueError(f"feature files and tmod.task disagree on the task (tmod.task={args.task}; {listing})")
     return get_task(names.pop())
+
+
+def check_vocabulary(found: dict[str, dict[str, Any]], tokenizer: Any, model_name: str) -> None:
+    """Token ids only mean something to a model with the vocabulary they were made with."""
+    fingerprint = vocab_fingerprint(tokenizer)
+    for file, metadata in found.items():
+        if metadata["vocab"] != fingerprint:
+            raise ValueError(f"{file} was tokenized with {metadata['tokenizer']}, whose vocabulary differs from "
+                             f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
 
 
 class Recipe(ModuleInterface):
@@ -81,12 +93,14 @@ class Recipe(ModuleInterface):
         self.model_args = model_args
         self.trainer_args = trainer_args
         self.datamodule = datamodule
-        self.spec = task_of_features(args)
+        found = features_metadata(args)
+        self.spec = task_of_features(args, found)
         self.epoch = 0
         self.train_batches_per_epoch = 0
         self.train_micro_batch_size = 0
         self.results: dict[str, dict[str, Any]] = {}
         self.model, self.tokenizer = self.setup_models()
+        check_vocabulary(found, self.tokenizer, model_args.hf_model)
         self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
             inspect.signature(self.model.forward).parameters)
 
@@ -112,6 +126,8 @@ class Recipe(ModuleInterface):
             return None
         loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
                                     group_by_length=self.args.group_by_length)
+        if not self.train_batches_per_epoch:
+            logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
         self.train_batches_per_epoch, self.train_micro_batch_size = len(loader), batch_size
         return loader
 
@@ -119,7 +135,7 @@ class Recipe(ModuleInterface):
         if not self.args.valpath:
             return {}
         loaders = FilesDictDataloader(self.datamodule, self.args.valpath).get_dataloaders(sampler, batch_size)
-        for name, loader in loaders.items():
+        for loader in loaders.values():
             if loader.dataset.features[0].label is None:
                 raise ValueError(f"{loader.dataset.path}: features without labels (a test set) cannot be validated")
         return loaders
@@ -130,6 +146,8 @@ class Recipe(ModuleInterface):
 
         Called after pymarlin has sized a training loader, so batches per epoch and the micro-batch are known;
         a step takes ``train_batch_size / micro-batch`` micro-batches (over all processes)."""
+        if not self.train_micro_batch_size:
+            raise RuntimeError("optimizer_steps() needs a sized training loader: call get_train_dataloader first")
         per_step = max(1, self.trainer_args.train_batch_size // self.train_micro_batch_size)
         steps = (epochs * self.train_batches_per_epoch) // per_step
         cap = self.trainer_args.max_train_steps_per_epoch
@@ -188,17 +206,11 @@ class Recipe(ModuleInterface):
         self.results[key] = {**metrics, "epoch": self.epoch, "step": global_step, "examples": len(labels)}
         logger.info(f"{self.spec.name} {key} after epoch {self.epoch}, step {global_step}: "
                     + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-        if is_main_process():
-            write_json(os.path.join(self.args.output_dir, "results.json"),
-                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
+        write_json(os.path.join(self.args.output_dir, "results.json"),
+                   {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
 
     def on_end_train(self, global_step: int) -> None:
-        if is_main_process():
-            save_model(self.model, self.tokenizer, self.args.output_dir)
-
-
-def is_main_process() -> bool:
-    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+        save_model(self.model, self.tokenizer, self.args.output_dir)
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
@@ -231,12 +243,18 @@ def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerA
     )
 
 
-def main() -> dict[str, dict[str, Any]]:
+SINGLE_PROCESS_BACKENDS = ("sp", "sp-amp")
+
+
+def main() -> Recipe:
     config = parse_config()
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
     if not args.trainpath and not args.valpath:
         raise SystemExit("train.py needs --tmod.trainpath (to train) and/or --tmod.valpath (to validate)")
+    if config["trainer"]["backend"] not in SINGLE_PROCESS_BACKENDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit(f"train.py runs in one process for now (trainer.backend {' or '.join(SINGLE_PROCESS_BACKENDS)}): "
+                         "under DDP each process would score only its share of the validation set")
     os.makedirs(args.output_dir, exist_ok=True)
     trainer_args = build_trainer_arguments(config, args.output_dir)
     logger.info(f"train.py: {asdict(args)} {asdict(model_args)}")
@@ -253,8 +271,9 @@ def main() -> dict[str, dict[str, Any]]:
         metrics = ", ".join(f"{name} = {value:.4f}" for name, value in result.items()
                             if name not in ("epoch", "step", "examples"))
         print(f"{recipe.spec.name} {key} ({result['examples']} examples, epoch {result['epoch']}): {metrics}")
-    print(f"Results: {os.path.join(args.output_dir, 'results.json')}")
-    return recipe.results
+    if recipe.results:
+        print(f"Results: {os.path.join(args.output_dir, 'results.json')}")
+    return recipe
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 import data
 import train
+from conftest import write_rte_subset
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def run_train(argv, tiny_bert, features, output_dir, *extra):
     argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
          "--tmod.output_dir", output_dir, "--trainer.epochs", 2, "--trainer.train_batch_size", 8,
          "--trainer.disable_tqdm", "true", "--tmod.max_lr", "1.0e-3", *extra)
-    return train.main()
+    return train.main().results
 
 
 def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, features, tmp_path):
@@ -45,7 +46,7 @@ def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, fe
     # validating the saved model alone reproduces the final validation of training
     argv("--model.hf_model", output, "--tmod.valpath", features["dev"], "--tmod.output_dir", tmp_path / "val",
          "--trainer.disable_tqdm", "true")
-    validated = train.main()
+    validated = train.main().results
     assert validated["dev.tsv"]["accuracy"] == saved["dev.tsv"]["accuracy"]
     assert validated["dev.tsv"]["loss"] == pytest.approx(saved["dev.tsv"]["loss"], rel=1e-5)
     assert validated["dev.tsv"]["epoch"] == 0
@@ -62,7 +63,7 @@ def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, featur
 def recipe(tiny_bert, features, tmp_path, **trainer_overrides):
     args = train.ModuleInterfaceArguments(task=None, trainpath=str(features["train"]), valpath=str(features["dev"]),
                                           output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, weight_decay=0.01,
-                                          seed=1, group_by_length=True, log_level="INFO")
+                                          seed=1, group_by_length=True)
     trainer_args = train.TrainerArguments(**{"train_batch_size": 8, **trainer_overrides})
     return train.Recipe(args, train.ModelArguments(tiny_bert), trainer_args, data.TaskData())
 
@@ -101,9 +102,9 @@ def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, fea
 def test_features_of_another_task_are_refused(tiny_bert, features, tmp_path):
     args = train.ModuleInterfaceArguments(task="MRPC", trainpath=str(features["train"]), valpath=None,
                                           output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.1, weight_decay=0.0,
-                                          seed=1, group_by_length=True, log_level="INFO")
+                                          seed=1, group_by_length=True)
     with pytest.raises(ValueError, match="disagree on the task"):
-        train.task_of_features(args)
+        train.task_of_features(args, train.features_metadata(args))
 
 
 def test_val_step_returns_per_example_losses(tiny_bert, features, tmp_path):
@@ -127,3 +128,35 @@ def test_validating_on_unlabeled_test_features_is_a_clear_error(tiny_bert, featu
     module = recipe(tiny_bert, {**features, "dev": tmp_path / "test"}, tmp_path)
     with pytest.raises(ValueError, match="test.tsv: features without labels"):
         module.get_val_dataloaders(SequentialSampler, 8)
+
+
+def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, tiny_bert, tmp_path):
+    """45 examples, global batch 6, device limit 4: pymarlin steps every 2 micro-batches of 3, 15 micro-batches
+    an epoch, so one accumulation carries over into the second epoch; 15 optimizer steps in all."""
+    raw = write_rte_subset(tmp_path / "RTE45", train_rows=45, dev_rows=8)
+    folders = {}
+    for set_type in ("train", "dev"):
+        folders[set_type] = tmp_path / "f45" / set_type
+        data.featurize(data.DataInterfaceArguments(str(raw), str(folders[set_type])),
+                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tiny_bert,
+                                                   workers=1, tokenize_batch_size=16))
+    argv("--model.hf_model", tiny_bert, "--tmod.trainpath", folders["train"], "--tmod.valpath", folders["dev"],
+         "--tmod.output_dir", tmp_path / "out", "--trainer.epochs", 2, "--trainer.train_batch_size", 6,
+         "--trainer.gpu_batch_size_limit", 4, "--trainer.disable_tqdm", "true")
+    module = train.main()
+    assert module.train_micro_batch_size == 3 and module.train_batches_per_epoch == 15
+    assert module.optimizer_steps(2) == 15 == module.results["dev.tsv"]["step"]
+    assert module.optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    other = tmp_path / "other-vocab"
+    other.mkdir()
+    (other / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
+    BertTokenizerFast(str(other / "vocab.txt")).save_pretrained(other)
+    BertModel(BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+                         intermediate_size=8)).save_pretrained(other)
+    with pytest.raises(ValueError, match="featurize again with --dproc.tokenizer"):
+        recipe(str(other), features, tmp_path)
