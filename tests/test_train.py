@@ -14,15 +14,20 @@ import train
 from conftest import write_rte_subset
 
 
-@pytest.fixture
-def features(tiny_bert, rte_subset, tmp_path):
+def featurize_splits(raw, output, tokenizer, set_types=("train", "dev")) -> dict:
+    """Featurize RTE files in ``raw`` into ``output/<set_type>/``; the folders by set type."""
     folders = {}
-    for set_type in ("train", "dev"):
-        folders[set_type] = tmp_path / "features" / set_type
-        data.featurize(data.DataInterfaceArguments(str(rte_subset), str(folders[set_type])),
-                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tiny_bert,
+    for set_type in set_types:
+        folders[set_type] = output / set_type
+        data.featurize(data.DataInterfaceArguments(str(raw), str(folders[set_type])),
+                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tokenizer,
                                                    workers=1, tokenize_batch_size=16))
     return folders
+
+
+@pytest.fixture
+def features(tiny_bert, rte_subset, tmp_path):
+    return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
 
 
 def run_train(argv, tiny_bert, features, output_dir, *extra):
@@ -122,10 +127,8 @@ def test_validating_on_unlabeled_test_features_is_a_clear_error(tiny_bert, featu
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "test.tsv").write_text("index\tsentence1\tsentence2\n0\tA cat.\tAn animal.\n", encoding="utf-8")
-    data.featurize(data.DataInterfaceArguments(str(raw), str(tmp_path / "test")),
-                   data.DataProcessorArguments(task="RTE", set_type="test", max_seq_len=64, tokenizer=tiny_bert,
-                                               workers=1, tokenize_batch_size=16))
-    module = recipe(tiny_bert, {**features, "dev": tmp_path / "test"}, tmp_path)
+    test = featurize_splits(raw, tmp_path, tiny_bert, set_types=("test",))["test"]
+    module = recipe(tiny_bert, {**features, "dev": test}, tmp_path)
     with pytest.raises(ValueError, match="test.tsv: features without labels"):
         module.get_val_dataloaders(SequentialSampler, 8)
 
@@ -134,12 +137,7 @@ def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, 
     """45 examples, global batch 6, device limit 4: pymarlin steps every 2 micro-batches of 3, 15 micro-batches
     an epoch, so one accumulation carries over into the second epoch; 15 optimizer steps in all."""
     raw = write_rte_subset(tmp_path / "RTE45", train_rows=45, dev_rows=8)
-    folders = {}
-    for set_type in ("train", "dev"):
-        folders[set_type] = tmp_path / "f45" / set_type
-        data.featurize(data.DataInterfaceArguments(str(raw), str(folders[set_type])),
-                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tiny_bert,
-                                                   workers=1, tokenize_batch_size=16))
+    folders = featurize_splits(raw, tmp_path / "f45", tiny_bert)
     argv("--model.hf_model", tiny_bert, "--tmod.trainpath", folders["train"], "--tmod.valpath", folders["dev"],
          "--tmod.output_dir", tmp_path / "out", "--trainer.epochs", 2, "--trainer.train_batch_size", 6,
          "--trainer.gpu_batch_size_limit", 4, "--trainer.disable_tqdm", "true")
