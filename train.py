@@ -78,7 +78,7 @@ def check_vocabulary(found: dict[str, dict[str, Any]], tokenizer: Any, model_nam
     """Token ids only mean something to a model with the vocabulary they were made with."""
     fingerprint = vocab_fingerprint(tokenizer)
     for file, metadata in found.items():
-        if metadata["vocab"] != fingerprint:
+        if metadata.get("vocab") != fingerprint:
             raise ValueError(f"{file} was tokenized with {metadata['tokenizer']}, whose vocabulary differs from "
                              f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
 
