@@ -21,6 +21,12 @@ def test_reads_the_shipped_rte_files_row_for_row():
         "not_entailment", 0)
 
 
+def test_analyze_logs_the_count_and_label_distribution(caplog):
+    with caplog.at_level("INFO", logger="glue_processors"):
+        read("RTE", ROOT / "RTE", "train")
+    assert "RTE: 2490 examples; labels entailment: 1249, not_entailment: 1241" in caplog.text
+
+
 def test_quote_characters_stay_inside_their_field(tmp_path):
     (tmp_path / "dev.tsv").write_text(
         'index\tsentence1\tsentence2\tlabel\n'
