@@ -39,12 +39,16 @@ FEATURES_FORMAT = "marlin-glue-features/1"
 
 @dataclass
 class DataInterfaceArguments:
+    """``dmod`` in config.yaml: where one task's GLUE files are read and its features written."""
+
     input_dir: str
     output_dir: str
 
 
 @dataclass
 class DataProcessorArguments:
+    """``dproc`` in config.yaml: which file of which task, and how it is tokenized."""
+
     task: str
     set_type: str
     max_seq_len: int
@@ -188,12 +192,16 @@ class TaskData(DataInterface):
     def get_train_dataset(self, path: str) -> TaskDataset:
         return TaskDataset(path)
 
-    def get_val_dataset(self, path: str) -> TaskDataset:
-        return TaskDataset(path)
+    get_val_dataset = get_train_dataset  # training and validation files have the same format
 
 
 def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArguments) -> str:
     """Read ``<input_dir>/<set_type>.tsv``, featurize it and write ``<output_dir>/<set_type>.tsv``; returns that path."""
+    source = os.path.abspath(os.path.join(data_args.input_dir, f"{proc_args.set_type}.tsv"))
+    output_path = os.path.join(data_args.output_dir, f"{proc_args.set_type}.tsv")
+    if os.path.realpath(output_path) == os.path.realpath(source):
+        raise ValueError(f"{output_path}: the features file would replace the GLUE file it is made from; "
+                         "choose a --dmod.output_dir other than --dmod.input_dir")
     processor = GlueProcessor(proc_args.task)
     examples = processor.process_data(data_args.input_dir, proc_args.set_type)
 
@@ -210,11 +218,10 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
 
     lengths = np.array([len(feature.input_ids) for feature in features])
     truncated = int((lengths >= proc_args.max_seq_len).sum())
-    output_path = os.path.join(data_args.output_dir, f"{proc_args.set_type}.tsv")
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
                 "max_seq_len": proc_args.max_seq_len,
-                "source": os.path.abspath(os.path.join(data_args.input_dir, f"{proc_args.set_type}.tsv"))}
+                "source": source}
     write_features(output_path, metadata, features)
     logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "
                 f"mean {lengths.mean():.1f}, max {lengths.max()}; {truncated} at max_seq_len {proc_args.max_seq_len})")

@@ -7,7 +7,7 @@ constant predictions) give a defined value and a warning, never NaN.
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import pearsonr, spearmanr
@@ -52,7 +52,7 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], dict[str, float]]] = {
 }
 
 
-def compute(task: str, labels, preds) -> dict[str, float]:
+def compute(task: str, labels: Sequence[float] | np.ndarray, preds: Sequence[float] | np.ndarray) -> dict[str, float]:
     """The official metric(s) of ``task`` for gold ``labels`` and predictions ``preds`` (same length)."""
     labels, preds = np.asarray(labels), np.asarray(preds)
     if labels.shape != preds.shape or labels.ndim != 1 or len(labels) == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -71,7 +71,6 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.labels is None
-
 
 
 _BINARY = ("0", "1")
@@ -173,7 +172,7 @@ class GlueProcessor(DataProcessor):
             summary = "labels " + ", ".join(f"{label}: {counts[label]}" for label in self.spec.labels)
         logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
 
-    def _read(self, path: str, set_type: str, columns: Columns, is_test: bool):
+    def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
         try:
             with open(path, encoding="utf-8-sig", newline="") as stream:
                 lines = stream.read().split("\n")

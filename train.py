@@ -28,6 +28,7 @@ from pymarlin.utils.logger.logging_utils import getlogger
 from pymarlin.utils.stats import StatInitArguments, global_stats
 from pymarlin.utils.writer.base import WriterInitArguments
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 
 import embedded_model
@@ -39,14 +40,20 @@ from glue_processors import TaskSpec, get_task
 
 logger = getlogger(__name__)
 
+SINGLE_PROCESS_BACKENDS = ("sp", "sp-amp")
+
 
 @dataclass
 class ModelArguments:
+    """``model`` in config.yaml: the encoder to fine-tune or validate (hub id or local folder)."""
+
     hf_model: str
 
 
 @dataclass
 class ModuleInterfaceArguments:
+    """``tmod`` in config.yaml: the recipe's data, outputs and optimization."""
+
     task: Optional[str]
     trainpath: Optional[str]
     valpath: Optional[str]
@@ -153,7 +160,8 @@ class Recipe(ModuleInterface):
         cap = self.trainer_args.max_train_steps_per_epoch
         return min(steps, epochs * cap) if cap else steps
 
-    def get_optimizers_schedulers(self, estimated_global_steps_per_epoch: int, epochs: int):
+    def get_optimizers_schedulers(self, estimated_global_steps_per_epoch: int, epochs: int
+                                  ) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
         if not self.args.trainpath:
             return [], []
         no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
@@ -173,13 +181,14 @@ class Recipe(ModuleInterface):
         return [optimizer], [scheduler]
 
     # -- steps -----------------------------------------------------------------------------------------
-    def _forward(self, batch: dict[str, torch.Tensor], device: torch.device):
+    def _forward(self, batch: dict[str, torch.Tensor], device: torch.device) -> SequenceClassifierOutput:
         return self.model(**{key: value.to(device) for key, value in batch.items() if key in self.model_inputs})
 
     def train_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         return self._forward(batch, device).loss
 
-    def val_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device):
+    def val_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-example losses (so the mean is exact whatever the batch sizes), logits and gold labels."""
         logits = self._forward({k: v for k, v in batch.items() if k != "labels"}, device).logits
         labels = batch["labels"].to(device)
@@ -228,11 +237,10 @@ def save_model(model: torch.nn.Module, tokenizer: Any, output_dir: str) -> None:
 
 
 def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerArguments:
-    """pymarlin's TrainerArguments from the ``trainer``, ``ckpt``, ``stats`` and ``wrts`` groups; folders
-    left null go under ``output_dir``."""
+    """pymarlin's TrainerArguments from the ``trainer``, ``ckpt``, ``stats`` and ``wrts`` groups; checkpoint
+    and log folders left "" go under ``output_dir``."""
     ckpt = dict(config["ckpt"])
     ckpt["save_dir"] = ckpt["save_dir"] or os.path.join(output_dir, "checkpoints")
-    ckpt["model_state_save_dir"] = ckpt["model_state_save_dir"] or ckpt["save_dir"]
     writer = dict(config["wrts"])
     writer["tb_log_dir"] = writer["tb_log_dir"] or os.path.join(output_dir, "logs")
     return TrainerArguments(
@@ -241,9 +249,6 @@ def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerA
         stats_args=StatInitArguments(**config["stats"]),
         writer_args=WriterInitArguments(**writer),
     )
-
-
-SINGLE_PROCESS_BACKENDS = ("sp", "sp-amp")
 
 
 def main() -> Recipe:

@@ -69,9 +69,17 @@ def test_collate_pads_each_batch_to_its_longest_member():
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises((pickle.PicklingError, AttributeError), match="pickle"):
         data.write_features(str(tmp_path / "train.tsv"), {"task": "RTE"}, [lambda: None])  # not picklable
     assert os.listdir(tmp_path) == []
+
+
+def test_features_never_replace_the_glue_file_they_come_from(tiny_bert, rte_subset):
+    original = (rte_subset / "dev.tsv").read_bytes()
+    with pytest.raises(ValueError, match="dev.tsv: the features file would replace the GLUE file"):
+        data.featurize(data.DataInterfaceArguments(str(rte_subset), str(rte_subset / ".")),
+                       processor_args(tiny_bert, set_type="dev"))
+    assert (rte_subset / "dev.tsv").read_bytes() == original
 
 
 class _RunsCode:

@@ -158,3 +158,18 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_p
                          intermediate_size=8)).save_pretrained(other)
     with pytest.raises(ValueError, match="featurize again with --dproc.tokenizer"):
         recipe(str(other), features, tmp_path)
+
+
+def test_a_run_resumes_from_its_checkpoint_folder(argv, tiny_bert, features, tmp_path):
+    """With the default checkpoint settings, ``--ckpt.load_dir`` alone picks the newest training-state
+    checkpoint (not a model-only file) and training continues where it stopped."""
+    common = ("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
+              "--trainer.train_batch_size", 8, "--trainer.disable_tqdm", "true", "--ckpt.checkpoint", "true")
+    argv(*common, "--tmod.output_dir", tmp_path / "first", "--trainer.epochs", 1)
+    train.main()
+    assert sorted(path.name for path in (tmp_path / "first" / "checkpoints").iterdir()) == ["marlin_glue_0.pt"]
+
+    argv(*common, "--tmod.output_dir", tmp_path / "resumed", "--trainer.epochs", 2,
+         "--ckpt.load_dir", tmp_path / "first" / "checkpoints")
+    resumed = train.main().results["dev.tsv"]
+    assert (resumed["epoch"], resumed["step"]) == (2, 2 * 6)
