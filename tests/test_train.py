@@ -30,16 +30,16 @@ def features(tiny_bert, rte_subset, tmp_path):
     return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
 
 
-def run_train(argv, tiny_bert, features, output_dir, *extra):
+def run_train(argv, tiny_bert, features, output_dir, *extra, epochs: int = 2, batch_size: int = 8) -> train.Recipe:
     argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
-         "--tmod.output_dir", output_dir, "--trainer.epochs", 2, "--trainer.train_batch_size", 8,
+         "--tmod.output_dir", output_dir, "--trainer.epochs", epochs, "--trainer.train_batch_size", batch_size,
          "--trainer.disable_tqdm", "true", "--tmod.max_lr", "1.0e-3", *extra)
-    return train.main().results
+    return train.main()
 
 
 def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, features, tmp_path):
     output = tmp_path / "out"
-    results = run_train(argv, tiny_bert, features, output)
+    results = run_train(argv, tiny_bert, features, output).results
     saved = json.loads((output / "results.json").read_text())
     assert saved["task"] == "RTE" and saved["dev.tsv"] == results["dev.tsv"]
     assert saved["dev.tsv"]["epoch"] == 2 and saved["dev.tsv"]["step"] == 2 * 6 and saved["dev.tsv"]["examples"] == 24
@@ -58,9 +58,9 @@ def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, fe
 
 
 def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, features, tmp_path):
-    first = run_train(argv, tiny_bert, features, tmp_path / "a")["dev.tsv"]
-    second = run_train(argv, tiny_bert, features, tmp_path / "b")["dev.tsv"]
-    third = run_train(argv, tiny_bert, features, tmp_path / "c", "--tmod.seed", 7)["dev.tsv"]
+    first = run_train(argv, tiny_bert, features, tmp_path / "a").results["dev.tsv"]
+    second = run_train(argv, tiny_bert, features, tmp_path / "b").results["dev.tsv"]
+    third = run_train(argv, tiny_bert, features, tmp_path / "c", "--tmod.seed", 7).results["dev.tsv"]
     assert first == second
     assert third["loss"] != first["loss"]
 
@@ -138,10 +138,7 @@ def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, 
     an epoch, so one accumulation carries over into the second epoch; 15 optimizer steps in all."""
     raw = write_rte_subset(tmp_path / "RTE45", train_rows=45, dev_rows=8)
     folders = featurize_splits(raw, tmp_path / "f45", tiny_bert)
-    argv("--model.hf_model", tiny_bert, "--tmod.trainpath", folders["train"], "--tmod.valpath", folders["dev"],
-         "--tmod.output_dir", tmp_path / "out", "--trainer.epochs", 2, "--trainer.train_batch_size", 6,
-         "--trainer.gpu_batch_size_limit", 4, "--trainer.disable_tqdm", "true")
-    module = train.main()
+    module = run_train(argv, tiny_bert, folders, tmp_path / "out", "--trainer.gpu_batch_size_limit", 4, batch_size=6)
     assert module.train_micro_batch_size == 3 and module.train_batches_per_epoch == 15
     assert module.optimizer_steps(2) == 15 == module.results["dev.tsv"]["step"]
     assert module.optimizer.param_groups[0]["lr"] == 0.0
@@ -163,13 +160,9 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_p
 def test_a_run_resumes_from_its_checkpoint_folder(argv, tiny_bert, features, tmp_path):
     """With the default checkpoint settings, ``--ckpt.load_dir`` alone picks the newest training-state
     checkpoint (not a model-only file) and training continues where it stopped."""
-    common = ("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
-              "--trainer.train_batch_size", 8, "--trainer.disable_tqdm", "true", "--ckpt.checkpoint", "true")
-    argv(*common, "--tmod.output_dir", tmp_path / "first", "--trainer.epochs", 1)
-    train.main()
+    run_train(argv, tiny_bert, features, tmp_path / "first", "--ckpt.checkpoint", "true", epochs=1)
     assert sorted(path.name for path in (tmp_path / "first" / "checkpoints").iterdir()) == ["marlin_glue_0.pt"]
 
-    argv(*common, "--tmod.output_dir", tmp_path / "resumed", "--trainer.epochs", 2,
-         "--ckpt.load_dir", tmp_path / "first" / "checkpoints")
-    resumed = train.main().results["dev.tsv"]
+    resumed = run_train(argv, tiny_bert, features, tmp_path / "resumed", "--ckpt.checkpoint", "true",
+                        "--ckpt.load_dir", tmp_path / "first" / "checkpoints").results["dev.tsv"]
     assert (resumed["epoch"], resumed["step"]) == (2, 2 * 6)
