@@ -55,6 +55,7 @@ class DataProcessorArguments:
     tokenizer: str
     workers: Optional[int]
     tokenize_batch_size: int
+    skip_malformed: bool
 
 
 class Featurizer(DataProcessor):
@@ -202,7 +203,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     if os.path.realpath(output_path) == os.path.realpath(source):
         raise ValueError(f"{output_path}: the features file would replace the GLUE file it is made from; "
                          "choose a --dmod.output_dir other than --dmod.input_dir")
-    processor = GlueProcessor(proc_args.task)
+    processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
     examples = processor.process_data(data_args.input_dir, proc_args.set_type)
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
@@ -220,8 +221,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
-                "max_seq_len": proc_args.max_seq_len,
-                "source": source}
+                "max_seq_len": proc_args.max_seq_len, "source": source, "skipped_lines": processor.skipped}
     write_features(output_path, metadata, features)
     logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "
                 f"mean {lengths.mean():.1f}, max {lengths.max()}; {truncated} at max_seq_len {proc_args.max_seq_len})")

@@ -67,10 +67,25 @@ class TaskSpec:
     test: Columns
     set_types: tuple[str, ...] = ("train", "dev", "test")
     test_set_types: tuple[str, ...] = ("test",)
+    submissions: tuple[str, ...] = ()  # leaderboard file stem per test set type; () = the task name
+    model_task: Optional[str] = None  # the task whose models predict it (AX: MNLI); None = itself
 
     @property
     def is_regression(self) -> bool:
         return self.labels is None
+
+    @property
+    def trained_as(self) -> "TaskSpec":
+        """The task a model must be fine-tuned on to predict this one (itself, except AX: MNLI)."""
+        return get_task(self.model_task) if self.model_task else self
+
+    def submission_file(self, set_type: str) -> str:
+        """The GLUE leaderboard's file name for predictions on ``set_type`` (``MNLI-m.tsv``, ``AX.tsv``, ...)."""
+        if set_type not in self.test_set_types:
+            raise ValueError(f"{self.name} {set_type} is not a test set; the leaderboard takes predictions on "
+                             f"{', '.join(self.test_set_types)}")
+        stems = self.submissions or (self.name,)
+        return f"{stems[self.test_set_types.index(set_type)]}.tsv"
 
 
 _BINARY = ("0", "1")
@@ -112,11 +127,12 @@ TASKS: dict[str, TaskSpec] = {
             test=Columns(text_a=8, text_b=9, label=None, index=0),
             set_types=("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
             test_set_types=("test_matched", "test_mismatched"),
+            submissions=("MNLI-m", "MNLI-mm"),
         ),
         TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
         TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
         TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
-        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test",)),
+        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test",), model_task="MNLI"),
     )
 }
 
@@ -136,10 +152,16 @@ class GlueFormatError(ValueError):
 
 @dataclass
 class GlueProcessor(DataProcessor):
-    """Reads ``<input_dir>/<set_type>.tsv`` of one task into ``InputExample`` s (a pymarlin DataProcessor)."""
+    """Reads ``<input_dir>/<set_type>.tsv`` of one task into ``InputExample`` s (a pymarlin DataProcessor).
+
+    A row that does not fit the layout (wrong column count, unknown label, bad index) is an error naming
+    file and line; with ``skip_malformed`` it is reported with its line number and left out instead (the
+    official QQP train file has a few rows with missing fields)."""
 
     task: str
+    skip_malformed: bool = False
     examples: list[InputExample] = field(default_factory=list, init=False)
+    skipped: list[int] = field(default_factory=list, init=False)  # line numbers of skipped rows
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -156,6 +178,7 @@ class GlueProcessor(DataProcessor):
         is_test = set_type in self.spec.test_set_types
         columns = self.spec.test if is_test else self.spec.labeled
         path = os.path.join(input_dir, f"{set_type}.tsv")
+        self.skipped = []
         self.examples = list(self._read(path, set_type, columns, is_test))
         if not self.examples:
             raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
@@ -170,6 +193,8 @@ class GlueProcessor(DataProcessor):
         else:
             counts = Counter(example.label for example in self.examples)
             summary = "labels " + ", ".join(f"{label}: {counts[label]}" for label in self.spec.labels)
+        if self.skipped:
+            summary += f"; {len(self.skipped)} malformed rows skipped"
         logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
 
     def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
@@ -192,40 +217,37 @@ class GlueProcessor(DataProcessor):
             first = 1
         for number, line in enumerate(lines[first:], start=first + 1):
             fields = line.rstrip("\r").split("\t")
-            if len(fields) != width:
-                raise GlueFormatError(
-                    f"{path}, line {number}: {len(fields)} tab-separated columns, expected {width} "
-                    f"for {self.spec.name} {set_type}"
+            try:
+                if len(fields) != width:
+                    raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
+                                          f"for {self.spec.name} {set_type}")
+                yield InputExample(
+                    guid=f"{set_type}-{number}",
+                    text_a=fields[columns.text_a],
+                    text_b=None if columns.text_b is None else fields[columns.text_b],
+                    label=None if is_test else self._label(fields[columns.label]),
+                    index=number - first - 1 if columns.index is None else self._index(fields[columns.index]),
                 )
-            yield InputExample(
-                guid=f"{set_type}-{number}",
-                text_a=fields[columns.text_a],
-                text_b=None if columns.text_b is None else fields[columns.text_b],
-                label=None if is_test else self._label(fields[columns.label], path, number),
-                index=self._index(fields, columns, number - first - 1, path, number),
-            )
+            except GlueFormatError as error:
+                if not self.skip_malformed:
+                    raise GlueFormatError(f"{path}, line {number}: {error} "
+                                          "(--dproc.skip_malformed true leaves such rows out)") from None
+                logger.warning(f"{path}, line {number}: skipped: {error}")
+                self.skipped.append(number)
 
-    def _label(self, value: str, path: str, number: int) -> str:
+    def _label(self, value: str) -> str:
         if self.spec.is_regression:
             try:
                 float(value)
             except ValueError:
-                raise GlueFormatError(
-                    f"{path}, line {number}: score {value!r} is not a number (expected a float 0-5)"
-                ) from None
+                raise GlueFormatError(f"score {value!r} is not a number (expected a float 0-5)") from None
         elif value not in self.spec.labels:
-            raise GlueFormatError(
-                f"{path}, line {number}: label {value!r} is not one of {', '.join(self.spec.labels)}"
-            )
+            raise GlueFormatError(f"label {value!r} is not one of {', '.join(self.spec.labels)}")
         return value
 
     @staticmethod
-    def _index(fields: list[str], columns: Columns, position: int, path: str, number: int) -> int:
-        if columns.index is None:
-            return position
+    def _index(value: str) -> int:
         try:
-            return int(fields[columns.index])
+            return int(value)
         except ValueError:
-            raise GlueFormatError(
-                f"{path}, line {number}: index {fields[columns.index]!r} is not an integer"
-            ) from None
+            raise GlueFormatError(f"index {value!r} is not an integer") from None

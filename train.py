@@ -4,18 +4,21 @@
 
 ``Recipe`` is the pymarlin ``ModuleInterface``: an ``AutoModelForSequenceClassification`` with the task's
 labels, AdamW with linear warmup and decay, the train and validation steps, and the task's official metrics
-after each validation. Without ``--tmod.trainpath`` it only validates ``--model.hf_model``. Outputs in
+after each validation. Without ``--tmod.trainpath`` it only validates ``--model.hf_model``; with
+``--tmod.predictpath`` (a folder of test-set features) it then writes GLUE leaderboard files. Outputs in
 ``tmod.output_dir``: ``results.json`` (per validation file), the fine-tuned model and tokenizer in Hugging
-Face format, ``logs/`` (TensorBoard).
+Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``, ...), ``logs/`` (TensorBoard).
 """
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -48,6 +51,7 @@ class ModelArguments:
     """``model`` in config.yaml: the encoder to fine-tune or validate (hub id or local folder)."""
 
     hf_model: str
+    ignore_mismatched_sizes: bool
 
 
 @dataclass
@@ -57,6 +61,7 @@ class ModuleInterfaceArguments:
     task: Optional[str]
     trainpath: Optional[str]
     valpath: Optional[str]
+    predictpath: Optional[str]
     output_dir: str
     max_lr: float
     warmup_prop: float
@@ -66,19 +71,51 @@ class ModuleInterfaceArguments:
 
 
 def features_metadata(args: ModuleInterfaceArguments) -> dict[str, dict[str, Any]]:
-    """The metadata of every feature file under ``trainpath`` and ``valpath``, by file."""
-    paths = [path for path in (args.trainpath, args.valpath) if path]
+    """The metadata of every feature file under ``trainpath``, ``valpath`` and ``predictpath``, by file."""
+    paths = [path for path in (args.trainpath, args.valpath, args.predictpath) if path]
     return {file: read_metadata(file) for path in paths for file in feature_files(path)}
 
 
 def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> TaskSpec:
-    """The task the feature files were written for; an error if they disagree with each other or with
-    ``tmod.task``, so a model is never scored against another task's labels."""
-    names = {metadata["task"] for metadata in found.values()} | ({get_task(args.task).name} if args.task else set())
+    """The task the model is fine-tuned for, from the feature files; an error if they disagree with each other
+    or with ``tmod.task``, so a model is never scored against another task's labels (AX is predicted by an
+    MNLI model, so its test features go with MNLI ones)."""
+    tasks = [metadata["task"] for metadata in found.values()] + ([args.task] if args.task else [])
+    names = {get_task(task).trained_as.name for task in tasks}
     if len(names) != 1:
         listing = ", ".join(f"{file}: {metadata['task']}" for file, metadata in found.items())
         raise ValueError(f"feature files and tmod.task disagree on the task (tmod.task={args.task}; {listing})")
     return get_task(names.pop())
+
+
+def check_split_kinds(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> None:
+    """Labeled features for training and validation, test features for prediction: checked before any training,
+    so a long run cannot fail at its first validation or at the end."""
+    for role, path in (("trainpath", args.trainpath), ("valpath", args.valpath), ("predictpath", args.predictpath)):
+        for file in feature_files(path) if path else []:
+            spec, set_type = get_task(found[file]["task"]), found[file]["set_type"]
+            is_test = set_type in spec.test_set_types
+            if role == "predictpath" and not is_test:
+                raise ValueError(f"{file}: {spec.name} {set_type} features in tmod.predictpath; predictions for the "
+                                 f"leaderboard are made on {', '.join(spec.test_set_types)} (validate {set_type} "
+                                 "with --tmod.valpath)")
+            if role != "predictpath" and is_test:
+                raise ValueError(f"{file}: features without labels (a test set) in tmod.{role}; "
+                                 "predict them with --tmod.predictpath")
+
+
+def checkpoint_labels(config: Any) -> Optional[list[str]]:
+    """The label names a checkpoint was fine-tuned with; None if it has only Hugging Face's generic ``LABEL_<i>``."""
+    names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
+    if not names or all(re.fullmatch(r"LABEL_\d+", name) for name in names):
+        return None
+    return names
+
+
+def classifier_layer(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear:
+    """The output projection of a sequence classification head: the last linear layer with one output per label."""
+    return [module for module in model.modules()
+            if isinstance(module, torch.nn.Linear) and module.out_features == num_labels][-1]
 
 
 def check_vocabulary(found: dict[str, dict[str, Any]], tokenizer: Any, model_name: str) -> None:
@@ -102,28 +139,58 @@ class Recipe(ModuleInterface):
         self.datamodule = datamodule
         found = features_metadata(args)
         self.spec = task_of_features(args, found)
+        check_split_kinds(args, found)
+        self.predict_metadata = {os.path.basename(file): found[file] for file in feature_files(args.predictpath)
+                                 } if args.predictpath else {}
+        self.predicting = False  # True: the validation loop runs over tmod.predictpath and writes submissions
         self.epoch = 0
         self.train_batches_per_epoch = 0
         self.train_micro_batch_size = 0
         self.results: dict[str, dict[str, Any]] = {}
+        self.submissions: dict[str, str] = {}  # prediction file name -> submission file written
         self.model, self.tokenizer = self.setup_models()
         check_vocabulary(found, self.tokenizer, model_args.hf_model)
         self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
             inspect.signature(self.model.forward).parameters)
 
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
+        """The model with the task's labels, in the task's order, written into its config (and so into the saved
+        model). A checkpoint fine-tuned for the same labels in another order has its head rows reordered; one
+        fine-tuned for other labels needs ``model.ignore_mismatched_sizes`` (a head of another size is re-initialized)."""
         name = embedded_model.resolve(self.model_args.hf_model)
         labels = self.spec.labels or ("score",)
         config = AutoConfig.from_pretrained(name)
-        saved = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
-        if saved and not all(label.startswith("LABEL_") for label in saved) and tuple(saved) != labels:
-            raise ValueError(f"{self.model_args.hf_model} was trained for labels {saved}, "
-                             f"but {self.spec.name} has {list(labels)}")
+        saved = checkpoint_labels(config)
+        wanted = [label.lower() for label in labels]
+        reorder = None
+        if saved and [label.lower() for label in saved] != wanted:
+            if sorted(label.lower() for label in saved) == sorted(wanted):
+                reorder = [[label.lower() for label in saved].index(label) for label in wanted]
+                logger.info(f"{self.model_args.hf_model} orders its labels {saved}: head reordered to {list(labels)}")
+            elif self.model_args.ignore_mismatched_sizes:
+                logger.warning(f"{self.model_args.hf_model} was fine-tuned for labels {saved}, {self.spec.name} has "
+                               f"{list(labels)}: a head of another size is re-initialized, one of the same size is kept")
+            else:
+                raise ValueError(f"{self.model_args.hf_model} was fine-tuned for labels {saved}, but {self.spec.name} "
+                                 f"has {list(labels)}; --model.ignore_mismatched_sizes true fine-tunes it with a new head")
         config.num_labels = len(labels)
         config.id2label = dict(enumerate(labels))
         config.label2id = {label: i for i, label in enumerate(labels)}
         config.problem_type = "regression" if self.spec.is_regression else "single_label_classification"
-        model = AutoModelForSequenceClassification.from_pretrained(name, config=config)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, config=config, ignore_mismatched_sizes=self.model_args.ignore_mismatched_sizes)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise ValueError(f"{self.model_args.hf_model} has a classification head of another size than the "
+                             f"{len(labels)} outputs of {self.spec.name}; --model.ignore_mismatched_sizes true "
+                             "re-initializes it") from None
+        if reorder:
+            head = classifier_layer(model, len(labels))
+            with torch.no_grad():
+                head.weight.copy_(head.weight[reorder])
+                head.bias.copy_(head.bias[reorder])
         logger.info(f"Model {self.model_args.hf_model} ({name}) for {self.spec.name}: labels {list(labels)}")
         return model, AutoTokenizer.from_pretrained(name)
 
@@ -139,13 +206,11 @@ class Recipe(ModuleInterface):
         return loader
 
     def get_val_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
-        if not self.args.valpath:
+        """One loader per validation file, keyed by file name; while predicting, one per test file."""
+        path = self.args.predictpath if self.predicting else self.args.valpath
+        if not path:
             return {}
-        loaders = FilesDictDataloader(self.datamodule, self.args.valpath).get_dataloaders(sampler, batch_size)
-        for loader in loaders.values():
-            if loader.dataset.features[0].label is None:
-                raise ValueError(f"{loader.dataset.path}: features without labels (a test set) cannot be validated")
-        return loaders
+        return FilesDictDataloader(self.datamodule, path).get_dataloaders(sampler, batch_size)
 
     # -- optimization ----------------------------------------------------------------------------------
     def optimizer_steps(self, epochs: int) -> int:
@@ -188,15 +253,19 @@ class Recipe(ModuleInterface):
         return self._forward(batch, device).loss
 
     def val_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-example losses (so the mean is exact whatever the batch sizes), logits and gold labels."""
+                 ) -> tuple[torch.Tensor, ...]:
+        """Logits and example indexes; for labeled data also the gold labels and per-example losses (so the mean
+        loss is exact whatever the batch sizes)."""
         logits = self._forward({k: v for k, v in batch.items() if k != "labels"}, device).logits
+        outputs = (logits, batch["index"].to(device))
+        if "labels" not in batch:
+            return outputs
         labels = batch["labels"].to(device)
         if self.spec.is_regression:
             losses = F.mse_loss(logits.squeeze(-1), labels, reduction="none")
         else:
             losses = F.cross_entropy(logits, labels, reduction="none")
-        return losses, logits, labels
+        return (*outputs, labels, losses)
 
     # -- callbacks -------------------------------------------------------------------------------------
     def on_begin_train_epoch(self, global_step: int, epoch: int) -> None:
@@ -206,7 +275,11 @@ class Recipe(ModuleInterface):
         global_stats.update("lr", self.optimizer.param_groups[0]["lr"], frequent=True)
 
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
-        losses, logits, labels = val_step_collated_outputs
+        logits, index, *gold = val_step_collated_outputs
+        if self.predicting:
+            self.write_submission(key, logits, index)
+            return
+        labels, losses = gold
         preds = logits.squeeze(-1) if self.spec.is_regression else logits.argmax(dim=-1)
         metrics = glue_metrics.compute(self.spec.name, labels.numpy(), preds.numpy())
         metrics["loss"] = losses.mean().item()
@@ -220,6 +293,29 @@ class Recipe(ModuleInterface):
 
     def on_end_train(self, global_step: int) -> None:
         save_model(self.model, self.tokenizer, self.args.output_dir)
+
+    def write_submission(self, key: str, logits: torch.Tensor, index: torch.Tensor) -> str:
+        """``<output_dir>/submission/<leaderboard name>``: ``index<TAB>prediction``, one row per test example in
+        index order; label names for classification, scores clipped to 0-5 for STS-B."""
+        metadata = self.predict_metadata[key]
+        spec = get_task(metadata["task"])
+        indexes, first = np.unique(index.cpu().numpy(), return_index=True)
+        if len(indexes) != metadata["count"]:
+            raise RuntimeError(f"{key}: {len(indexes)} of its {metadata['count']} examples were predicted "
+                               "(trainer.max_val_steps_per_epoch limits prediction too); no submission written")
+        logits = logits.float().cpu()[torch.from_numpy(first)]
+        if self.spec.is_regression:
+            predictions = [f"{score:.3f}" for score in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
+        else:
+            predictions = [self.spec.labels[label] for label in logits.argmax(dim=-1).tolist()]
+        path = os.path.join(self.args.output_dir, "submission", spec.submission_file(metadata["set_type"]))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write("index\tprediction\n")
+            stream.writelines(f"{number}\t{prediction}\n" for number, prediction in zip(indexes, predictions))
+        logger.info(f"Wrote {len(predictions)} {spec.name} {metadata['set_type']} predictions to {path}")
+        self.submissions[key] = path
+        return path
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
@@ -255,8 +351,9 @@ def main() -> Recipe:
     config = parse_config()
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
-    if not args.trainpath and not args.valpath:
-        raise SystemExit("train.py needs --tmod.trainpath (to train) and/or --tmod.valpath (to validate)")
+    if not (args.trainpath or args.valpath or args.predictpath):
+        raise SystemExit("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
+                         "and/or --tmod.predictpath (to write test-set predictions)")
     if config["trainer"]["backend"] not in SINGLE_PROCESS_BACKENDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit(f"train.py runs in one process for now (trainer.backend {' or '.join(SINGLE_PROCESS_BACKENDS)}): "
                          "under DDP each process would score only its share of the validation set")
@@ -269,7 +366,10 @@ def main() -> Recipe:
     trainer = Trainer(module=recipe, args=trainer_args)
     if args.trainpath:
         trainer.train()
-    else:
+    elif args.valpath:
+        trainer.validate()
+    if args.predictpath:
+        recipe.predicting = True
         trainer.validate()
 
     for key, result in recipe.results.items():
@@ -278,6 +378,9 @@ def main() -> Recipe:
         print(f"{recipe.spec.name} {key} ({result['examples']} examples, epoch {result['epoch']}): {metrics}")
     if recipe.results:
         print(f"Results: {os.path.join(args.output_dir, 'results.json')}")
+    if recipe.submissions:
+        print(f"Submission files ({', '.join(map(os.path.basename, recipe.submissions.values()))}): "
+              f"{os.path.join(args.output_dir, 'submission')}")
     return recipe
 
 

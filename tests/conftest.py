@@ -1,5 +1,5 @@
-"""Shared fixtures: a tiny randomly initialised BERT (no downloads) and small RTE files cut from the
-official ones the repo ships."""
+"""Shared fixtures: a tiny randomly initialised BERT (no downloads), small RTE files cut from the official ones
+the repo ships, every task's official layout in ``tests/fixtures``, and config.yaml's defaults."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,30 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT))
 
 import pymarlin_compat  # noqa: E402,F401  (before anything imports pymarlin)
+
+
+def config_defaults(group: str, **overrides) -> dict:
+    """One group of config.yaml with some values replaced: tests build arguments the way the scripts do."""
+    values = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))[group]
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"not in config.yaml {group}: {unknown}"
+    return {**values, **overrides}
+
+
+def featurize(raw: Path, output: Path, tokenizer: str, task: str, set_type: str, **overrides) -> Path:
+    """``data.py`` on ``raw/<set_type>.tsv`` (in-process, one worker, 64 tokens); the features file written."""
+    import data
+
+    proc = config_defaults("dproc", task=task, set_type=set_type, tokenizer=tokenizer, max_seq_len=64, workers=1,
+                           **overrides)
+    return Path(data.featurize(data.DataInterfaceArguments(str(raw), str(output)), data.DataProcessorArguments(**proc)))
 
 
 @pytest.fixture(scope="session")

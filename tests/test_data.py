@@ -12,14 +12,14 @@ import torch
 from transformers import AutoTokenizer
 
 import data
-from conftest import ROOT, python_env
+from conftest import ROOT, config_defaults, python_env
 from glue_processors import GlueProcessor, InputFeatures
 
 
 def processor_args(tokenizer: str, **overrides) -> data.DataProcessorArguments:
-    values = dict(task="RTE", set_type="train", max_seq_len=32, tokenizer=tokenizer, workers=1,
-                  tokenize_batch_size=7)
-    return data.DataProcessorArguments(**{**values, **overrides})
+    return data.DataProcessorArguments(**config_defaults(
+        "dproc", **{"task": "RTE", "set_type": "train", "max_seq_len": 32, "tokenizer": tokenizer, "workers": 1,
+                    "tokenize_batch_size": 7, **overrides}))
 
 
 def test_features_match_the_tokenizer_truncated_and_unpadded(tiny_bert, rte_subset):

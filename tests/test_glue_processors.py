@@ -3,8 +3,69 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT
+from conftest import FIXTURES, ROOT
 from glue_processors import TASKS, GlueFormatError, GlueProcessor, get_task
+
+SHARED_GLUE = ROOT.parent / "shared" / "glue_data"
+
+# task, set_type -> (rows, (text_a, text_b, label, index) of the first row): read off the fixture files.
+FIRST_ROWS = {
+    ("CoLA", "train"): (6, ("Our friends won't buy this analysis, let alone the next one we propose.", None, "1", 0)),
+    ("CoLA", "dev"): (6, ("The sailors rode the breeze clear of the rocks.", None, "1", 0)),
+    ("CoLA", "test"): (6, ("Bill whistled past the house.", None, None, 0)),
+    ("SST-2", "train"): (6, ("hide new secretions from the parental units ", None, "0", 0)),
+    ("SST-2", "dev"): (6, ("it 's a charming and often affecting journey . ", None, "1", 0)),
+    ("SST-2", "test"): (6, ("uneasy mishmash of styles and genres .", None, None, 0)),
+    ("MRPC", "train"): (6, ("Amrozi accused his brother , whom he called \" the witness \" , of deliberately distorting his "
+                            "evidence .", "Referring to him as only \" the witness \" , Amrozi accused his brother of "
+                            "deliberately distorting his evidence .", "1", 0)),
+    ("MRPC", "dev"): (6, ("He said the foodservice pie business doesn 't fit the company 's long-term growth strategy .",
+                          "\" The foodservice pie business does not fit our long-term growth strategy .", "1", 0)),
+    ("MRPC", "test"): (6, ("PCCW 's chief operating officer , Mike Butcher , and Alex Arena , the chief financial "
+                           "officer , will report directly to Mr So .", "Current Chief Operating Officer Mike Butcher "
+                           "and Group Chief Financial Officer Alex Arena will report to So .", None, 0)),
+    ("STS-B", "train"): (479, ("A woman picks up and holds a baby kangaroo.",
+                               "A woman picks up and holds a baby kangaroo in her arms.", "4.600", 11)),
+    ("STS-B", "dev"): (200, ("A man is erasing a chalk board.", "The man is erasing the chalk board.", "5.000", 6)),
+    ("STS-B", "test"): (6, ("A girl is styling her hair.", "A girl is brushing her hair.", None, 0)),
+    ("QQP", "dev"): (4, ("What is the best way to learn algebra?", "How can I learn algebra quickly?", "1", 40066)),
+    ("QQP", "test"): (3, ("Why do rockets look white?", "Why are rockets and boosters painted white?", None, 0)),
+    ("MNLI", "train"): (8, ("Conceptually cream skimming has two basic dimensions - product and geography.",
+                            "Product and geography are what make cream skimming work. ", "neutral", 0)),
+    ("MNLI", "dev_matched"): (6, ("The new rights are nice enough", "Everyone really likes the newest benefits ",
+                                  "neutral", 0)),
+    ("MNLI", "dev_mismatched"): (5, ("Your contribution helped make it possible for us to provide our students with "
+                                     "a quality education.", "Your contributions were of no help with our students' "
+                                     "education.", "contradiction", 0)),
+    ("MNLI", "test_matched"): (3, ("Hierbas, ans seco, ans dulce, and frigola are just a few names worth keeping a "
+                                   "look-out for.", "Hierbas is a name worth looking out for.", None, 0)),
+    ("MNLI", "test_mismatched"): (4, ("What have you decided, what are you going to do?", "So what's your decision?",
+                                      None, 0)),
+    ("QNLI", "train"): (5, ("When did the third Digimon series begin?", "Unlike the two seasons before it and most of "
+                            "the seasons that followed, Digimon Tamers takes a darker and more realistic approach to "
+                            "its story featuring Digimon who do not reincarnate after their deaths and more complex "
+                            "character development in the original Japanese.", "not_entailment", 0)),
+    ("QNLI", "dev"): (4, ("What came into force after the new constitution was herald?", "As of that day, the new "
+                          "constitution heralding the Second Republic came into force.", "entailment", 0)),
+    ("QNLI", "test"): (3, ("What organization is devoted to Jihad against Israel?", "For some decades prior to the "
+                           "First Palestine Intifada in 1987, the Muslim Brotherhood in Palestine took a \"quiescent\" "
+                           "stance towards Israel.", None, 0)),
+    ("RTE", "train"): (6, ("No Weapons of Mass Destruction Found in Iraq Yet.",
+                           "Weapons of Mass Destruction Found in Iraq.", "not_entailment", 0)),
+    ("RTE", "dev"): (6, ("Dana Reeve, the widow of the actor Christopher Reeve, has died of lung cancer at age 44, "
+                         "according to the Christopher Reeve Foundation.", "Christopher Reeve had an accident.",
+                         "not_entailment", 0)),
+    ("RTE", "test"): (6, ("Mangla was summoned after Madhumita's sister Nidhi Shukla, who was the first witness in the "
+                          "case.", "Shukla is related to Mangla.", None, 0)),
+    ("WNLI", "train"): (5, ("I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
+                            "The carrot had a hole.", "1", 0)),
+    ("WNLI", "dev"): (3, ("The drain is clogged with hair. It has to be cleaned.", "The hair has to be cleaned.", "0", 0)),
+    ("WNLI", "test"): (2, ("Maude and Dora had seen the trains rushing across the prairie, with long, rolling puffs "
+                           "of black smoke streaming back from the engine. Their roars and their wild, clear whistles "
+                           "could be heard from far away. Horses ran away when they came in sight.",
+                           "Horses ran away when Maude and Dora came in sight.", None, 0)),
+    ("AX", "test"): (3, ("The cat sat on the mat.", "The cat did not sit on the mat.", None, 0)),
+}
 
 
 def read(task: str, folder, set_type: str):
@@ -76,3 +137,71 @@ def test_the_task_table_covers_glue():
         "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI", "AX"}
     assert get_task("sts-b").is_regression and get_task("STS-B").labels is None
     assert get_task("mnli").labels == ("contradiction", "entailment", "neutral")
+
+
+def test_every_set_type_of_every_task_has_an_official_layout_fixture():
+    expected = {(spec.name, set_type) for spec in TASKS.values() for set_type in spec.set_types}
+    assert expected - {("QQP", "train")} == set(FIRST_ROWS)  # QQP train: the malformed-row tests below
+    assert all((FIXTURES / task / f"{set_type}.tsv").is_file() for task, set_type in expected)
+
+
+@pytest.mark.parametrize("task, set_type", sorted(FIRST_ROWS))
+def test_each_official_layout_reads_to_its_rows_texts_labels_and_indexes(task, set_type):
+    rows, first = FIRST_ROWS[task, set_type]
+    examples = read(task, FIXTURES / task, set_type)
+    assert len(examples) == rows
+    assert (examples[0].text_a, examples[0].text_b, examples[0].label, examples[0].index) == first
+    is_test = set_type in get_task(task).test_set_types
+    assert all((example.label is None) == is_test for example in examples)
+    assert len({example.index for example in examples}) == rows
+
+
+def test_qqp_rows_with_missing_fields_are_errors_unless_skipping_is_asked_for(tmp_path, caplog):
+    with pytest.raises(GlueFormatError, match=r"train.tsv, line 6: 4 tab-separated columns, expected 6 for QQP "
+                                              r"train \(--dproc.skip_malformed true leaves such rows out\)"):
+        read("QQP", FIXTURES / "QQP", "train")
+    processor = GlueProcessor("QQP", skip_malformed=True)
+    with caplog.at_level("INFO", logger="glue_processors"):
+        examples = processor.process_data(str(FIXTURES / "QQP"), "train")
+    assert [example.index for example in examples] == [133273, 402555, 360472, 150662, 183004, 119056]
+    assert processor.skipped == [6]
+    assert "train.tsv, line 6: skipped: 4 tab-separated columns, expected 6" in caplog.text
+    assert "QQP: 6 examples; labels 0: 4, 1: 2; 1 malformed rows skipped" in caplog.text
+
+
+def test_skipping_covers_bad_labels_too_and_nothing_is_reported_for_clean_files(tmp_path, caplog):
+    (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+                                      "1\ta\tb\tmaybe\n2\ta\tb\tnot_entailment\n", encoding="utf-8")
+    processor = GlueProcessor("RTE", skip_malformed=True)
+    with caplog.at_level("WARNING", logger="glue_processors"):
+        assert [e.index for e in processor.process(str(tmp_path), "dev")] == [0, 2]
+        assert processor.skipped == [3] and "line 3: skipped: label 'maybe'" in caplog.text
+        caplog.clear()
+        processor.process(str(FIXTURES / "RTE"), "dev")
+    assert processor.skipped == [] and caplog.text == ""
+
+
+@pytest.mark.parametrize("task, set_type, name", [
+    ("CoLA", "test", "CoLA.tsv"), ("SST-2", "test", "SST-2.tsv"), ("MRPC", "test", "MRPC.tsv"),
+    ("STS-B", "test", "STS-B.tsv"), ("QQP", "test", "QQP.tsv"), ("MNLI", "test_matched", "MNLI-m.tsv"),
+    ("MNLI", "test_mismatched", "MNLI-mm.tsv"), ("QNLI", "test", "QNLI.tsv"), ("RTE", "test", "RTE.tsv"),
+    ("WNLI", "test", "WNLI.tsv"), ("AX", "test", "AX.tsv"),
+])
+def test_leaderboard_file_names(task, set_type, name):
+    assert get_task(task).submission_file(set_type) == name
+
+
+def test_only_test_sets_have_leaderboard_files_and_ax_is_predicted_by_mnli_models():
+    with pytest.raises(ValueError, match="MNLI dev_matched is not a test set"):
+        get_task("MNLI").submission_file("dev_matched")
+    assert get_task("AX").trained_as is get_task("MNLI") and get_task("RTE").trained_as is get_task("RTE")
+
+
+@pytest.mark.skipif(not SHARED_GLUE.is_dir(), reason="the official GLUE files are not in ../shared/glue_data")
+@pytest.mark.parametrize("task, counts", [("CoLA", (8551, 1043, 1063)), ("SST-2", (67349, 872, 1821)),
+                                          ("MRPC", (3668, 408, 1725)), ("STS-B", (5749, 1500, 1379)),
+                                          ("RTE", (2490, 277, 3000))])
+def test_every_split_of_the_official_files_reads_to_its_row_count(task, counts):
+    """Row counts from ../shared/glue_data/README.md (the official sets)."""
+    for set_type, count in zip(("train", "dev", "test"), counts):
+        assert len(read(task, SHARED_GLUE / task, set_type)) == count

@@ -11,18 +11,14 @@ from transformers import AutoModelForSequenceClassification
 
 import data
 import train
-from conftest import write_rte_subset
+from conftest import FIXTURES, config_defaults, featurize, write_rte_subset
 
 
-def featurize_splits(raw, output, tokenizer, set_types=("train", "dev")) -> dict:
-    """Featurize RTE files in ``raw`` into ``output/<set_type>/``; the folders by set type."""
-    folders = {}
+def featurize_splits(raw, output, tokenizer, set_types=("train", "dev"), task="RTE") -> dict:
+    """Featurize ``task`` files in ``raw`` into ``output/<set_type>/``; the folders by set type."""
     for set_type in set_types:
-        folders[set_type] = output / set_type
-        data.featurize(data.DataInterfaceArguments(str(raw), str(folders[set_type])),
-                       data.DataProcessorArguments(task="RTE", set_type=set_type, max_seq_len=64, tokenizer=tokenizer,
-                                                   workers=1, tokenize_batch_size=16))
-    return folders
+        featurize(raw, output / set_type, tokenizer, task, set_type)
+    return {set_type: output / set_type for set_type in set_types}
 
 
 @pytest.fixture
@@ -65,12 +61,13 @@ def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, featur
     assert third["loss"] != first["loss"]
 
 
-def recipe(tiny_bert, features, tmp_path, **trainer_overrides):
-    args = train.ModuleInterfaceArguments(task=None, trainpath=str(features["train"]), valpath=str(features["dev"]),
-                                          output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, weight_decay=0.01,
-                                          seed=1, group_by_length=True)
+def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides):
+    args = train.ModuleInterfaceArguments(**config_defaults(
+        "tmod", trainpath=str(features["train"]), valpath=str(features.get("dev", "")),
+        predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1))
+    model_args = train.ModelArguments(**config_defaults("model", hf_model=str(model), **(model_overrides or {})))
     trainer_args = train.TrainerArguments(**{"train_batch_size": 8, **trainer_overrides})
-    return train.Recipe(args, train.ModelArguments(tiny_bert), trainer_args, data.TaskData())
+    return train.Recipe(args, model_args, trainer_args, data.TaskData())
 
 
 def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
@@ -105,32 +102,29 @@ def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, fea
 
 
 def test_features_of_another_task_are_refused(tiny_bert, features, tmp_path):
-    args = train.ModuleInterfaceArguments(task="MRPC", trainpath=str(features["train"]), valpath=None,
-                                          output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.1, weight_decay=0.0,
-                                          seed=1, group_by_length=True)
+    args = train.ModuleInterfaceArguments(**config_defaults("tmod", task="MRPC", trainpath=str(features["train"])))
     with pytest.raises(ValueError, match="disagree on the task"):
         train.task_of_features(args, train.features_metadata(args))
 
 
-def test_val_step_returns_per_example_losses(tiny_bert, features, tmp_path):
+def test_val_step_returns_logits_indexes_labels_and_per_example_losses(tiny_bert, features, tmp_path):
     module = recipe(tiny_bert, features, tmp_path)
     module.eval()
     batch = next(iter(module.get_val_dataloaders(SequentialSampler, 5)["dev.tsv"]))
     with torch.no_grad():
-        losses, logits, labels = module.val_step(0, batch, torch.device("cpu"))
+        logits, index, labels, losses = module.val_step(0, batch, torch.device("cpu"))
         mean = module.model(**{k: v for k, v in batch.items() if k != "index"}).loss
     assert losses.shape == (5,) and logits.shape == (5, 2) and labels.shape == (5,)
+    assert index.tolist() == [0, 1, 2, 3, 4]
     assert losses.mean().item() == pytest.approx(mean.item(), rel=1e-5)
 
 
-def test_validating_on_unlabeled_test_features_is_a_clear_error(tiny_bert, features, tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "test.tsv").write_text("index\tsentence1\tsentence2\n0\tA cat.\tAn animal.\n", encoding="utf-8")
-    test = featurize_splits(raw, tmp_path, tiny_bert, set_types=("test",))["test"]
-    module = recipe(tiny_bert, {**features, "dev": test}, tmp_path)
-    with pytest.raises(ValueError, match="test.tsv: features without labels"):
-        module.get_val_dataloaders(SequentialSampler, 8)
+def test_test_features_to_validate_and_dev_features_to_predict_are_refused_before_training(tiny_bert, tmp_path):
+    folders = featurize_splits(FIXTURES / "RTE", tmp_path, tiny_bert, set_types=("train", "dev", "test"))
+    with pytest.raises(ValueError, match="test.tsv: features without labels .* in tmod.valpath"):
+        recipe(tiny_bert, {"train": folders["train"], "dev": folders["test"]}, tmp_path)
+    with pytest.raises(ValueError, match="dev.tsv: RTE dev features in tmod.predictpath"):
+        recipe(tiny_bert, {"train": folders["train"], "test": folders["dev"]}, tmp_path)
 
 
 def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, tiny_bert, tmp_path):
@@ -166,3 +160,138 @@ def test_a_run_resumes_from_its_checkpoint_folder(argv, tiny_bert, features, tmp
     resumed = run_train(argv, tiny_bert, features, tmp_path / "resumed", "--ckpt.checkpoint", "true",
                         "--ckpt.load_dir", tmp_path / "first" / "checkpoints").results["dev.tsv"]
     assert (resumed["epoch"], resumed["step"]) == (2, 2 * 6)
+
+
+def read_submission(path) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "index\tprediction" and lines[-1] == ""
+    return [tuple(line.split("\t")) for line in lines[1:-1]]
+
+
+def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(argv, tiny_bert, tmp_path):
+    folders = featurize_splits(FIXTURES / "STS-B", tmp_path / "features", tiny_bert, ("train", "dev", "test"),
+                               task="STS-B")
+    module = run_train(argv, tiny_bert, folders, tmp_path / "out", "--tmod.predictpath", folders["test"], epochs=1,
+                       batch_size=32)
+    assert module.model.config.problem_type == "regression" and module.model.config.num_labels == 1
+    dev = module.results["dev.tsv"]
+    assert set(dev) == {"pearson", "spearmanr", "combined_score", "loss", "epoch", "step", "examples"}
+    assert dev["examples"] == 200 and -1.0 <= dev["pearson"] <= 1.0
+
+    rows = read_submission(tmp_path / "out" / "submission" / "STS-B.tsv")
+    assert [index for index, _ in rows] == ["0", "1", "2", "3", "4", "5"]
+    features = data.TaskDataset(str(folders["test"] / "test.tsv")).features
+    batch = data.TaskDataset.collate(features)
+    with torch.no_grad():
+        scores = module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+    assert [float(score) for _, score in rows] == pytest.approx(scores.squeeze(-1).clamp(0, 5).tolist(), abs=5e-4)
+    assert all(0.0 <= float(score) <= 5.0 for _, score in rows)
+
+
+def test_clipping_of_stsb_submissions(tiny_bert, tmp_path):
+    folders = featurize_splits(FIXTURES / "STS-B", tmp_path, tiny_bert, ("train", "test"), task="STS-B")
+    module = recipe(tiny_bert, folders, tmp_path)
+    path = module.write_submission("test.tsv", torch.tensor([[-1.0], [2.5], [7.0], [0.1234], [5.0], [4.9999]]),
+                                   torch.tensor([5, 4, 3, 2, 1, 0]))
+    assert read_submission(tmp_path / "submission" / "STS-B.tsv") == [
+        ("0", "5.000"), ("1", "5.000"), ("2", "0.123"), ("3", "5.000"), ("4", "2.500"), ("5", "0.000")]
+    assert path == str(tmp_path / "submission" / "STS-B.tsv")
+
+
+@pytest.fixture
+def mnli(tiny_bert, tmp_path):
+    """MNLI fixture features: train, a validation folder with both dev files, a prediction folder with both test
+    files and AX (which MNLI models predict)."""
+    root = tmp_path / "mnli"
+    featurize(FIXTURES / "MNLI", root / "train", tiny_bert, "MNLI", "train")
+    for set_type in ("dev_matched", "dev_mismatched"):
+        featurize(FIXTURES / "MNLI", root / "dev", tiny_bert, "MNLI", set_type)
+    for set_type in ("test_matched", "test_mismatched"):
+        featurize(FIXTURES / "MNLI", root / "test", tiny_bert, "MNLI", set_type)
+    featurize(FIXTURES / "AX", root / "test", tiny_bert, "AX", "test")
+    return {name: root / name for name in ("train", "dev", "test")}
+
+
+def test_mnli_validates_matched_and_mismatched_in_one_run_and_writes_three_submissions(argv, tiny_bert, mnli, tmp_path):
+    output = tmp_path / "out"
+    module = run_train(argv, tiny_bert, mnli, output, "--tmod.predictpath", mnli["test"], epochs=1)
+    saved = json.loads((output / "results.json").read_text())
+    assert saved["task"] == "MNLI"
+    assert (saved["dev_matched.tsv"]["examples"], saved["dev_mismatched.tsv"]["examples"]) == (6, 5)
+    assert saved["dev_matched.tsv"]["accuracy"] == module.results["dev_matched.tsv"]["accuracy"]
+    assert AutoModelForSequenceClassification.from_pretrained(output).config.id2label == {
+        0: "contradiction", 1: "entailment", 2: "neutral"}
+
+    written = sorted(path.name for path in (output / "submission").iterdir())
+    assert written == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
+    for name, features in (("MNLI-m.tsv", "test_matched.tsv"), ("MNLI-mm.tsv", "test_mismatched.tsv"),
+                           ("AX.tsv", "test.tsv")):
+        batch = data.TaskDataset.collate(data.TaskDataset(str(mnli["test"] / features)).features)
+        with torch.no_grad():
+            logits = module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
+        expected = [(str(i), module.spec.labels[p]) for i, p in zip(batch["index"].tolist(), logits.argmax(-1).tolist())]
+        assert read_submission(output / "submission" / name) == expected
+
+
+def test_prediction_alone_from_a_saved_model(argv, tiny_bert, mnli, tmp_path):
+    run_train(argv, tiny_bert, mnli, tmp_path / "trained", epochs=1)
+    argv("--model.hf_model", tmp_path / "trained", "--tmod.predictpath", mnli["test"] / "test_matched.tsv",
+         "--tmod.output_dir", tmp_path / "predicted", "--trainer.disable_tqdm", "true")
+    module = train.main()
+    assert module.results == {} and list(module.submissions) == ["test_matched.tsv"]
+    rows = read_submission(tmp_path / "predicted" / "submission" / "MNLI-m.tsv")
+    assert len(rows) == 3 and {label for _, label in rows} <= {"contradiction", "entailment", "neutral"}
+
+
+def test_an_incomplete_prediction_is_refused_not_written(argv, tiny_bert, mnli, tmp_path):
+    argv("--model.hf_model", tiny_bert, "--tmod.predictpath", mnli["test"], "--tmod.output_dir", tmp_path / "out",
+         "--trainer.val_batch_size", 2, "--trainer.max_val_steps_per_epoch", 1, "--trainer.disable_tqdm", "true")
+    with pytest.raises(RuntimeError, match="2 of its 3 examples were predicted"):
+        train.main()
+    assert not (tmp_path / "out" / "submission").exists() or not any((tmp_path / "out" / "submission").iterdir())
+
+
+def save_classifier(path, labels: list[str]) -> str:
+    """A tiny BERT fine-tuned (randomly) for ``labels`` in this order, saved with its label names."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    import embedded_model
+
+    torch.manual_seed(3)
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                        num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={label: i for i, label in enumerate(labels)})
+    BertForSequenceClassification(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(embedded_model.resolve(embedded_model.DEFAULT_MODEL)).save_pretrained(path)
+    return str(path)
+
+
+def test_a_checkpoint_with_the_labels_in_another_order_gets_its_head_reordered(mnli, tmp_path):
+    checkpoint = save_classifier(tmp_path / "mnli-other-order", ["ENTAILMENT", "NEUTRAL", "CONTRADICTION"])
+    module = recipe(checkpoint, mnli, tmp_path / "out")
+    original = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    module.model.eval()
+    batch = data.TaskDataset.collate(data.TaskDataset(str(mnli["dev"] / "dev_matched.tsv")).features)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        assert torch.allclose(module.model(**inputs).logits, original(**inputs).logits[:, [2, 0, 1]], atol=1e-6)
+    assert module.model.config.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+def test_a_checkpoint_for_other_labels_needs_ignore_mismatched_sizes(mnli, tiny_bert, features, tmp_path, caplog):
+    checkpoint = save_classifier(tmp_path / "mnli-model", ["contradiction", "entailment", "neutral"])
+    with pytest.raises(ValueError, match=r"fine-tuned for labels \['contradiction', 'entailment', 'neutral'\], but "
+                                         r"RTE has \['entailment', 'not_entailment'\]; --model.ignore_mismatched_sizes"):
+        recipe(checkpoint, features, tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        module = recipe(checkpoint, features, tmp_path / "out", {"ignore_mismatched_sizes": True})
+    assert "a head of another size is re-initialized" in caplog.text
+    assert module.model.config.id2label == {0: "entailment", 1: "not_entailment"}
+    assert classifier_shape(module.model) == (2, 32)
+    generic = save_classifier(tmp_path / "generic", ["LABEL_0", "LABEL_1", "LABEL_2"])
+    with pytest.raises(ValueError, match="has a classification head of another size than the 2 outputs of RTE"):
+        recipe(generic, features, tmp_path / "out")
+
+
+def classifier_shape(model) -> tuple[int, int]:
+    return tuple(train.classifier_layer(model, model.config.num_labels).weight.shape)
