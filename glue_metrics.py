@@ -28,6 +28,9 @@ def _mcc(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
 
 
 def _accuracy_and_f1(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    if not (labels == 1).any() and not (preds == 1).any():
+        warnings.warn("F1 of the positive class is undefined with no positive labels or predictions; reporting 0.0",
+                      RuntimeWarning)
     return {**_accuracy(labels, preds), "f1": float(f1_score(labels, preds, zero_division=0.0))}
 
 

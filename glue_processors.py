@@ -132,7 +132,8 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
         TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
         TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
-        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test",), model_task="MNLI"),
+        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test", "diagnostic"),
+                 test_set_types=("test", "diagnostic"), submissions=("AX", "AX"), model_task="MNLI"),
     )
 }
 

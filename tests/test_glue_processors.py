@@ -65,6 +65,7 @@ FIRST_ROWS = {
                            "could be heard from far away. Horses ran away when they came in sight.",
                            "Horses ran away when Maude and Dora came in sight.", None, 0)),
     ("AX", "test"): (3, ("The cat sat on the mat.", "The cat did not sit on the mat.", None, 0)),
+    ("AX", "diagnostic"): (3, ("The cat sat on the mat.", "The cat did not sit on the mat.", None, 0)),
 }
 
 
@@ -185,7 +186,7 @@ def test_skipping_covers_bad_labels_too_and_nothing_is_reported_for_clean_files(
     ("CoLA", "test", "CoLA.tsv"), ("SST-2", "test", "SST-2.tsv"), ("MRPC", "test", "MRPC.tsv"),
     ("STS-B", "test", "STS-B.tsv"), ("QQP", "test", "QQP.tsv"), ("MNLI", "test_matched", "MNLI-m.tsv"),
     ("MNLI", "test_mismatched", "MNLI-mm.tsv"), ("QNLI", "test", "QNLI.tsv"), ("RTE", "test", "RTE.tsv"),
-    ("WNLI", "test", "WNLI.tsv"), ("AX", "test", "AX.tsv"),
+    ("WNLI", "test", "WNLI.tsv"), ("AX", "test", "AX.tsv"), ("AX", "diagnostic", "AX.tsv"),
 ])
 def test_leaderboard_file_names(task, set_type, name):
     assert get_task(task).submission_file(set_type) == name
