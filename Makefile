@@ -24,7 +24,7 @@ demo: $(INSTALLED)
 	$(PY) data.py --dmod.input_dir RTE --dmod.output_dir processed_data/RTE/train --dproc.task RTE --dproc.set_type train && \
 	$(PY) data.py --dmod.input_dir RTE --dmod.output_dir processed_data/RTE/dev --dproc.task RTE --dproc.set_type dev && \
 	$(PY) train.py --tmod.trainpath processed_data/RTE/train --tmod.valpath processed_data/RTE/dev \
-		--tmod.output_dir training_output/RTE && \
+		--tmod.output_dir training_output/RTE --tmod.overwrite_output_dir true && \
 	echo "Demo finished in $$((SECONDS - start)) s; model and results.json in training_output/RTE"
 
 test: $(INSTALLED)

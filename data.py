@@ -23,17 +23,16 @@ from tqdm.auto import tqdm
 
 import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.data_interface import DataInterface, DataProcessor
-from pymarlin.utils.config_parser.custom_arg_parser import CustomArgParser
 from pymarlin.utils.logger.logging_utils import getlogger
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 import embedded_model
 from atomic_write import atomic_path
 from glue_processors import GlueProcessor, InputExample, InputFeatures
+from strict_config import parse_config, require_path
 
 logger = getlogger(__name__)
 
-CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.yaml")
 FEATURES_FORMAT = "marlin-glue-features/1"
 
 
@@ -228,19 +227,18 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     return output_path
 
 
-def parse_config() -> dict[str, Any]:
-    """config.yaml (beside this script) merged with ``--group.key value`` overrides."""
-    return CustomArgParser(default_yamlfile=CONFIG_PATH).parse()
-
-
 def main() -> None:
     config = parse_config()
     data_args = DataInterfaceArguments(**config["dmod"])
     proc_args = DataProcessorArguments(**config["dproc"])
     logger.info(f"data.py: {asdict(data_args)} {asdict(proc_args)}")
-    if not data_args.input_dir or not data_args.output_dir:
-        raise SystemExit("data.py needs --dmod.input_dir (folder with the task's .tsv files) and --dmod.output_dir")
-    featurize(data_args, proc_args)
+    require_path("--dmod.input_dir", data_args.input_dir, "the folder holding the task's <set_type>.tsv files")
+    if not data_args.output_dir:
+        raise SystemExit("data.py needs --dmod.output_dir (the folder for the features file)")
+    try:
+        featurize(data_args, proc_args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one line naming file and line, no traceback
+        raise SystemExit(f"data.py: {error}") from None
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import inspect
 import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -37,9 +39,10 @@ from transformers.optimization import get_linear_schedule_with_warmup
 import embedded_model
 import glue_metrics
 from atomic_write import atomic_files_into, atomic_path
-from data import TaskData, parse_config, read_metadata, vocab_fingerprint
+from data import TaskData, read_metadata, vocab_fingerprint
 from filegen_dataloaders import FilesDictDataloader, FilesGenDataloader, feature_files
 from glue_processors import TaskSpec, get_task
+from strict_config import parse_config, require_path, save_config
 
 logger = getlogger(__name__)
 
@@ -63,6 +66,7 @@ class ModuleInterfaceArguments:
     valpath: Optional[str]
     predictpath: Optional[str]
     output_dir: str
+    overwrite_output_dir: bool
     max_lr: float
     warmup_prop: float
     weight_decay: float
@@ -332,6 +336,36 @@ def save_model(model: torch.nn.Module, tokenizer: Any, output_dir: str) -> None:
     logger.info(f"Saved the fine-tuned model to {output_dir} (load it with from_pretrained)")
 
 
+def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse to overwrite an earlier run's results, and find an unwritable folder now, not after training."""
+    previous = [name for name in ("results.json", "config.json", "submission")
+                if os.path.exists(os.path.join(output_dir, name))]
+    if previous and not overwrite:
+        raise SystemExit(f"{output_dir} already holds a run's outputs ({', '.join(previous)}): choose another "
+                         "--tmod.output_dir, or pass --tmod.overwrite_output_dir true to replace them")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise SystemExit(f"{output_dir}: cannot write the outputs there ({error.strerror})") from None
+
+
+def check_free_space(output_dir: str, model: torch.nn.Module, trainer_args: TrainerArguments) -> None:
+    """Enough disk for the fine-tuned model and, if on, pymarlin's checkpoints (weights and AdamW's two moments
+    each), checked before training instead of failing at the end of it."""
+    size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    ckpt = trainer_args.checkpointer_args
+    checkpoints = 0
+    if ckpt.checkpoint:
+        checkpoints = 1 if ckpt.delete_existing_checkpoints else max(1, trainer_args.epochs // max(1, ckpt.period))
+    needed = size * (1 + 3 * checkpoints) + 2 ** 26  # + 64 MiB for tokenizer, logs and results
+    free = shutil.disk_usage(output_dir).free
+    if free < needed:
+        raise SystemExit(f"{output_dir}: {free / 2 ** 20:.0f} MiB free on its disk; the fine-tuned model"
+                         f"{' and checkpoints' if checkpoints else ''} need about {needed / 2 ** 20:.0f} MiB")
+
+
 def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerArguments:
     """pymarlin's TrainerArguments from the ``trainer``, ``ckpt``, ``stats`` and ``wrts`` groups; checkpoint
     and log folders left "" go under ``output_dir``."""
@@ -354,15 +388,20 @@ def main() -> Recipe:
     if not (args.trainpath or args.valpath or args.predictpath):
         raise SystemExit("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
                          "and/or --tmod.predictpath (to write test-set predictions)")
+    for option, path in (("trainpath", args.trainpath), ("valpath", args.valpath), ("predictpath", args.predictpath)):
+        if path:
+            require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
     if config["trainer"]["backend"] not in SINGLE_PROCESS_BACKENDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit(f"train.py runs in one process for now (trainer.backend {' or '.join(SINGLE_PROCESS_BACKENDS)}): "
                          "under DDP each process would score only its share of the validation set")
-    os.makedirs(args.output_dir, exist_ok=True)
+    prepare_output_dir(args.output_dir, args.overwrite_output_dir)
     trainer_args = build_trainer_arguments(config, args.output_dir)
-    logger.info(f"train.py: {asdict(args)} {asdict(model_args)}")
+    logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
+                f"full config in {save_config(config, args.output_dir)}")
 
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
+    check_free_space(args.output_dir, recipe.model, trainer_args)
     trainer = Trainer(module=recipe, args=trainer_args)
     if args.trainpath:
         trainer.train()

@@ -3,9 +3,11 @@ validate-only mode and seeding. Runs train.py's ``main()`` in-process with comma
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
+import yaml
 from torch.utils.data import SequentialSampler
 from transformers import AutoModelForSequenceClassification
 
@@ -295,3 +297,33 @@ def test_a_checkpoint_for_other_labels_needs_ignore_mismatched_sizes(mnli, tiny_
 
 def classifier_shape(model) -> tuple[int, int]:
     return tuple(train.classifier_layer(model, model.config.num_labels).weight.shape)
+
+
+def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, features, tmp_path):
+    output = tmp_path / "out"
+    run_train(argv, tiny_bert, features, output, epochs=1)
+    first = (output / "results.json").read_text()
+    assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
+    with pytest.raises(SystemExit, match=r"already holds a run's outputs \(results.json, config.json\).*"
+                                         r"--tmod.overwrite_output_dir true"):
+        run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
+    assert (output / "results.json").read_text() == first
+    second = run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, "--tmod.overwrite_output_dir", "true",
+                       epochs=1)
+    assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
+
+
+def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
+                                                                       monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit, match="a-file/out: cannot write the outputs there"):
+        run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
+
+    trained = []
+    monkeypatch.setattr(train.Trainer, "train", lambda self: trained.append(1))
+    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
+                                                                                          2 ** 20))
+    with pytest.raises(SystemExit, match=r"out: 1 MiB free on its disk; the fine-tuned model and checkpoints need "
+                                         r"about \d+ MiB"):
+        run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
+    assert trained == []

@@ -1,0 +1,135 @@
+"""config.yaml merged with ``--group.key value`` overrides, strictly.
+
+pymarlin's ``CustomArgParser`` does the merge and types each value like its default; on its own it only warns
+about an unknown key (``--tmod.lerning_rate 3e-5`` would train with the default rate) and silently drops
+``--key=value``. ``parse_config`` checks the command line against config.yaml first and stops with the closest
+known key instead. ``require_path`` does the same for paths a script cannot run without.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from typing import Any, Iterator, Optional
+
+import yaml
+
+import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from pymarlin.utils.config_parser.custom_arg_parser import CustomArgParser
+
+from atomic_write import atomic_path
+
+CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.yaml")
+PARSER_OPTIONS = ("config_path", "params")  # CustomArgParser's own options
+
+
+class ConfigError(SystemExit):
+    """A command line or config value the scripts cannot run with; exits non-zero with the message."""
+
+
+def config_keys(config: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every leaf key as the command line names it: ``tmod.max_lr``, ``trainer.epochs``, ..."""
+    for name, value in config.items():
+        if isinstance(value, dict):
+            yield from config_keys(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+# run_glue.py's names for our keys: users coming from Hugging Face's script type these.
+RUN_GLUE_NAMES = {
+    "learning_rate": "tmod.max_lr", "lr": "tmod.max_lr", "warmup_ratio": "tmod.warmup_prop",
+    "num_train_epochs": "trainer.epochs", "per_device_train_batch_size": "trainer.train_batch_size",
+    "batch_size": "trainer.train_batch_size", "per_device_eval_batch_size": "trainer.val_batch_size",
+    "max_seq_length": "dproc.max_seq_len", "model_name_or_path": "model.hf_model", "task_name": "dproc.task",
+    "max_steps": "trainer.max_train_steps_per_epoch", "max_grad_norm": "trainer.max_grad_norm",
+}
+
+
+def closest_key(name: str, keys: list[str]) -> Optional[str]:
+    """The known key a misspelled or misplaced one most likely meant: the same name in another group, then
+    run_glue.py's name for it, then the closest spelling."""
+    group, _, leaf = name.rpartition(".")
+    same_group_last = sorted(keys, key=lambda key: key.startswith(group + "."))
+    by_leaf = {key.rpartition(".")[2]: key for key in same_group_last}
+    candidates = {**by_leaf, **{alias: key for alias, key in RUN_GLUE_NAMES.items() if key in keys}}
+    if leaf in candidates:
+        return candidates[leaf]
+    matches = difflib.get_close_matches(leaf, list(candidates), n=1, cutoff=0.75)
+    if matches:
+        return candidates[matches[0]]
+    matches = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
+    """Refuse what pymarlin's parser would ignore: unknown keys, ``--key=value``, stray words, bad ``--params``."""
+    keys = list(config_keys(config))
+    known = set(keys) | set(PARSER_OPTIONS)
+    value_allowed = False
+    for token in argv:
+        if not token.startswith("--"):
+            if not value_allowed:
+                raise ConfigError(f"unexpected argument {token!r}: every option is written --group.key value")
+            value_allowed = False
+            continue
+        name = token[2:]
+        if "=" in name:
+            key, _, value = name.partition("=")
+            raise ConfigError(f"{token}: write --{key} {value} (a space, not '='), or the value is ignored")
+        if name not in known:
+            hint = closest_key(name, keys)
+            if name in config:
+                raise ConfigError(f"--{name} is a group of config.yaml: override one of its keys, "
+                                  f"e.g. --{next(key for key in keys if key.startswith(name + '.'))}")
+            raise ConfigError(f"unknown option --{name}" + (f"; did you mean --{hint}?" if hint else
+                                                            f" (the keys are in {CONFIG_PATH})"))
+        value_allowed = True
+    params = argv[argv.index("--params") + 1] if "--params" in argv[:-1] else None
+    if params is not None:
+        try:
+            overrides = json.loads(params)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--params is not a JSON object of overrides: {error}") from None
+        if not isinstance(overrides, dict):
+            raise ConfigError("--params must be a JSON object such as '{\"--tmod.max_lr\": 3e-5}'")
+        check_command_line([part for key, value in overrides.items() for part in (key, str(value))], config)
+
+
+def parse_config(default_yamlfile: str = CONFIG_PATH) -> dict[str, Any]:
+    """config.yaml (beside this script, or ``--config_path``) merged with the command line's overrides.
+
+    Values are typed like their defaults by pymarlin's parser, which exits with the key's name on a value of
+    the wrong type (``--trainer.epochs three``)."""
+    argv = sys.argv[1:]
+    path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else default_yamlfile
+    try:
+        with open(path, encoding="utf-8") as stream:
+            defaults = yaml.safe_load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    check_command_line(argv, defaults)
+    config = CustomArgParser(default_yamlfile=default_yamlfile).parse()
+    return {group: values for group, values in config.items() if group not in PARSER_OPTIONS}
+
+
+def save_config(config: dict[str, Any], output_dir: str) -> str:
+    """Write the merged config as ``<output_dir>/run_config.yaml``: ``--config_path`` reruns it exactly."""
+    path = os.path.join(output_dir, "run_config.yaml")
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as stream:
+        yaml.safe_dump(config, stream, sort_keys=False)
+    return path
+
+
+def require_path(option: str, path: str, what: str) -> str:
+    """``path`` (the value of ``option``) must exist; otherwise an error naming it, with a close name if any."""
+    if not path:
+        raise ConfigError(f"{option} is required: {what}")
+    if os.path.exists(path):
+        return path
+    parent = os.path.dirname(os.path.abspath(path))
+    siblings = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
+    close = difflib.get_close_matches(os.path.basename(os.path.normpath(path)), siblings, n=1, cutoff=0.6)
+    hint = f"; did you mean {os.path.join(os.path.dirname(path), close[0])}?" if close else ""
+    raise ConfigError(f"{option} {path}: no such file or folder ({what}){hint}")
