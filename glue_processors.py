@@ -56,6 +56,12 @@ class Columns:
     header: bool = True
     width: Optional[int] = None  # the column count, for files without a header
 
+    @property
+    def min_width(self) -> int:
+        """The fewest columns a row can have and still hold every column this layout reads."""
+        used = [column for column in (self.text_a, self.text_b, self.label, self.index) if column is not None]
+        return max(column + 1 if column >= 0 else -column for column in used)
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -216,6 +222,10 @@ class GlueProcessor(DataProcessor):
                 raise GlueFormatError(f"{path}: empty file (expected a header line)")
             width = len(lines[0].rstrip("\r").split("\t"))
             first = 1
+            if width < columns.min_width:
+                raise GlueFormatError(f"{path}, line 1: the header has {width} tab-separated columns, a "
+                                      f"{self.spec.name} {set_type} file has at least {columns.min_width} "
+                                      "(is this file from another task?)")
         for number, line in enumerate(lines[first:], start=first + 1):
             fields = line.rstrip("\r").split("\t")
             try:
@@ -239,9 +249,11 @@ class GlueProcessor(DataProcessor):
     def _label(self, value: str) -> str:
         if self.spec.is_regression:
             try:
-                float(value)
+                score = float(value)
             except ValueError:
                 raise GlueFormatError(f"score {value!r} is not a number (expected a float 0-5)") from None
+            if not 0.0 <= score <= 5.0:  # also refuses nan and inf
+                raise GlueFormatError(f"score {value!r} is outside 0-5 (expected a float 0-5)")
         elif value not in self.spec.labels:
             raise GlueFormatError(f"label {value!r} is not one of {', '.join(self.spec.labels)}")
         return value
