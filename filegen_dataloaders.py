@@ -7,9 +7,10 @@ and ``dev_mismatched.tsv`` in one run).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -69,24 +70,39 @@ class FilesGenDataloader:
     DDP); it orders the examples within each file, and with ``group_by_length`` batches are then formed
     from examples of similar length (``LengthGroupedBatchSampler``). ``len()`` is the number of batches,
     from the files' metadata, without loading them.
+
+    A run resumed mid-epoch passes ``skip_batches``: the epoch's order is drawn as before (the caller has
+    restored the random state of the epoch's start), the batches already trained on are passed over, and
+    ``on_resumed`` is called before the first new one (to restore the random state of the checkpoint).
     """
 
     def __init__(self, datamodule: TaskData, path: str, batch_size: int, sampler: Callable[..., Sampler],
-                 group_by_length: bool = False):
+                 group_by_length: bool = False, skip_batches: int = 0,
+                 on_resumed: Optional[Callable[[], None]] = None):
         self.datamodule = datamodule
         self.files = feature_files(path)
         self.batch_size = batch_size
         self.sampler = sampler
         self.group_by_length = group_by_length
         self.counts = [read_metadata(file)["count"] for file in self.files]
+        self.skip_batches = skip_batches
+        self.on_resumed = on_resumed
 
     def get_datacount(self) -> int:
         return sum(self.counts)
 
     def __len__(self) -> int:
-        return sum(math.ceil(count / self.batch_size) for count in self.counts)
+        return sum(math.ceil(count / self.batch_size) for count in self.counts) - self.skip_batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        batches = self._all_batches()
+        for _ in itertools.islice(batches, self.skip_batches):
+            pass
+        if self.on_resumed:
+            self.on_resumed()
+        yield from batches
+
+    def _all_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for file in self.files:
             dataset = self.datamodule.get_train_dataset(file)
             if self.group_by_length:

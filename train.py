@@ -16,9 +16,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from torch.utils.data import DataLoader
 import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.module_interface import ModuleInterface
 from pymarlin.core.trainer import Trainer, TrainerArguments
-from pymarlin.utils.checkpointer.checkpoint_utils import DefaultCheckpointerArguments
+from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointerArguments
 from pymarlin.utils.logger.logging_utils import getlogger
 from pymarlin.utils.stats import StatInitArguments, global_stats
 from pymarlin.utils.writer.base import WriterInitArguments
@@ -37,6 +40,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 
 import embedded_model
+from checkpoints import StepCheckpointer, rng_state, set_rng_state
 import glue_metrics
 from atomic_write import atomic_files_into, atomic_path
 from data import TaskData, read_metadata, vocab_fingerprint
@@ -147,6 +151,15 @@ class Recipe(ModuleInterface):
         self.predict_metadata = {os.path.basename(file): found[file] for file in feature_files(args.predictpath)
                                  } if args.predictpath else {}
         self.predicting = False  # True: the validation loop runs over tmod.predictpath and writes submissions
+        # checkpoints and resuming (see checkpoints.py); main() sets write_checkpoint and period_steps
+        self.write_checkpoint: Callable[[], str] = lambda: ""
+        self.period_steps: Optional[int] = None
+        self.stop_signal: Optional[int] = None  # set by SIGTERM/SIGINT: checkpoint after this step, then exit
+        self.batches_this_epoch = 0
+        self.skip_batches = 0
+        self.rng_epoch_start: Optional[dict[str, Any]] = None
+        self.rng_at_checkpoint: Optional[dict[str, Any]] = None
+        self.resumed_progress: Optional[dict[str, Any]] = None
         self.epoch = 0
         self.train_batches_per_epoch = 0
         self.train_micro_batch_size = 0
@@ -202,11 +215,13 @@ class Recipe(ModuleInterface):
     def get_train_dataloader(self, sampler: type, batch_size: int) -> Optional[FilesGenDataloader]:
         if not self.args.trainpath:
             return None
+        skip, self.skip_batches = self.skip_batches, 0
         loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
-                                    group_by_length=self.args.group_by_length)
+                                    group_by_length=self.args.group_by_length, skip_batches=skip,
+                                    on_resumed=self.restore_checkpoint_rng if skip else None)
         if not self.train_batches_per_epoch:
             logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
-        self.train_batches_per_epoch, self.train_micro_batch_size = len(loader), batch_size
+        self.train_batches_per_epoch, self.train_micro_batch_size = len(loader) + skip, batch_size
         return loader
 
     def get_val_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
@@ -254,6 +269,7 @@ class Recipe(ModuleInterface):
         return self.model(**{key: value.to(device) for key, value in batch.items() if key in self.model_inputs})
 
     def train_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        self.batches_this_epoch += 1
         return self._forward(batch, device).loss
 
     def val_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device
@@ -274,9 +290,41 @@ class Recipe(ModuleInterface):
     # -- callbacks -------------------------------------------------------------------------------------
     def on_begin_train_epoch(self, global_step: int, epoch: int) -> None:
         self.epoch = epoch + 1  # validation follows the epoch, so it reports epochs completed
+        resumed, self.resumed_progress = self.resumed_progress, None
+        if resumed and resumed["epoch"] == epoch and resumed["batches"]:
+            # mid-epoch: the epoch's data order again, then its first batches passed over
+            set_rng_state(resumed["rng_epoch_start"])
+            self.skip_batches = resumed["batches"]
+            self.rng_at_checkpoint = resumed["rng"]
+            logger.info(f"Resuming epoch {self.epoch} after its first {self.skip_batches} batches")
+        elif resumed:
+            set_rng_state(resumed["rng"])
+        self.batches_this_epoch = self.skip_batches
+        self.rng_epoch_start = rng_state()
+
+    def restore_checkpoint_rng(self) -> None:
+        set_rng_state(self.rng_at_checkpoint)
 
     def on_end_train_step(self, global_step: int, *train_step_collated_outputs) -> None:
         global_stats.update("lr", self.optimizer.param_groups[0]["lr"], frequent=True)
+        if self.stop_signal is not None:
+            path = self.write_checkpoint()
+            raise SystemExit(f"Stopped by {signal.Signals(self.stop_signal).name} after step {global_step}; "
+                             f"resume with --ckpt.resume true (checkpoint {path})")
+        if self.period_steps and global_step % self.period_steps == 0:
+            self.write_checkpoint()
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The model, and where training stands: epoch, batches done in it, random states (for exact resumes)."""
+        progress = {"epoch": self.epoch - 1, "batches": self.batches_this_epoch,
+                    "rng_epoch_start": self.rng_epoch_start, "rng": rng_state()}
+        return {"model": self.state_dict(), "progress": progress}
+
+    def update_state(self, state: dict[str, Any]) -> None:
+        if state:
+            self.load_state_dict(state["model"])
+            self.resumed_progress = state["progress"]
 
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
         logits, index, *gold = val_step_collated_outputs
@@ -366,13 +414,45 @@ def check_free_space(output_dir: str, model: torch.nn.Module, trainer_args: Trai
                          f"{' and checkpoints' if checkpoints else ''} need about {needed / 2 ** 20:.0f} MiB")
 
 
+@contextmanager
+def checkpoint_on_signals(recipe: Recipe) -> Iterator[None]:
+    """SIGTERM (a scheduler's preemption) and Ctrl-C let the current optimizer step finish, then the recipe saves
+    a resumable checkpoint and the run exits non-zero; a second signal stops at once."""
+    def request_stop(signum: int, frame: Any) -> None:
+        if recipe.stop_signal is not None:
+            raise KeyboardInterrupt
+        recipe.stop_signal = signum
+        logger.warning(f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def new_run_folder(parent: str) -> str:
+    """``<parent>/<start time>``, suffixed ``-2``, ``-3``, ... if a run started in the same second."""
+    stem = os.path.join(parent, time.strftime("%Y%m%d-%H%M%S"))
+    path, number = stem, 1
+    while os.path.exists(path):
+        number += 1
+        path = f"{stem}-{number}"
+    return path
+
+
 def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerArguments:
-    """pymarlin's TrainerArguments from the ``trainer``, ``ckpt``, ``stats`` and ``wrts`` groups; checkpoint
-    and log folders left "" go under ``output_dir``."""
-    ckpt = dict(config["ckpt"])
+    """pymarlin's TrainerArguments from the ``trainer``, ``ckpt``, ``stats`` and ``wrts`` groups. Checkpoints
+    left "" go to ``<output_dir>/checkpoints``; with ``ckpt.resume`` they are also read from there. Each run
+    logs to its own ``<output_dir>/logs/<start time>``: pymarlin empties its log folder at start, which must
+    not wipe an earlier run's (or the interrupted run's) TensorBoard logs."""
+    ckpt = {key: value for key, value in config["ckpt"].items() if key not in ("period_steps", "resume")}
     ckpt["save_dir"] = ckpt["save_dir"] or os.path.join(output_dir, "checkpoints")
+    if config["ckpt"]["resume"] and not ckpt["load_dir"]:
+        ckpt["load_dir"] = ckpt["save_dir"]
     writer = dict(config["wrts"])
-    writer["tb_log_dir"] = writer["tb_log_dir"] or os.path.join(output_dir, "logs")
+    writer["tb_log_dir"] = new_run_folder(writer["tb_log_dir"] or os.path.join(output_dir, "logs"))
     return TrainerArguments(
         **config["trainer"],
         checkpointer_args=DefaultCheckpointerArguments(**ckpt),
@@ -394,7 +474,8 @@ def main() -> Recipe:
     if config["trainer"]["backend"] not in SINGLE_PROCESS_BACKENDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit(f"train.py runs in one process for now (trainer.backend {' or '.join(SINGLE_PROCESS_BACKENDS)}): "
                          "under DDP each process would score only its share of the validation set")
-    prepare_output_dir(args.output_dir, args.overwrite_output_dir)
+    resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
+    prepare_output_dir(args.output_dir, args.overwrite_output_dir or resuming)
     trainer_args = build_trainer_arguments(config, args.output_dir)
     logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
                 f"full config in {save_config(config, args.output_dir)}")
@@ -402,9 +483,18 @@ def main() -> Recipe:
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
     check_free_space(args.output_dir, recipe.model, trainer_args)
-    trainer = Trainer(module=recipe, args=trainer_args)
+    checkpointer = StepCheckpointer(trainer_args.checkpointer_args)
+    if config["ckpt"]["resume"] and not checkpointer.latest(trainer_args.checkpointer_args.load_dir):
+        logger.info(f"Nothing to resume in {trainer_args.checkpointer_args.load_dir}: starting from the beginning")
+        trainer_args.checkpointer_args.load_dir = ""
+    trainer = Trainer(module=recipe, args=trainer_args, checkpointer=checkpointer)
+    recipe.period_steps = config["ckpt"]["period_steps"]
+    recipe.write_checkpoint = lambda: checkpointer.write(Checkpoint(
+        module_interface_state=recipe.get_state(), trainer_state=trainer.get_state(),
+        trainer_backend_state=trainer.trainer_backend.get_state()))
     if args.trainpath:
-        trainer.train()
+        with checkpoint_on_signals(recipe):
+            trainer.train()
     elif args.valpath:
         trainer.validate()
     if args.predictpath:

@@ -3,7 +3,9 @@ validate-only mode and seeding. Runs train.py's ``main()`` in-process with comma
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -153,15 +155,54 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_p
         recipe(str(other), features, tmp_path)
 
 
-def test_a_run_resumes_from_its_checkpoint_folder(argv, tiny_bert, features, tmp_path):
-    """With the default checkpoint settings, ``--ckpt.load_dir`` alone picks the newest training-state
-    checkpoint (not a model-only file) and training continues where it stopped."""
-    run_train(argv, tiny_bert, features, tmp_path / "first", "--ckpt.checkpoint", "true", epochs=1)
-    assert sorted(path.name for path in (tmp_path / "first" / "checkpoints").iterdir()) == ["marlin_glue_0.pt"]
+def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path):
+    """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
+    step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
+    full = run_train(argv, tiny_bert, features, tmp_path / "full", "--ckpt.checkpoint", "true",
+                     "--ckpt.period_steps", 4).results["dev.tsv"]
+    names = sorted(path.name for path in (tmp_path / "full" / "checkpoints").iterdir())
+    assert names == [f"marlin_glue_step{step:08d}.pt" for step in (4, 6, 8, 12)]
+    for step in (4, 6):
+        resumed = run_train(argv, tiny_bert, features, tmp_path / f"from{step}", "--ckpt.load_dir",
+                            tmp_path / "full" / "checkpoints", "--ckpt.load_filename",
+                            f"marlin_glue_step{step:08d}.pt").results["dev.tsv"]
+        assert resumed == full
 
-    resumed = run_train(argv, tiny_bert, features, tmp_path / "resumed", "--ckpt.checkpoint", "true",
-                        "--ckpt.load_dir", tmp_path / "first" / "checkpoints").results["dev.tsv"]
-    assert (resumed["epoch"], resumed["step"]) == (2, 2 * 6)
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_exits_non_zero_and_resume_matches(
+        argv, tiny_bert, features, tmp_path, monkeypatch, stop):
+    full = run_train(argv, tiny_bert, features, tmp_path / "full").results["dev.tsv"]
+    train_step = train.Recipe.train_step
+
+    def terminated_at_step_9(self, global_step, batch, device):
+        if global_step == 9 and self.stop_signal is None:
+            os.kill(os.getpid(), stop)  # as a scheduler's preemption, or Ctrl-C, would
+        return train_step(self, global_step, batch, device)
+
+    monkeypatch.setattr(train.Recipe, "train_step", terminated_at_step_9)
+    output = tmp_path / "run"
+    with pytest.raises(SystemExit, match=rf"Stopped by {stop.name} after step 9; resume with --ckpt.resume true") as exit:
+        run_train(argv, tiny_bert, features, output)
+    assert exit.value.code != 0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+    assert [path.name for path in (output / "checkpoints").iterdir()] == ["marlin_glue_step00000009.pt"]
+    logs_before = sorted((output / "logs").iterdir())
+
+    monkeypatch.setattr(train.Recipe, "train_step", train_step)
+    resumed = run_train(argv, tiny_bert, features, output, "--ckpt.resume", "true").results["dev.tsv"]
+    assert resumed == full
+    assert set(logs_before) < set((output / "logs").iterdir())  # the first run's logs are still there
+
+
+def test_resume_with_nothing_to_resume_starts_fresh_and_a_damaged_checkpoint_is_named(argv, tiny_bert, features,
+                                                                                      tmp_path):
+    fresh = run_train(argv, tiny_bert, features, tmp_path / "a", "--ckpt.resume", "true", epochs=1)
+    assert fresh.results["dev.tsv"]["step"] == 6
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "marlin_glue_step00000003.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="marlin_glue_step00000003.pt: not a loadable marlin-glue checkpoint"):
+        run_train(argv, tiny_bert, features, tmp_path / "b", "--ckpt.load_dir", tmp_path / "bad", epochs=1)
 
 
 def read_submission(path) -> list[tuple[str, str]]:
