@@ -27,7 +27,13 @@ demo: $(INSTALLED)
 		--tmod.output_dir training_output/RTE --tmod.overwrite_output_dir true && \
 	echo "Demo finished in $$((SECONDS - start)) s; model and results.json in training_output/RTE"
 
-test: $(INSTALLED)
+# The Azure ML SDK, for aml_submit.py and its tests only: `make demo` does not need it.
+AML_INSTALLED := $(VENV)/.installed-aml
+$(AML_INSTALLED): requirements-aml.txt $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-aml.txt
+	touch $@
+
+test: $(INSTALLED) $(AML_INSTALLED)
 	$(PY) -m pytest -q tests
 
 clean:

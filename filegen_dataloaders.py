@@ -13,7 +13,7 @@ import os
 from typing import Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from data import TaskData, TaskDataset, read_metadata
 
@@ -78,8 +78,9 @@ class FilesGenDataloader:
 
     def __init__(self, datamodule: TaskData, path: str, batch_size: int, sampler: Callable[..., Sampler],
                  group_by_length: bool = False, skip_batches: int = 0,
-                 on_resumed: Optional[Callable[[], None]] = None):
+                 on_resumed: Optional[Callable[[], None]] = None, epoch: int = 0, seed: int = 0):
         self.datamodule = datamodule
+        self.epoch, self.seed = epoch, seed
         self.files = feature_files(path)
         self.batch_size = batch_size
         self.sampler = sampler
@@ -92,7 +93,10 @@ class FilesGenDataloader:
         return sum(self.counts)
 
     def __len__(self) -> int:
-        return sum(math.ceil(count / self.batch_size) for count in self.counts) - self.skip_batches
+        """Batches this process will yield (under DDP, its share: ``DistributedSampler`` pads to equal shares)."""
+        shares = (torch.distributed.get_world_size() if isinstance(self.sampler, type)
+                  and issubclass(self.sampler, DistributedSampler) and torch.distributed.is_initialized() else 1)
+        return sum(math.ceil(math.ceil(count / shares) / self.batch_size) for count in self.counts) - self.skip_batches
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         batches = self._all_batches()
@@ -105,12 +109,16 @@ class FilesGenDataloader:
     def _all_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for file in self.files:
             dataset = self.datamodule.get_train_dataset(file)
+            sampler = self.sampler(dataset)
+            if isinstance(sampler, DistributedSampler):  # pymarlin passes the class: a new order each epoch
+                sampler.seed = self.seed
+                sampler.set_epoch(self.epoch)
             if self.group_by_length:
                 lengths = [len(feature.input_ids) for feature in dataset.features]
-                batches = LengthGroupedBatchSampler(self.sampler(dataset), lengths, self.batch_size)
+                batches = LengthGroupedBatchSampler(sampler, lengths, self.batch_size)
                 loader = DataLoader(dataset, batch_sampler=batches, collate_fn=TaskDataset.collate)
             else:
-                loader = DataLoader(dataset, batch_size=self.batch_size, sampler=self.sampler(dataset),
+                loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
                                     collate_fn=TaskDataset.collate)
             yield from loader
             del dataset, loader

@@ -23,6 +23,10 @@ What breaks and why (measured; see the notes in the project's shared folder):
    line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``) or as
    comma-separated words (``stdout,tensorboard``). (An empty list default still cannot be overridden:
    config.yaml has none.)
+6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
+   wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
+   device is left alone and ``device_ids`` is None. It also hard-codes ``find_unused_parameters=True``, a
+   warning and an extra pass over the graph every step; sequence classifiers use every parameter, so it is off.
 """
 from __future__ import annotations
 
@@ -162,12 +166,41 @@ def single_log_lines() -> None:
             logger.propagate = False
 
 
+def ddp_on_cpu() -> None:
+    """Fix 6: pymarlin's DDP backend on CPU (gloo), and without ``find_unused_parameters``."""
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    backends = _import("pymarlin.core.trainer_backend")
+
+    def setup_distributed_env(self: Any) -> None:
+        ranks = self.distributed_training_args
+        torch.distributed.init_process_group(backend=ranks.backend, init_method=ranks.init_method,
+                                             rank=ranks.global_rank, world_size=ranks.world_size)
+        if ranks.backend == "nccl":
+            torch.cuda.set_device(ranks.local_rank)
+
+    def init(self: Any, args: Any) -> None:
+        self.args = args
+        self.distributed_training_args = args.distributed_training_args
+        self.setup_distributed_env()
+        self.trainer_backend.init(args)
+        on_gpu = torch.device(args.device).type == "cuda"
+        self.trainer_backend.model = DistributedDataParallel(
+            args.model, device_ids=[args.device] if on_gpu else None, output_device=args.device if on_gpu else None,
+            find_unused_parameters=False)
+
+    backends.DDPTrainerBackend.setup_distributed_env = setup_distributed_env
+    backends.DDPTrainerBackend.init = init
+
+
 FIXES: dict[str, Callable[[], None]] = {
     "stub_azureml_run": stub_azureml_run,
     "single_log_lines": single_log_lines,
     "hashable_trainer_defaults": hashable_trainer_defaults,
     "typed_null_overrides": typed_null_overrides,
     "list_overrides_without_eval": list_overrides_without_eval,
+    "ddp_on_cpu": ddp_on_cpu,
 }
 
 

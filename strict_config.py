@@ -68,6 +68,7 @@ def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
     keys = list(config_keys(config))
     known = set(keys) | set(PARSER_OPTIONS)
     value_allowed = False
+    seen: set[str] = set()
     for token in argv:
         if not token.startswith("--"):
             if not value_allowed:
@@ -85,6 +86,9 @@ def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
                                   f"e.g. --{next(key for key in keys if key.startswith(name + '.'))}")
             raise ConfigError(f"unknown option --{name}" + (f"; did you mean --{hint}?" if hint else
                                                             f" (the keys are in {CONFIG_PATH})"))
+        if name in seen:
+            raise ConfigError(f"--{name} is given twice: give each option once")
+        seen.add(name)
         value_allowed = True
     params = argv[argv.index("--params") + 1] if "--params" in argv[:-1] else None
     if params is not None:

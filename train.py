@@ -32,6 +32,7 @@ import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.module_interface import ModuleInterface
 from pymarlin.core.trainer import Trainer, TrainerArguments
 from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointerArguments
+from pymarlin.utils.distributed import DistributedTrainingArguments, rank_zero_only
 from pymarlin.utils.logger.logging_utils import getlogger
 from pymarlin.utils.stats import StatInitArguments, global_stats
 from pymarlin.utils.writer.base import WriterInitArguments
@@ -49,8 +50,6 @@ from glue_processors import TaskSpec, get_task
 from strict_config import parse_config, require_path, save_config
 
 logger = getlogger(__name__)
-
-SINGLE_PROCESS_BACKENDS = ("sp", "sp-amp")
 
 
 @dataclass
@@ -151,6 +150,7 @@ class Recipe(ModuleInterface):
         self.predict_metadata = {os.path.basename(file): found[file] for file in feature_files(args.predictpath)
                                  } if args.predictpath else {}
         self.predicting = False  # True: the validation loop runs over tmod.predictpath and writes submissions
+        self.is_main_process = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes outputs
         # checkpoints and resuming (see checkpoints.py); main() sets write_checkpoint and period_steps
         self.write_checkpoint: Callable[[], str] = lambda: ""
         self.period_steps: Optional[int] = None
@@ -218,7 +218,8 @@ class Recipe(ModuleInterface):
         skip, self.skip_batches = self.skip_batches, 0
         loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
                                     group_by_length=self.args.group_by_length, skip_batches=skip,
-                                    on_resumed=self.restore_checkpoint_rng if skip else None)
+                                    on_resumed=self.restore_checkpoint_rng if skip else None,
+                                    epoch=self.epoch, seed=self.args.seed)
         if not self.train_batches_per_epoch:
             logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
         self.train_batches_per_epoch, self.train_micro_batch_size = len(loader) + skip, batch_size
@@ -327,47 +328,61 @@ class Recipe(ModuleInterface):
             self.resumed_progress = state["progress"]
 
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
+        """Metrics over every example exactly once: under DDP the outputs are gathered from all processes, and
+        the padding ``DistributedSampler`` adds (repeats of the first examples) is dropped by example index."""
         logits, index, *gold = val_step_collated_outputs
+        indexes, first = once_each(index)
         if self.predicting:
-            self.write_submission(key, logits, index)
+            self.write_submission(key, logits[first], indexes)
             return
-        labels, losses = gold
+        labels, losses = (tensor.cpu()[first] for tensor in gold)
+        logits = logits.float().cpu()[first]
         preds = logits.squeeze(-1) if self.spec.is_regression else logits.argmax(dim=-1)
         metrics = glue_metrics.compute(self.spec.name, labels.numpy(), preds.numpy())
         metrics["loss"] = losses.mean().item()
         for name, value in metrics.items():
             global_stats.update(f"{key}/val_{name}", value)
         self.results[key] = {**metrics, "epoch": self.epoch, "step": global_step, "examples": len(labels)}
-        logger.info(f"{self.spec.name} {key} after epoch {self.epoch}, step {global_step}: "
-                    + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-        write_json(os.path.join(self.args.output_dir, "results.json"),
-                   {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
+        if self.is_main_process:
+            logger.info(f"{self.spec.name} {key} after epoch {self.epoch}, step {global_step}: "
+                        + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+            write_json(os.path.join(self.args.output_dir, "results.json"),
+                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
 
     def on_end_train(self, global_step: int) -> None:
-        save_model(self.model, self.tokenizer, self.args.output_dir)
+        if self.is_main_process:
+            save_model(self.model, self.tokenizer, self.args.output_dir)
 
-    def write_submission(self, key: str, logits: torch.Tensor, index: torch.Tensor) -> str:
+    def write_submission(self, key: str, logits: torch.Tensor, indexes: torch.Tensor) -> str:
         """``<output_dir>/submission/<leaderboard name>``: ``index<TAB>prediction``, one row per test example in
-        index order; label names for classification, scores clipped to 0-5 for STS-B."""
+        index order (``indexes`` sorted, each once); label names for classification, scores clipped to 0-5 for
+        STS-B. Only the main process writes."""
         metadata = self.predict_metadata[key]
         spec = get_task(metadata["task"])
-        indexes, first = np.unique(index.cpu().numpy(), return_index=True)
         if len(indexes) != metadata["count"]:
             raise RuntimeError(f"{key}: {len(indexes)} of its {metadata['count']} examples were predicted "
                                "(trainer.max_val_steps_per_epoch limits prediction too); no submission written")
-        logits = logits.float().cpu()[torch.from_numpy(first)]
+        logits = logits.float().cpu()
         if self.spec.is_regression:
             predictions = [f"{score:.3f}" for score in logits.squeeze(-1).clamp(0.0, 5.0).tolist()]
         else:
             predictions = [self.spec.labels[label] for label in logits.argmax(dim=-1).tolist()]
         path = os.path.join(self.args.output_dir, "submission", spec.submission_file(metadata["set_type"]))
+        self.submissions[key] = path
+        if not self.is_main_process:
+            return path
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="\n") as stream:
             stream.write("index\tprediction\n")
-            stream.writelines(f"{number}\t{prediction}\n" for number, prediction in zip(indexes, predictions))
+            stream.writelines(f"{number}\t{prediction}\n" for number, prediction in zip(indexes.tolist(), predictions))
         logger.info(f"Wrote {len(predictions)} {spec.name} {metadata['set_type']} predictions to {path}")
-        self.submissions[key] = path
         return path
+
+
+def once_each(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct example indexes, sorted, and the position of each one's first occurrence in ``index``."""
+    indexes, first = np.unique(index.cpu().numpy(), return_index=True)
+    return torch.from_numpy(indexes), torch.from_numpy(first)
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:
@@ -412,6 +427,32 @@ def check_free_space(output_dir: str, model: torch.nn.Module, trainer_args: Trai
     if free < needed:
         raise SystemExit(f"{output_dir}: {free / 2 ** 20:.0f} MiB free on its disk; the fine-tuned model"
                          f"{' and checkpoints' if checkpoints else ''} need about {needed / 2 ** 20:.0f} MiB")
+
+
+def distributed_arguments(config: dict[str, Any]) -> DistributedTrainingArguments:
+    """Ranks from ``torchrun``'s environment. Several processes switch the backend to pymarlin's DDP (``sp`` ->
+    ``ddp``, ``sp-amp`` -> ``ddp-amp``) with ``dist.backend`` for the process group: ``auto`` is NCCL when the
+    processes use GPUs, gloo on CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    backend = config["trainer"]["backend"]
+    if world_size == 1:
+        if backend.startswith("ddp"):
+            raise SystemExit(f"trainer.backend {backend} needs several processes: start train.py with "
+                             "torchrun --nproc_per_node N (or use sp)")
+        return DistributedTrainingArguments()
+    if not backend.startswith("ddp"):
+        config["trainer"]["backend"] = backend.replace("sp", "ddp", 1)
+    on_gpu = config["trainer"]["use_gpu"] and torch.cuda.is_available()
+    group_backend = config["dist"]["backend"]
+    if group_backend == "auto":
+        group_backend = "nccl" if on_gpu else "gloo"
+    if group_backend == "nccl" and not on_gpu:
+        raise SystemExit("dist.backend nccl needs GPUs; on CPU use gloo (or auto)")
+    ranks = DistributedTrainingArguments(local_rank=int(os.environ["LOCAL_RANK"]), global_rank=int(os.environ["RANK"]),
+                                         world_size=world_size, backend=group_backend)
+    logger.info(f"Process {ranks.global_rank} of {world_size}: trainer.backend {config['trainer']['backend']}, "
+                f"process group {group_backend}")
+    return ranks
 
 
 @contextmanager
@@ -471,14 +512,15 @@ def main() -> Recipe:
     for option, path in (("trainpath", args.trainpath), ("valpath", args.valpath), ("predictpath", args.predictpath)):
         if path:
             require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
-    if config["trainer"]["backend"] not in SINGLE_PROCESS_BACKENDS or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SystemExit(f"train.py runs in one process for now (trainer.backend {' or '.join(SINGLE_PROCESS_BACKENDS)}): "
-                         "under DDP each process would score only its share of the validation set")
+    distributed = distributed_arguments(config)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
     prepare_output_dir(args.output_dir, args.overwrite_output_dir or resuming)
     trainer_args = build_trainer_arguments(config, args.output_dir)
-    logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
-                f"full config in {save_config(config, args.output_dir)}")
+    trainer_args.distributed_training_args = distributed
+    rank_zero_only.rank = distributed.global_rank
+    if distributed.global_rank == 0:
+        logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
+                    f"full config in {save_config(config, args.output_dir)}")
 
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
@@ -491,7 +533,7 @@ def main() -> Recipe:
     recipe.period_steps = config["ckpt"]["period_steps"]
     recipe.write_checkpoint = lambda: checkpointer.write(Checkpoint(
         module_interface_state=recipe.get_state(), trainer_state=trainer.get_state(),
-        trainer_backend_state=trainer.trainer_backend.get_state()))
+        trainer_backend_state=trainer.trainer_backend.get_state())) if recipe.is_main_process else ""
     if args.trainpath:
         with checkpoint_on_signals(recipe):
             trainer.train()

@@ -23,6 +23,7 @@ from conftest import ROOT, python_env
     (["--tmod", "x"], "--tmod is a group of config.yaml: override one of its keys, e.g. --tmod.task"),
     (["--params", '{"--tmod.lr": 1}'], "unknown option --tmod.lr; did you mean --tmod.max_lr?"),
     (["--params", "[1]"], "--params must be a JSON object"),
+    (["--tmod.seed", "1", "--tmod.seed", "2"], "--tmod.seed is given twice"),
 ])
 def test_command_line_mistakes_stop_with_a_suggestion(argv, args, message):
     argv(*args)

@@ -231,14 +231,16 @@ def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(ar
     assert all(0.0 <= float(score) <= 5.0 for _, score in rows)
 
 
-def test_clipping_of_stsb_submissions(tiny_bert, tmp_path):
+def test_stsb_submissions_are_clipped_sorted_by_index_and_each_example_once(tiny_bert, tmp_path):
+    """Outputs gathered under DDP come interleaved by process, with the first examples repeated as padding."""
     folders = featurize_splits(FIXTURES / "STS-B", tmp_path, tiny_bert, ("train", "test"), task="STS-B")
     module = recipe(tiny_bert, folders, tmp_path)
-    path = module.write_submission("test.tsv", torch.tensor([[-1.0], [2.5], [7.0], [0.1234], [5.0], [4.9999]]),
-                                   torch.tensor([5, 4, 3, 2, 1, 0]))
+    module.predicting = True
+    module.on_end_val_epoch(0, torch.tensor([[-1.0], [2.5], [7.0], [0.1234], [5.0], [4.9999], [-1.0], [2.5]]),
+                            torch.tensor([5, 4, 3, 2, 1, 0, 5, 4]), key="test.tsv")
     assert read_submission(tmp_path / "submission" / "STS-B.tsv") == [
         ("0", "5.000"), ("1", "5.000"), ("2", "0.123"), ("3", "5.000"), ("4", "2.500"), ("5", "0.000")]
-    assert path == str(tmp_path / "submission" / "STS-B.tsv")
+    assert module.submissions == {"test.tsv": str(tmp_path / "submission" / "STS-B.tsv")}
 
 
 @pytest.fixture
