@@ -52,6 +52,23 @@ def test_list_overrides_are_not_evaluated():
         "['stdout', 'tensorboard']")
 
 
+DDP_ON_CPU = ("import pymarlin_compat, sys, torch; "
+              "from pymarlin.core.trainer_backend import TrainerBackendArguments, build_trainer_backend; "
+              "from pymarlin.utils.distributed import DistributedTrainingArguments; "
+              "ranks = DistributedTrainingArguments(backend='gloo', init_method='file://' + sys.argv[1]); "
+              "backend = build_trainer_backend('ddp'); "
+              "backend.init(TrainerBackendArguments(model=torch.nn.Linear(2, 2), device=torch.device('cpu'), "
+              "train_batch_size=1, max_train_steps_per_epoch=None, max_val_steps_per_epoch=None, "
+              "distributed_training_args=ranks, optimizers=[])); "
+              "print(type(backend.trainer_backend.model).__name__, backend.trainer_backend.model.device_ids)")
+
+
+def test_ddp_backend_runs_on_cpu_with_gloo(tmp_path):
+    failed = run(DDP_ON_CPU, "ddp_on_cpu", str(tmp_path / "rendezvous"))
+    assert failed.returncode != 0 and ("cuda" in failed.stderr.lower() or "device_ids" in failed.stderr)
+    assert run(DDP_ON_CPU, "", str(tmp_path / "rendezvous2")).stdout.split() == ["DistributedDataParallel", "None"]
+
+
 def test_each_metric_line_prints_once():
     assert run(STDOUT_WRITER, skip="single_log_lines").stderr.count("probe/metric") == 2
     assert run(STDOUT_WRITER).stderr.count("probe/metric") == 1
