@@ -55,6 +55,7 @@ class DataProcessorArguments:
     workers: Optional[int]
     tokenize_batch_size: int
     skip_malformed: bool
+    padding: str
 
 
 class Featurizer(DataProcessor):
@@ -162,10 +163,17 @@ class TaskDataset(Dataset):
     def __getitem__(self, idx: int) -> InputFeatures:
         return self.features[idx]
 
+    def collate_batch(self, features: list[InputFeatures]) -> dict[str, torch.Tensor]:
+        """``collate`` as the features were made for: ``dproc.padding max_length`` pads every batch to
+        ``max_seq_len`` (as run_glue.py does), ``dynamic`` only to its longest member."""
+        padded = self.metadata.get("padding") == "max_length"
+        return self.collate(features, self.metadata["max_seq_len"] if padded else 0)
+
     @staticmethod
-    def collate(features: list[InputFeatures]) -> dict[str, torch.Tensor]:
-        """Pad a batch to its longest member (dynamic padding): no work is spent on padding to max length."""
-        length = max(len(feature.input_ids) for feature in features)
+    def collate(features: list[InputFeatures], pad_to: int = 0) -> dict[str, torch.Tensor]:
+        """Pad a batch to its longest member, or to ``pad_to`` if longer: dynamic padding spends no work on
+        padding beyond the batch."""
+        length = max(pad_to, *(len(feature.input_ids) for feature in features))
         input_ids = np.zeros((len(features), length), dtype=np.int64)
         token_type_ids = np.zeros_like(input_ids)
         attention_mask = np.zeros_like(input_ids)
@@ -202,6 +210,8 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     if os.path.realpath(output_path) == os.path.realpath(source):
         raise ValueError(f"{output_path}: the features file would replace the GLUE file it is made from; "
                          "choose a --dmod.output_dir other than --dmod.input_dir")
+    if proc_args.padding not in ("dynamic", "max_length"):
+        raise ValueError(f"dproc.padding {proc_args.padding!r}: expected dynamic or max_length")
     processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
     examples = processor.process_data(data_args.input_dir, proc_args.set_type)
 
@@ -220,7 +230,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
-                "max_seq_len": proc_args.max_seq_len, "source": source, "skipped_lines": processor.skipped}
+                "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source, "skipped_lines": processor.skipped}
     write_features(output_path, metadata, features)
     logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "
                 f"mean {lengths.mean():.1f}, max {lengths.max()}; {truncated} at max_seq_len {proc_args.max_seq_len})")

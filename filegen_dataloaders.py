@@ -15,7 +15,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from data import TaskData, TaskDataset, read_metadata
+from data import TaskData, read_metadata
 
 
 def feature_files(path: str) -> list[str]:
@@ -116,10 +116,10 @@ class FilesGenDataloader:
             if self.group_by_length:
                 lengths = [len(feature.input_ids) for feature in dataset.features]
                 batches = LengthGroupedBatchSampler(sampler, lengths, self.batch_size)
-                loader = DataLoader(dataset, batch_sampler=batches, collate_fn=TaskDataset.collate)
+                loader = DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collate_batch)
             else:
                 loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,
-                                    collate_fn=TaskDataset.collate)
+                                    collate_fn=dataset.collate_batch)
             yield from loader
             del dataset, loader
 
@@ -136,5 +136,5 @@ class FilesDictDataloader:
         for file in self.files:
             dataset = self.datamodule.get_val_dataset(file)
             loaders[os.path.basename(file)] = DataLoader(dataset, batch_size=batch_size, sampler=sampler(dataset),
-                                                         collate_fn=TaskDataset.collate)
+                                                         collate_fn=dataset.collate_batch)
         return loaders

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoTokenizer
 
 import data
-from conftest import ROOT, config_defaults, python_env
+from conftest import ROOT, config_defaults, featurize, python_env
 from glue_processors import GlueProcessor, InputFeatures
 
 
@@ -172,3 +172,16 @@ def test_skipping_malformed_rows_reports_each_and_the_total(argv, tiny_bert, tmp
     assert "RTE: 2 examples; labels entailment: 2, not_entailment: 0; 2 malformed rows skipped" in caplog.text
     dataset = data.TaskDataset(str(tmp_path / "out" / "train.tsv"))
     assert [feature.index for feature in dataset.features] == [0, 3] and dataset.metadata["skipped_lines"] == [3, 4]
+
+
+@pytest.mark.parametrize("padding, width", [("dynamic", None), ("max_length", 64)])
+def test_padding_is_recorded_in_the_features_and_applied_to_every_batch(tiny_bert, rte_subset, tmp_path, padding,
+                                                                        width):
+    path = featurize(rte_subset, tmp_path / padding, tiny_bert, "RTE", "dev", padding=padding)
+    dataset = data.TaskDataset(str(path))
+    assert dataset.metadata["padding"] == padding
+    shortest = sorted(dataset.features, key=lambda feature: len(feature.input_ids))[:3]
+    batch = dataset.collate_batch(shortest)
+    longest = max(len(feature.input_ids) for feature in shortest)
+    assert longest < 64 and batch["input_ids"].shape == (3, width or longest)
+    assert batch["attention_mask"].sum(dim=1).tolist() == [len(f.input_ids) for f in shortest]
