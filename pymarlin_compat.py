@@ -27,6 +27,10 @@ What breaks and why (measured; see the notes in the project's shared folder):
    wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
    device is left alone and ``device_ids`` is None. It also hard-codes ``find_unused_parameters=True``, a
    warning and an extra pass over the graph every step; sequence classifiers use every parameter, so it is off.
+7. The AMP backends (``sp-amp``, ``ddp-amp``) use ``torch.cuda.amp``, deprecated in torch 2 (a FutureWarning
+   every step), fp16 only, and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale).
+   They now use ``torch.amp`` on the run's device with ``amp_dtype`` (float16 with a GradScaler, or bfloat16,
+   which needs none), and the scaler's state is part of the backend's checkpointed state.
 """
 from __future__ import annotations
 
@@ -194,6 +198,38 @@ def ddp_on_cpu() -> None:
     backends.DDPTrainerBackend.init = init
 
 
+def torch_amp() -> None:
+    """Fix 7: pymarlin's AMP backend through ``torch.amp``, float16 or bfloat16, with the scaler checkpointed."""
+    import torch
+
+    backends = _import("pymarlin.core.trainer_backend")
+    amp_backend = backends.SingleProcessAmp
+    single_process = backends.SingleProcess
+
+    def init(self: Any, args: Any) -> None:
+        single_process.init(self, args)
+        self.scaler = torch.amp.GradScaler(torch.device(args.device).type, init_scale=4096,
+                                           enabled=self.enable_amp and self.amp_dtype == torch.float16)
+
+    def forward(self: Any, batch: Any, stage: Any, global_step: int) -> Any:
+        with torch.autocast(torch.device(self.args.device).type, dtype=self.amp_dtype, enabled=self.enable_amp):
+            return self.model.forward(stage=stage, batch=batch, device=self.args.device, global_step=global_step)
+
+    def get_state(self: Any) -> dict[str, Any]:
+        return {**single_process.get_state(self), "scaler": self.scaler.state_dict()}
+
+    def update_state(self: Any, state: Any) -> None:
+        single_process.update_state(self, state)
+        if state and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    amp_backend.amp_dtype = torch.float16
+    amp_backend.init = init
+    amp_backend._forward = forward
+    amp_backend.get_state = get_state
+    amp_backend.update_state = update_state
+
+
 FIXES: dict[str, Callable[[], None]] = {
     "stub_azureml_run": stub_azureml_run,
     "single_log_lines": single_log_lines,
@@ -201,6 +237,7 @@ FIXES: dict[str, Callable[[], None]] = {
     "typed_null_overrides": typed_null_overrides,
     "list_overrides_without_eval": list_overrides_without_eval,
     "ddp_on_cpu": ddp_on_cpu,
+    "torch_amp": torch_amp,
 }
 
 

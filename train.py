@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.module_interface import ModuleInterface
 from pymarlin.core.trainer import Trainer, TrainerArguments
+from pymarlin.core.trainer_backend import TrainerBackend, build_trainer_backend
 from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointerArguments
 from pymarlin.utils.distributed import DistributedTrainingArguments, rank_zero_only
 from pymarlin.utils.logger.logging_utils import getlogger
@@ -455,6 +456,28 @@ def distributed_arguments(config: dict[str, Any]) -> DistributedTrainingArgument
     return ranks
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def build_backend(config: dict[str, Any]) -> TrainerBackend:
+    """pymarlin's backend for ``trainer.backend``. The AMP ones (``sp-amp``, ``ddp-amp``) compute in ``amp.dtype``
+    on a GPU (float16 with loss scaling, or bfloat16); on CPU AMP is switched off, with a warning."""
+    name = config["trainer"]["backend"]
+    dtype = config["amp"]["dtype"]
+    if dtype not in AMP_DTYPES:
+        raise SystemExit(f"amp.dtype {dtype!r}: expected one of {', '.join(AMP_DTYPES)}")
+    backend = build_trainer_backend(name)
+    if "amp" in name:
+        amp = getattr(backend, "trainer_backend", backend)  # under DDP, the wrapped single-process backend
+        if config["trainer"]["use_gpu"] and torch.cuda.is_available():
+            amp.amp_dtype = AMP_DTYPES[dtype]
+            logger.info(f"AMP: {dtype} autocast" + (" with loss scaling" if dtype == "float16" else ""))
+        else:
+            amp.enable_amp = False
+            logger.warning(f"trainer.backend {name}: AMP needs a GPU and is ignored on CPU (training in float32)")
+    return backend
+
+
 @contextmanager
 def checkpoint_on_signals(recipe: Recipe) -> Iterator[None]:
     """SIGTERM (a scheduler's preemption) and Ctrl-C let the current optimizer step finish, then the recipe saves
@@ -529,7 +552,7 @@ def main() -> Recipe:
     if config["ckpt"]["resume"] and not checkpointer.latest(trainer_args.checkpointer_args.load_dir):
         logger.info(f"Nothing to resume in {trainer_args.checkpointer_args.load_dir}: starting from the beginning")
         trainer_args.checkpointer_args.load_dir = ""
-    trainer = Trainer(module=recipe, args=trainer_args, checkpointer=checkpointer)
+    trainer = Trainer(module=recipe, args=trainer_args, trainer_backend=build_backend(config), checkpointer=checkpointer)
     recipe.period_steps = config["ckpt"]["period_steps"]
     recipe.write_checkpoint = lambda: checkpointer.write(Checkpoint(
         module_interface_state=recipe.get_state(), trainer_state=trainer.get_state(),

@@ -69,6 +69,35 @@ def test_ddp_backend_runs_on_cpu_with_gloo(tmp_path):
     assert run(DDP_ON_CPU, "", str(tmp_path / "rendezvous2")).stdout.split() == ["DistributedDataParallel", "None"]
 
 
+AMP_BACKEND = """
+import pymarlin_compat, sys, torch, warnings
+warnings.simplefilter("error", FutureWarning)
+from pymarlin.core.module_interface import Stage
+from pymarlin.core.trainer_backend import SingleProcessAmp, TrainerBackendArguments
+from pymarlin.utils.distributed import DistributedTrainingArguments
+
+class Linear(torch.nn.Module):
+    def forward(self, batch, stage, device, global_step):
+        return torch.nn.functional.linear(batch, batch)
+
+backend = SingleProcessAmp()
+backend.amp_dtype = getattr(torch, sys.argv[1])
+backend.init(TrainerBackendArguments(model=Linear(), device=torch.device("cpu"), train_batch_size=1,
+                                     max_train_steps_per_epoch=None, max_val_steps_per_epoch=None,
+                                     distributed_training_args=DistributedTrainingArguments(), optimizers=[]))
+out = backend._forward(torch.ones(2, 2), Stage.TRAIN, 1)
+print(out.dtype, backend.scaler.is_enabled(), "scaler" in backend.get_state())
+"""
+
+
+def test_amp_backend_uses_torch_amp_in_the_chosen_dtype_and_checkpoints_its_scaler():
+    """On CPU, torch.autocast runs bfloat16 (and float16) too, which is enough to see the dtype reach the
+    computation; the old backend fails on its torch.cuda.amp FutureWarning (an error here)."""
+    assert run(AMP_BACKEND, "torch_amp", "bfloat16").returncode != 0
+    assert run(AMP_BACKEND, "", "bfloat16").stdout.split() == ["torch.bfloat16", "False", "True"]
+    assert run(AMP_BACKEND, "", "float16").stdout.split() == ["torch.float16", "True", "True"]
+
+
 def test_each_metric_line_prints_once():
     assert run(STDOUT_WRITER, skip="single_log_lines").stderr.count("probe/metric") == 2
     assert run(STDOUT_WRITER).stderr.count("probe/metric") == 1

@@ -370,3 +370,14 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
                                          r"about \d+ MiB"):
         run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
     assert trained == []
+
+
+def test_amp_on_cpu_is_ignored_with_a_warning_and_trains_in_float32(argv, tiny_bert, features, tmp_path, caplog):
+    plain = run_train(argv, tiny_bert, features, tmp_path / "sp", epochs=1).results["dev.tsv"]
+    with caplog.at_level("WARNING"):
+        amp = run_train(argv, tiny_bert, features, tmp_path / "amp", "--trainer.backend", "sp-amp",
+                        "--amp.dtype", "bfloat16", epochs=1).results["dev.tsv"]
+    assert "AMP needs a GPU and is ignored on CPU (training in float32)" in caplog.text
+    assert amp == plain
+    with pytest.raises(SystemExit, match="amp.dtype 'fp8': expected one of float16, bfloat16"):
+        run_train(argv, tiny_bert, features, tmp_path / "bad", "--amp.dtype", "fp8", epochs=1)
