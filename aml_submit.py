@@ -59,6 +59,8 @@ RUN conda create -y -p $CONDA_PREFIX --override-channels -c conda-forge python=3
 COPY requirements.txt /tmp/requirements.txt
 # {pymarlin} declares torch<=1.9.1: installed without its declared dependencies, after ours
 RUN pip install --no-cache-dir -r /tmp/requirements.txt && pip install --no-cache-dir --no-deps {pymarlin}
+# train.py's metrics go to the job's metrics store through MLflow (mlflow_writer.py)
+RUN pip install --no-cache-dir mlflow-skinny azureml-mlflow
 """
 
 

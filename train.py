@@ -48,6 +48,7 @@ from atomic_write import atomic_files_into, atomic_path
 from data import TaskData, read_metadata, vocab_fingerprint
 from filegen_dataloaders import FilesDictDataloader, FilesGenDataloader, feature_files
 from glue_processors import TaskSpec, get_task
+from mlflow_writer import MLflowWriter, in_tracked_run
 from strict_config import parse_config, require_path, save_config
 
 logger = getlogger(__name__)
@@ -517,8 +518,11 @@ def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerA
         ckpt["load_dir"] = ckpt["save_dir"]
     writer = dict(config["wrts"])
     writer["tb_log_dir"] = new_run_folder(writer["tb_log_dir"] or os.path.join(output_dir, "logs"))
+    writers = [name for name in config["trainer"]["writers"] if name != "mlflow"]
+    if "mlflow" in config["trainer"]["writers"] or in_tracked_run():
+        writers.append(MLflowWriter())
     return TrainerArguments(
-        **config["trainer"],
+        **{**config["trainer"], "writers": writers},
         checkpointer_args=DefaultCheckpointerArguments(**ckpt),
         stats_args=StatInitArguments(**config["stats"]),
         writer_args=WriterInitArguments(**writer),

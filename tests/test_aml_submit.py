@@ -128,6 +128,7 @@ def test_the_environment_installs_requirements_then_pymarlin_without_dependencie
     assert dockerfile.startswith(f"FROM {image}\n") and "python=3.11" in dockerfile
     install = dockerfile.index("pip install --no-cache-dir -r /tmp/requirements.txt")
     assert dockerfile.index("pip install --no-cache-dir --no-deps pymarlin==0.3.6") > install
+    assert "pip install --no-cache-dir mlflow-skinny azureml-mlflow" in dockerfile  # metrics to the job's store
     assert aml_submit.PYMARLIN in (ROOT / "Makefile").read_text()  # the same pymarlin as `make setup`
 
 

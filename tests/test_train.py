@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import signal
+import sys
+import types
 
 import pytest
 import torch
@@ -381,3 +383,21 @@ def test_amp_on_cpu_is_ignored_with_a_warning_and_trains_in_float32(argv, tiny_b
     assert amp == plain
     with pytest.raises(SystemExit, match="amp.dtype 'fp8': expected one of float16, bfloat16"):
         run_train(argv, tiny_bert, features, tmp_path / "bad", "--amp.dtype", "fp8", epochs=1)
+
+
+def test_inside_an_azure_ml_job_metrics_also_go_to_mlflow(argv, tiny_bert, features, tmp_path, monkeypatch):
+    logged = []
+    fake = types.ModuleType("mlflow")
+    fake.get_tracking_uri = lambda: "azureml://fake"
+    fake.log_metric = lambda name, value, step: logged.append((name, value, step))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "azureml://fake")
+    dev = run_train(argv, tiny_bert, features, tmp_path / "out", "--stats.log_steps", 1, epochs=1).results["dev.tsv"]
+    metrics = {name: (value, step) for name, value, step in logged}
+    assert metrics["dev.tsv/val_accuracy"] == (pytest.approx(dev["accuracy"]), 6)
+    assert {step for name, _, step in logged if name == "lr"} == set(range(1, 7))  # every optimizer step
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    logged.clear()
+    run_train(argv, tiny_bert, features, tmp_path / "plain", epochs=1)
+    assert logged == []
