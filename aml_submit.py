@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
-from strict_config import CONFIG_PATH, ConfigError, parse_config, require_path
+from strict_config import CONFIG_PATH, ConfigError, cli_value, parse_config, require_path
 
 try:
     from azure.ai.ml import Input, Output, PyTorchDistribution
@@ -62,14 +62,6 @@ RUN pip install --no-cache-dir -r /tmp/requirements.txt && pip install --no-cach
 # train.py's metrics go to the job's metrics store through MLflow (mlflow_writer.py)
 RUN pip install --no-cache-dir mlflow-skinny azureml-mlflow
 """
-
-
-def cli_value(value: Any) -> str:
-    """A config value written back as the command line takes it: strings as they are, anything else as YAML
-    (``true``, ``null``, ``3.0e-05`` with the dot YAML 1.1 needs, ``[stdout, tensorboard]``)."""
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
 
 
 def overrides(config: dict[str, Any], defaults: dict[str, Any], groups: tuple[str, ...],

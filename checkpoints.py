@@ -60,11 +60,18 @@ def _tuples(value: Any) -> Any:
 class StepCheckpointer(DefaultCheckpointer):
     """pymarlin's checkpointer, keyed by optimizer step, written atomically and loaded safely."""
 
+    gradient_accumulation = 1  # micro-batches per optimizer step; train.py sets it from the Trainer
+
     def save(self, checkpoint_state: Checkpoint, index: int, force: bool = False) -> Optional[str]:
-        """pymarlin's end-of-epoch call: saves when ``ckpt.checkpoint`` is on and the epoch is due."""
-        if self.args.checkpoint and ((index + 1) % self.args.period == 0 or force):
-            return self.write(checkpoint_state)
-        return None
+        """pymarlin's end-of-epoch call: saves when ``ckpt.checkpoint`` is on and the epoch is due, unless the epoch
+        ended inside a gradient accumulation (its pending gradients are not part of a checkpoint; the next step
+        boundary is a consistent point)."""
+        if not (self.args.checkpoint and ((index + 1) % self.args.period == 0 or force)):
+            return None
+        if checkpoint_state.trainer_backend_state["batches_completed"] % self.gradient_accumulation:
+            logger.info("Epoch ended inside a gradient accumulation: no checkpoint until the next optimizer step")
+            return None
+        return self.write(checkpoint_state)
 
     def write(self, checkpoint_state: Checkpoint) -> str:
         """Write a checkpoint now, named by its optimizer step; it appears only when complete."""

@@ -78,7 +78,8 @@ class FilesGenDataloader:
 
     def __init__(self, datamodule: TaskData, path: str, batch_size: int, sampler: Callable[..., Sampler],
                  group_by_length: bool = False, skip_batches: int = 0,
-                 on_resumed: Optional[Callable[[], None]] = None, epoch: int = 0, seed: int = 0):
+                 on_resumed: Optional[Callable[[], None]] = None, epoch: int = 0, seed: int = 0,
+                 max_batches: Optional[int] = None):
         self.datamodule = datamodule
         self.epoch, self.seed = epoch, seed
         self.files = feature_files(path)
@@ -88,6 +89,7 @@ class FilesGenDataloader:
         self.counts = [read_metadata(file)["count"] for file in self.files]
         self.skip_batches = skip_batches
         self.on_resumed = on_resumed
+        self.max_batches = max_batches  # a resumed epoch under a step cap: only what the cap still allows
 
     def get_datacount(self) -> int:
         return sum(self.counts)
@@ -104,7 +106,7 @@ class FilesGenDataloader:
             pass
         if self.on_resumed:
             self.on_resumed()
-        yield from batches
+        yield from itertools.islice(batches, self.max_batches)
 
     def _all_batches(self) -> Iterator[dict[str, torch.Tensor]]:
         for file in self.files:

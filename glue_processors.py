@@ -36,7 +36,7 @@ class InputExample:
 @dataclass
 class InputFeatures:
     """One tokenized example. Ids are stored unpadded as int32 arrays; batches are padded when they are
-    built, to the longest member (``TaskDataset.collate``). ``label`` is a class id, a float score for
+    built (``TaskDataset.collate_batch``: to the longest member, or to ``max_seq_len``). ``label`` is a class id, a float score for
     STS-B, or None for test data."""
 
     input_ids: np.ndarray

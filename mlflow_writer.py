@@ -2,7 +2,7 @@
 
 Azure ML (SDK v2) jobs track metrics with MLflow and set ``MLFLOW_TRACKING_URI`` in the job's environment;
 ``train.py`` then adds this writer to ``trainer.writers`` by itself (``mlflow`` in the list adds it anywhere
-else). Only the main process writes: pymarlin creates writers on rank 0 alone.
+else). Only the main process has one: train.py builds it on rank 0 alone.
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ What breaks and why (measured; see the notes in the project's shared folder):
 6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
    wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
    device is left alone and ``device_ids`` is None. It also hard-codes ``find_unused_parameters=True``, a
-   warning and an extra pass over the graph every step; sequence classifiers use every parameter, so it is off.
+   warning and an extra pass over the graph every step; it is now an attribute, off by default (BERT-like
+   classifiers use every parameter; train.py sets it from ``dist.find_unused_parameters``).
 7. The AMP backends (``sp-amp``, ``ddp-amp``) use ``torch.cuda.amp``, deprecated in torch 2 (a FutureWarning
    every step), fp16 only, and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale).
    They now use ``torch.amp`` on the run's device with ``amp_dtype`` (float16 with a GradScaler, or bfloat16,
@@ -192,8 +193,9 @@ def ddp_on_cpu() -> None:
         on_gpu = torch.device(args.device).type == "cuda"
         self.trainer_backend.model = DistributedDataParallel(
             args.model, device_ids=[args.device] if on_gpu else None, output_device=args.device if on_gpu else None,
-            find_unused_parameters=False)
+            find_unused_parameters=self.find_unused_parameters)
 
+    backends.DDPTrainerBackend.find_unused_parameters = False
     backends.DDPTrainerBackend.setup_distributed_env = setup_distributed_env
     backends.DDPTrainerBackend.init = init
 

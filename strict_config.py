@@ -63,8 +63,42 @@ def closest_key(name: str, keys: list[str]) -> Optional[str]:
     return matches[0] if matches else None
 
 
+def cli_value(value: Any) -> str:
+    """A config value written as the command line takes it: strings as they are, anything else as YAML
+    (``true``, ``null``, ``3.0e-05`` with the dot YAML 1.1 needs, ``[stdout, tensorboard]``)."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
+
+
+def expand_params(argv: list[str]) -> list[str]:
+    """``--params '{"--tmod.max_lr": 3e-5}'`` (pymarlin's JSON form, used by Azure ML pipelines) as ordinary
+    ``--tmod.max_lr 3.0e-05`` options, so its values are typed and checked like any other."""
+    if "--params" not in argv[:-1]:
+        return argv
+    position = argv.index("--params")
+    try:
+        overrides = json.loads(argv[position + 1])
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--params is not a JSON object of overrides: {error}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("--params must be a JSON object such as '{\"--tmod.max_lr\": 3e-5}'")
+    expanded = [part for key, value in overrides.items() for part in (key, cli_value(value))]
+    return argv[:position] + argv[position + 2:] + expanded
+
+
+def usage(config: dict[str, Any]) -> str:
+    """``--help``: every option with its default, as config.yaml has them."""
+    lines = [f"Options (defaults from {CONFIG_PATH}; write --group.key value):"]
+    for key in config_keys(config):
+        group, _, name = key.partition(".")
+        lines.append(f"  --{key} {cli_value(config[group][name]) if name else ''}")
+    return "\n".join(lines)
+
+
 def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
-    """Refuse what pymarlin's parser would ignore: unknown keys, ``--key=value``, stray words, bad ``--params``."""
+    """Refuse what pymarlin's parser would ignore: unknown keys, ``--key=value``, options given twice, stray
+    words."""
     keys = list(config_keys(config))
     known = set(keys) | set(PARSER_OPTIONS)
     value_allowed = False
@@ -90,15 +124,6 @@ def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
             raise ConfigError(f"--{name} is given twice: give each option once")
         seen.add(name)
         value_allowed = True
-    params = argv[argv.index("--params") + 1] if "--params" in argv[:-1] else None
-    if params is not None:
-        try:
-            overrides = json.loads(params)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"--params is not a JSON object of overrides: {error}") from None
-        if not isinstance(overrides, dict):
-            raise ConfigError("--params must be a JSON object such as '{\"--tmod.max_lr\": 3e-5}'")
-        check_command_line([part for key, value in overrides.items() for part in (key, str(value))], config)
 
 
 def parse_config(default_yamlfile: str = CONFIG_PATH) -> dict[str, Any]:
@@ -106,15 +131,22 @@ def parse_config(default_yamlfile: str = CONFIG_PATH) -> dict[str, Any]:
 
     Values are typed like their defaults by pymarlin's parser, which exits with the key's name on a value of
     the wrong type (``--trainer.epochs three``)."""
-    argv = sys.argv[1:]
+    argv = expand_params(sys.argv[1:])
     path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else default_yamlfile
     try:
         with open(path, encoding="utf-8") as stream:
             defaults = yaml.safe_load(stream)
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"{path}: no such config file") from None
+    if "--help" in argv or "-h" in argv:
+        print(usage(defaults))
+        raise SystemExit(0)
     check_command_line(argv, defaults)
-    config = CustomArgParser(default_yamlfile=default_yamlfile).parse()
+    command_line, sys.argv = sys.argv, [sys.argv[0], *argv]
+    try:
+        config = CustomArgParser(default_yamlfile=default_yamlfile).parse()
+    finally:
+        sys.argv = command_line
     return {group: values for group, values in config.items() if group not in PARSER_OPTIONS}
 
 

@@ -104,6 +104,9 @@ def check_split_kinds(args: ModuleInterfaceArguments, found: dict[str, dict[str,
         for file in feature_files(path) if path else []:
             spec, set_type = get_task(found[file]["task"]), found[file]["set_type"]
             is_test = set_type in spec.test_set_types
+            if role == "predictpath" and found[file].get("skipped_lines"):
+                raise ValueError(f"{file}: {len(found[file]['skipped_lines'])} malformed test rows were skipped when "
+                                 "featurizing; the leaderboard needs a prediction for every row: fix the file")
             if role == "predictpath" and not is_test:
                 raise ValueError(f"{file}: {spec.name} {set_type} features in tmod.predictpath; predictions for the "
                                  f"leaderboard are made on {', '.join(spec.test_set_types)} (validate {set_type} "
@@ -209,7 +212,8 @@ class Recipe(ModuleInterface):
             head = classifier_layer(model, len(labels))
             with torch.no_grad():
                 head.weight.copy_(head.weight[reorder])
-                head.bias.copy_(head.bias[reorder])
+                if head.bias is not None:
+                    head.bias.copy_(head.bias[reorder])
         logger.info(f"Model {self.model_args.hf_model} ({name}) for {self.spec.name}: labels {list(labels)}")
         return model, AutoTokenizer.from_pretrained(name)
 
@@ -218,10 +222,14 @@ class Recipe(ModuleInterface):
         if not self.args.trainpath:
             return None
         skip, self.skip_batches = self.skip_batches, 0
+        cap = self.trainer_args.max_train_steps_per_epoch
+        world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        per_step = max(1, self.trainer_args.train_batch_size // world_size // batch_size)  # micro-batches a step
         loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
                                     group_by_length=self.args.group_by_length, skip_batches=skip,
                                     on_resumed=self.restore_checkpoint_rng if skip else None,
-                                    epoch=self.epoch, seed=self.args.seed)
+                                    epoch=self.epoch, seed=self.args.seed,
+                                    max_batches=cap * per_step - skip if skip and cap else None)
         if not self.train_batches_per_epoch:
             logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
         self.train_batches_per_epoch, self.train_micro_batch_size = len(loader) + skip, batch_size
@@ -310,6 +318,10 @@ class Recipe(ModuleInterface):
 
     def on_end_train_step(self, global_step: int, *train_step_collated_outputs) -> None:
         global_stats.update("lr", self.optimizer.param_groups[0]["lr"], frequent=True)
+        if torch.distributed.is_initialized():  # every process stops after the same step, or some would hang
+            stop = torch.tensor([self.stop_signal or 0], device=next(self.model.parameters()).device)
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            self.stop_signal = int(stop.item()) or None
         if self.stop_signal is not None:
             path = self.write_checkpoint()
             raise SystemExit(f"Stopped by {signal.Signals(self.stop_signal).name} after step {global_step}; "
@@ -468,6 +480,8 @@ def build_backend(config: dict[str, Any]) -> TrainerBackend:
     if dtype not in AMP_DTYPES:
         raise SystemExit(f"amp.dtype {dtype!r}: expected one of {', '.join(AMP_DTYPES)}")
     backend = build_trainer_backend(name)
+    if name.startswith("ddp"):
+        backend.find_unused_parameters = config["dist"]["find_unused_parameters"]
     if "amp" in name:
         amp = getattr(backend, "trainer_backend", backend)  # under DDP, the wrapped single-process backend
         if config["trainer"]["use_gpu"] and torch.cuda.is_available():
@@ -519,7 +533,8 @@ def build_trainer_arguments(config: dict[str, Any], output_dir: str) -> TrainerA
     writer = dict(config["wrts"])
     writer["tb_log_dir"] = new_run_folder(writer["tb_log_dir"] or os.path.join(output_dir, "logs"))
     writers = [name for name in config["trainer"]["writers"] if name != "mlflow"]
-    if "mlflow" in config["trainer"]["writers"] or in_tracked_run():
+    main_process = int(os.environ.get("RANK", "0")) == 0  # pymarlin writes metrics from rank 0 only
+    if main_process and ("mlflow" in config["trainer"]["writers"] or in_tracked_run()):
         writers.append(MLflowWriter())
     return TrainerArguments(
         **{**config["trainer"], "writers": writers},
@@ -552,11 +567,15 @@ def main() -> Recipe:
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
     check_free_space(args.output_dir, recipe.model, trainer_args)
+    if resuming and config["ckpt"]["delete_existing_checkpoints"]:
+        raise SystemExit("ckpt.resume with ckpt.delete_existing_checkpoints true would delete the checkpoint to "
+                         "resume from: leave delete_existing_checkpoints false")
     checkpointer = StepCheckpointer(trainer_args.checkpointer_args)
     if config["ckpt"]["resume"] and not checkpointer.latest(trainer_args.checkpointer_args.load_dir):
         logger.info(f"Nothing to resume in {trainer_args.checkpointer_args.load_dir}: starting from the beginning")
         trainer_args.checkpointer_args.load_dir = ""
     trainer = Trainer(module=recipe, args=trainer_args, trainer_backend=build_backend(config), checkpointer=checkpointer)
+    checkpointer.gradient_accumulation = trainer.gradient_accumulation
     recipe.period_steps = config["ckpt"]["period_steps"]
     recipe.write_checkpoint = lambda: checkpointer.write(Checkpoint(
         module_interface_state=recipe.get_state(), trainer_state=trainer.get_state(),

@@ -24,6 +24,7 @@ from conftest import ROOT, python_env
     (["--params", '{"--tmod.lr": 1}'], "unknown option --tmod.lr; did you mean --tmod.max_lr?"),
     (["--params", "[1]"], "--params must be a JSON object"),
     (["--tmod.seed", "1", "--tmod.seed", "2"], "--tmod.seed is given twice"),
+    (["--tmod.seed", "1", "--params", '{"--tmod.seed": 2}'], "--tmod.seed is given twice"),
 ])
 def test_command_line_mistakes_stop_with_a_suggestion(argv, args, message):
     argv(*args)
@@ -74,3 +75,21 @@ def test_missing_paths_are_named_with_a_close_existing_name(tmp_path):
     with pytest.raises(SystemExit, match="--dmod.input_dir is required: the GLUE folder"):
         strict_config.require_path("--dmod.input_dir", "", "the GLUE folder")
     assert strict_config.require_path("--x", str(tmp_path), "y") == str(tmp_path)
+
+
+def test_params_values_are_typed_like_the_command_line(argv):
+    argv("--params", '{"--tmod.overwrite_output_dir": "false", "--trainer.epochs": "3", '
+                     '"--trainer.writers": ["stdout"], "--tmod.max_lr": 3e-5, "--trainer.disable_tqdm": true}')
+    config = strict_config.parse_config()
+    assert config["tmod"]["overwrite_output_dir"] is False and config["trainer"]["epochs"] == 3
+    assert config["trainer"]["writers"] == ["stdout"] and config["tmod"]["max_lr"] == 3e-5
+    assert config["trainer"]["disable_tqdm"] is True
+
+
+def test_help_lists_every_option_with_its_default(argv, capsys):
+    argv("--help")
+    with pytest.raises(SystemExit) as stop:
+        strict_config.parse_config()
+    assert stop.value.code == 0
+    printed = capsys.readouterr().out
+    assert "  --tmod.max_lr 5.0e-05" in printed and "  --trainer.writers [stdout, tensorboard]" in printed

@@ -401,3 +401,22 @@ def test_inside_an_azure_ml_job_metrics_also_go_to_mlflow(argv, tiny_bert, featu
     logged.clear()
     run_train(argv, tiny_bert, features, tmp_path / "plain", epochs=1)
     assert logged == []
+
+
+def test_resume_mid_epoch_under_a_step_cap_and_across_an_accumulation_matches(argv, tiny_bert, features, tmp_path):
+    """A step cap counts the steps the epoch took before the checkpoint; an epoch that ends inside a gradient
+    accumulation (48 examples, micro-batch 8, 4 per step: 6 micro-batches an epoch) is not checkpointed there."""
+    capped = ("--trainer.max_train_steps_per_epoch", 4, "--ckpt.period_steps", 2)
+    full = run_train(argv, tiny_bert, features, tmp_path / "capped", *capped).results["dev.tsv"]
+    resumed = run_train(argv, tiny_bert, features, tmp_path / "capped-resumed", *capped, "--ckpt.load_dir",
+                        tmp_path / "capped" / "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000002.pt")
+    assert resumed.results["dev.tsv"] == full and full["step"] == 8
+
+    accumulated = ("--trainer.gpu_batch_size_limit", 8, "--ckpt.checkpoint", "true", "--ckpt.period_steps", 1)
+    full = run_train(argv, tiny_bert, features, tmp_path / "ga", *accumulated, batch_size=32).results["dev.tsv"]
+    names = sorted(path.name for path in (tmp_path / "ga" / "checkpoints").iterdir())
+    assert names == ["marlin_glue_step00000001.pt", "marlin_glue_step00000002.pt", "marlin_glue_step00000003.pt"]
+    resumed = run_train(argv, tiny_bert, features, tmp_path / "ga-resumed", *accumulated, "--ckpt.load_dir",
+                        tmp_path / "ga" / "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000001.pt",
+                        batch_size=32).results["dev.tsv"]
+    assert resumed == full
