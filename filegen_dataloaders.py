@@ -13,7 +13,7 @@ import os
 from typing import Callable, Iterator, Optional
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from data import TaskData, read_metadata
 
@@ -42,8 +42,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     The one partial batch, if any, comes last, so ``len()`` is ``ceil(n / batch_size)`` as without grouping.
     """
 
-    def __init__(self, sampler: Sampler, lengths: list[int], batch_size: int, group_batches: int = 50):
+    def __init__(self, sampler: Sampler, lengths: list[int], batch_size: int, group_batches: int = 50,
+                 generator: Optional[torch.Generator] = None):
         self.sampler = sampler
+        self.generator = generator  # None: torch's global generator
         self.lengths = lengths
         self.batch_size = batch_size
         self.group_size = batch_size * group_batches
@@ -58,7 +60,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             group = sorted(order[start:start + self.group_size], key=self.lengths.__getitem__, reverse=True)
             batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
         partial = [batches.pop()] if batches and len(batches[-1]) < self.batch_size else []
-        for position in torch.randperm(len(batches)).tolist():
+        for position in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[position]
         yield from partial
 
@@ -109,15 +111,24 @@ class FilesGenDataloader:
         yield from itertools.islice(batches, self.max_batches)
 
     def _all_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        for file in self.files:
+        """The first file is ordered with torch's global generator; every later file with its own generator,
+        seeded from a copy of the global state taken when the epoch starts, so its order does not depend on
+        the random numbers training drew meanwhile (a resumed run passes over batches without training)."""
+        later_files = torch.Generator()
+        later_files.set_state(torch.get_rng_state())
+        for number, file in enumerate(self.files):
             dataset = self.datamodule.get_train_dataset(file)
-            sampler = self.sampler(dataset)
+            generator = None
+            if number:
+                generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=later_files)))
+            seeded = generator is not None and isinstance(self.sampler, type) and issubclass(self.sampler, RandomSampler)
+            sampler = self.sampler(dataset, generator=generator) if seeded else self.sampler(dataset)
             if isinstance(sampler, DistributedSampler):  # pymarlin passes the class: a new order each epoch
                 sampler.seed = self.seed
                 sampler.set_epoch(self.epoch)
             if self.group_by_length:
                 lengths = [len(feature.input_ids) for feature in dataset.features]
-                batches = LengthGroupedBatchSampler(sampler, lengths, self.batch_size)
+                batches = LengthGroupedBatchSampler(sampler, lengths, self.batch_size, generator=generator)
                 loader = DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collate_batch)
             else:
                 loader = DataLoader(dataset, batch_size=self.batch_size, sampler=sampler,

@@ -420,3 +420,25 @@ def test_resume_mid_epoch_under_a_step_cap_and_across_an_accumulation_matches(ar
                         tmp_path / "ga" / "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000001.pt",
                         batch_size=32).results["dev.tsv"]
     assert resumed == full
+
+
+def test_resume_inside_the_second_training_file_matches(argv, tiny_bert, tmp_path):
+    """Training data in two feature files (24 + 24 examples, 3 steps each): resuming at step 4, inside the second
+    file, orders that file as the uninterrupted run did."""
+    raw = {}
+    for part, rows in (("a", range(1, 25)), ("b", range(25, 49))):
+        lines = (FIXTURES.parent.parent / "RTE" / "train.tsv").read_text(encoding="utf-8").split("\n")
+        raw[part] = tmp_path / f"raw-{part}"
+        raw[part].mkdir()
+        (raw[part] / "train.tsv").write_text("\n".join([lines[0], *(lines[i] for i in rows)]) + "\n", encoding="utf-8")
+    train_files = tmp_path / "train"
+    for part in ("a", "b"):
+        path = featurize(raw[part], tmp_path / f"features-{part}", tiny_bert, "RTE", "train")
+        train_files.mkdir(exist_ok=True)
+        path.rename(train_files / f"{part}.tsv")
+    folders = {"train": train_files, "dev": featurize_splits(write_rte_subset(tmp_path / "RTE", 8, 16),
+                                                            tmp_path / "dev", tiny_bert, ("dev",))["dev"]}
+    full = run_train(argv, tiny_bert, folders, tmp_path / "full", "--ckpt.period_steps", 4).results["dev.tsv"]
+    resumed = run_train(argv, tiny_bert, folders, tmp_path / "resumed", "--ckpt.load_dir", tmp_path / "full" /
+                        "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000004.pt").results["dev.tsv"]
+    assert resumed == full and full["step"] == 12
