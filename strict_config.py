@@ -56,6 +56,10 @@ def closest_key(name: str, keys: list[str]) -> Optional[str]:
     candidates = {**by_leaf, **{alias: key for alias, key in RUN_GLUE_NAMES.items() if key in keys}}
     if leaf in candidates:
         return candidates[leaf]
+    in_group = {key.rpartition(".")[2]: key for key in keys if group and key.startswith(group + ".")}
+    matches = difflib.get_close_matches(leaf, list(in_group), n=1, cutoff=0.75)
+    if matches:  # a misspelling within the group named: its own key, not a closer spelling elsewhere
+        return in_group[matches[0]]
     matches = difflib.get_close_matches(leaf, list(candidates), n=1, cutoff=0.75)
     if matches:
         return candidates[matches[0]]

@@ -1,0 +1,399 @@
+"""Download the GLUE task files and check each one against the SHA-256 table in ``glue_checksums.json``.
+
+    python download_glue.py --download.tasks RTE,MRPC --download.data_dir glue_data
+
+The GLUE authors' ``download_glue_data.py`` takes ``--tasks`` and ``--data_dir``. This project's strict parser
+(``strict_config.parse_config``) reads every option as ``--group.key value``, so here they are
+``--download.tasks``, ``--download.data_dir``, ``--download.base_url``, ``--download.timeout`` and
+``--download.checksums``: the ``download`` group of config.yaml.
+
+Sources are the ones the GLUE authors publish (the URLs of ``download_glue_data.py``): one zip per task under
+``https://dl.fbaipublicfiles.com/glue/data/``, the diagnostic set as ``AX.tsv``, and MRPC built from the
+Microsoft Research Paraphrase Corpus files (SentEval's copy) with GLUE's own dev ids, exactly as that script
+builds it. ``--download.base_url URL`` fetches every file from ``URL/<its official file name>`` instead (a
+mirror, or a local test server).
+
+Each task is downloaded to a temporary file in ``data_dir``, checked (the byte count the server announced, the
+zip's integrity and the expected file names), extracted to a temporary folder, checked against the SHA-256
+table, and only then moved into ``<data_dir>/<task>/`` (the diagnostic set into ``<data_dir>/diagnostic/``, its
+folder in the GLUE download). A partial or corrupted download or a checksum mismatch is removed, reported with
+the task, the file and the expected and actual hashes, and the script exits 1. Tasks whose files are already
+there and match the table are skipped. QQP, MNLI, QNLI, WNLI and AX have no reference hashes in the table:
+they are checked for completeness only and reported as "not checksummed".
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Optional, Union
+
+from tqdm import tqdm
+
+import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from pymarlin.utils.logger.logging_utils import getlogger
+
+from atomic_write import FILE_MODE
+from strict_config import ConfigError, parse_config
+
+logger = getlogger(__name__)
+
+GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
+SENTEVAL_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
+CHECKSUMS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glue_checksums.json")
+CHUNK = 1 << 20
+MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one task's files come from and what the download must hold."""
+
+    task: str
+    folder: str  # under data_dir
+    kind: str  # "zip": one archive; "tsv": one file, saved as files[0]; "mrpc": built from the MSR corpus
+    downloads: tuple[tuple[str, str], ...]  # (official file name, official folder URL)
+    files: tuple[str, ...]  # the files checked (and checksummed) in <data_dir>/<folder>/
+
+
+def _zip(task: str, archive: str, *stems: str) -> Source:
+    files = tuple(f"{stem}.tsv" for stem in stems or ("train", "dev", "test"))
+    return Source(task, task, "zip", ((archive, GLUE_URL),), files)
+
+
+SOURCES: dict[str, Source] = {source.task: source for source in (
+    _zip("CoLA", "CoLA.zip"),
+    _zip("SST-2", "SST-2.zip"),
+    Source("MRPC", "MRPC", "mrpc", (("msr_paraphrase_train.txt", SENTEVAL_URL), ("msr_paraphrase_test.txt", SENTEVAL_URL),
+                                    ("mrpc_dev_ids.tsv", GLUE_URL)), ("train.tsv", "dev.tsv", "test.tsv")),
+    _zip("STS-B", "STS-B.zip"),
+    _zip("QQP", "QQP-clean.zip"),
+    _zip("MNLI", "MNLI.zip", "train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
+    _zip("QNLI", "QNLIv2.zip"),
+    _zip("RTE", "RTE.zip"),
+    _zip("WNLI", "WNLI.zip"),
+    Source("AX", "diagnostic", "tsv", (("AX.tsv", GLUE_URL),), ("diagnostic.tsv",)),
+)}
+# download_glue_data.py's names for the same tasks
+ALIASES = {"sst": "SST-2", "sts": "STS-B", "diagnostic": "AX", **{task.lower(): task for task in SOURCES}}
+
+
+class DownloadError(Exception):
+    """A download that cannot be used: failed, partial, corrupted, or not what the table expects."""
+
+
+@dataclass
+class TaskResult:
+    """What happened to one task: ``downloaded``, ``present`` (already there, nothing fetched) or ``failed``."""
+
+    task: str
+    status: str
+    folder: str
+    checksummed: bool
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def resolve_tasks(tasks: Union[str, list[str], tuple[str, ...]]) -> list[str]:
+    """``"RTE,MRPC"``, ``"all"`` or a list of names (any case; download_glue_data.py's SST, STS and diagnostic
+    too) as the table's task names, in order, each once."""
+    names = [name.strip() for name in (tasks.split(",") if isinstance(tasks, str) else tasks) if name.strip()]
+    if not names:
+        raise ConfigError(f"--download.tasks is empty: give some of {', '.join(SOURCES)}, or all")
+    resolved: list[str] = []
+    for name in names:
+        if name.lower() == "all":
+            chosen = list(SOURCES)
+        elif name.lower() in ALIASES:
+            chosen = [ALIASES[name.lower()]]
+        else:
+            close = difflib.get_close_matches(name.lower(), list(ALIASES), n=1, cutoff=0.6)
+            hint = f"; did you mean {ALIASES[close[0]]}?" if close else ""
+            raise ConfigError(f"--download.tasks: unknown task {name!r}{hint} (known: {', '.join(SOURCES)}, all)")
+        resolved += [task for task in chosen if task not in resolved]
+    return resolved
+
+
+def load_checksums(path: str = CHECKSUMS_PATH) -> dict[str, dict[str, str]]:
+    """The table: task -> file name -> SHA-256 (keys starting with ``_`` are comments)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            table = json.load(stream)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such checksum table") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: not a JSON checksum table ({error})") from None
+    return {task: dict(files) for task, files in table.items() if not task.startswith("_")}
+
+
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_url(name: str, official: str, base_url: str) -> str:
+    return (base_url.rstrip("/") + "/" if base_url else official) + name
+
+
+def fetch(url: str, destination: str, timeout: float) -> int:
+    """``url`` into ``destination``, with a progress bar; the byte count. A transfer that ends before the
+    length the server announced is an error."""
+    name = url.rstrip("/").rpartition("/")[2]
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(destination, "wb") as stream:
+            length = response.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+            received = 0
+            with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False,
+                      disable=None) as bar:
+                while True:
+                    try:
+                        block = response.read(CHUNK)
+                    except http.client.IncompleteRead as error:
+                        received += len(error.partial)
+                        break
+                    if not block:
+                        break
+                    stream.write(block)
+                    received += len(block)
+                    bar.update(len(block))
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"{url}: HTTP {error.code} {error.reason}") from None
+    except urllib.error.URLError as error:
+        raise DownloadError(f"{url}: {error.reason}") from None
+    except (socket.timeout, TimeoutError):
+        raise DownloadError(f"{url}: no data for {timeout:g} s (partial download)") from None
+    except (http.client.HTTPException, ConnectionError, OSError) as error:
+        raise DownloadError(f"{url}: {type(error).__name__}: {error} (partial download)") from None
+    if expected is not None and received != expected:
+        raise DownloadError(f"{url}: partial download: {received} of {expected} bytes")
+    return received
+
+
+def _safe_relative(member: str, prefix: str) -> Optional[PurePosixPath]:
+    """The path of ``member`` under ``prefix`` if it is there, or None; an unsafe path is an error."""
+    path = PurePosixPath(member)
+    if path.is_absolute() or ".." in path.parts or "\\" in member:
+        raise DownloadError(f"unsafe path {member!r} in the archive")
+    if path.parts and path.parts[0] == "__MACOSX":
+        return None
+    if prefix and (len(path.parts) < 2 or path.parts[0] != prefix):
+        return None
+    return PurePosixPath(*path.parts[1:]) if prefix else path
+
+
+def extract_zip(archive: str, name: str, files: tuple[str, ...], staging: str) -> None:
+    """The task folder of a GLUE zip (``RTE/...`` -> ``staging/...``), after checking that the archive is
+    complete, uncorrupted and holds every expected file."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            bad = bundle.testzip()
+            if bad is not None:
+                raise DownloadError(f"{name} is corrupted: {bad} fails its CRC check")
+            members = [info for info in bundle.infolist() if not info.is_dir()]
+            # the expected files sit in one folder (the task's) or at the top
+            folders = {PurePosixPath(info.filename).parent.as_posix() for info in members
+                       if PurePosixPath(info.filename).name == files[0]
+                       and len(PurePosixPath(info.filename).parts) <= 2}
+            if not folders:
+                raise DownloadError(f"{name} has no {files[0]} (it holds "
+                                    f"{', '.join(info.filename for info in members[:8]) or 'nothing'})")
+            folder = min(folders, key=len)
+            prefix = "" if folder == "." else folder
+            names = {info.filename for info in members}
+            missing = [file for file in files if (f"{prefix}/{file}" if prefix else file) not in names]
+            if missing:
+                raise DownloadError(f"{name} has no {', '.join(missing)} in {prefix or 'its top folder'}")
+            for info in members:
+                relative = _safe_relative(info.filename, prefix)
+                if relative is None:
+                    continue
+                target = os.path.join(staging, *relative.parts)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with bundle.open(info) as source, open(target, "wb") as stream:
+                    shutil.copyfileobj(source, stream, CHUNK)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as error:
+        raise DownloadError(f"{name} is not a complete zip archive (truncated or corrupted download: {error})") from None
+
+
+def build_mrpc(train_txt: str, test_txt: str, dev_ids_tsv: str, staging: str) -> None:
+    """MRPC's train.tsv, dev.tsv and test.tsv from the Microsoft Research Paraphrase Corpus files, as GLUE's
+    ``download_glue_data.py`` builds them: the pairs listed in GLUE's dev ids go to dev.tsv, the other training
+    pairs to train.tsv (both keep the corpus' header line, byte-order mark included); test.tsv numbers the test
+    pairs and drops their labels. Fields are stripped and every line ends in ``\\n``."""
+    def rows(path: str, stream) -> "list[tuple[int, list[str]]]":
+        parsed = []
+        for number, row in enumerate(stream, start=2):
+            if not row.strip():
+                continue
+            fields = row.strip().split("\t")
+            if len(fields) != 5:
+                raise DownloadError(f"{os.path.basename(path)}, line {number}: {len(fields)} tab-separated fields, "
+                                    "expected 5 (corrupted download)")
+            parsed.append((number, fields))
+        return parsed
+
+    try:
+        with open(dev_ids_tsv, encoding="utf-8") as stream:
+            dev_ids = {tuple(row.strip().split("\t")) for row in stream if row.strip()}
+        with open(train_txt, encoding="utf-8") as source:
+            header = source.readline()
+            train_rows = rows("msr_paraphrase_train.txt", source)
+        with open(test_txt, encoding="utf-8") as source:
+            source.readline()
+            test_rows = rows("msr_paraphrase_test.txt", source)
+    except UnicodeDecodeError as error:
+        raise DownloadError(f"MRPC source files: bytes that are not UTF-8 ({error.reason}): corrupted download") from None
+    if not header.strip() or not train_rows or not test_rows:
+        raise DownloadError("MRPC source files are empty or hold only a header (partial download)")
+    header = header.rstrip("\r\n") + "\n"
+    with open(os.path.join(staging, "train.tsv"), "w", encoding="utf-8", newline="\n") as train, \
+            open(os.path.join(staging, "dev.tsv"), "w", encoding="utf-8", newline="\n") as dev:
+        train.write(header)
+        dev.write(header)
+        for _, fields in train_rows:
+            (dev if (fields[1], fields[2]) in dev_ids else train).write("\t".join(fields) + "\n")
+    with open(os.path.join(staging, "test.tsv"), "w", encoding="utf-8", newline="\n") as test:
+        test.write(MRPC_TEST_HEADER)
+        for index, (_, fields) in enumerate(test_rows):
+            test.write("\t".join([str(index), *fields[1:]]) + "\n")
+
+
+def verify(task: str, folder: str, files: tuple[str, ...], expected: Optional[dict[str, str]]) -> list[str]:
+    """Problems with ``folder``'s copy of the task's files: missing, empty, or (where the table has the file) a
+    SHA-256 other than the table's."""
+    problems = []
+    for name in files:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            problems.append(f"{task} {name}: missing")
+        elif os.path.getsize(path) == 0:
+            problems.append(f"{task} {name}: empty file")
+        elif expected and name in expected:
+            actual = sha256(path)
+            if actual != expected[name]:
+                problems.append(f"{task} {name}: checksum mismatch: expected SHA-256 {expected[name]}, got {actual} "
+                                f"({os.path.getsize(path)} bytes)")
+    return problems
+
+
+def install(staging: str, target: str) -> None:
+    """Move everything in ``staging`` into ``target`` (each file appears whole, under its final name)."""
+    os.makedirs(target, exist_ok=True)
+    for root, _, names in os.walk(staging):
+        for name in names:
+            os.chmod(os.path.join(root, name), FILE_MODE)
+    for entry in sorted(os.listdir(staging)):
+        source, destination = os.path.join(staging, entry), os.path.join(target, entry)
+        if os.path.isdir(destination) and not os.path.islink(destination):
+            shutil.rmtree(destination)
+        os.replace(source, destination)
+
+
+def download_task(source: Source, data_dir: str, base_url: str, expected: Optional[dict[str, str]],
+                  timeout: float) -> TaskResult:
+    """One task: skipped if already there and verified; otherwise fetched, checked, and moved in, or nothing is
+    left behind."""
+    target = os.path.join(data_dir, source.folder)
+    result = TaskResult(source.task, "failed", target, checksummed=bool(expected))
+    if all(os.path.isfile(os.path.join(target, name)) for name in source.files):
+        problems = verify(source.task, target, source.files, expected)
+        if not problems:
+            result.status = "present"
+            logger.info(f"{source.task}: already in {target}/, "
+                        f"{'verified (SHA-256)' if expected else 'not checksummed'}: skipped")
+            return result
+        logger.warning(f"{source.task}: the files in {target}/ fail verification ({'; '.join(problems)}): "
+                       "downloading them again")
+    staging = tempfile.mkdtemp(prefix=f".{source.folder}.", suffix=".staging", dir=data_dir)
+    temporaries: list[str] = []
+    try:
+        for name, official in source.downloads:
+            url = source_url(name, official, base_url)
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
+            os.close(handle)
+            temporaries.append(temporary)
+            logger.info(f"{source.task}: downloading {url}")
+            size = fetch(url, temporary, timeout)
+            logger.info(f"{source.task}: {name}: {size} bytes")
+        if source.kind == "zip":
+            extract_zip(temporaries[0], source.downloads[0][0], source.files, staging)
+        elif source.kind == "mrpc":
+            build_mrpc(*temporaries, staging)
+        else:
+            os.replace(temporaries[0], os.path.join(staging, source.files[0]))
+        result.problems = verify(source.task, staging, source.files, expected)
+        if result.problems:
+            return result
+        install(staging, target)
+        result.status = "downloaded"
+        logger.info(f"{source.task}: {', '.join(source.files)} "
+                    f"{'verified (SHA-256)' if expected else 'complete (not checksummed)'} -> {target}/")
+        return result
+    except DownloadError as error:
+        result.problems = [f"{source.task}: {error}"]
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        for temporary in temporaries:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+        for problem in result.problems:
+            logger.error(f"{problem}; download removed")
+
+
+def download(tasks: Union[str, list[str]], data_dir: str, base_url: str = "",
+             checksums: Optional[dict[str, dict[str, str]]] = None, timeout: float = 60) -> list[TaskResult]:
+    """Fetch ``tasks`` (``"RTE,MRPC"``, ``"all"`` or a list) into ``data_dir/<task>/``; one result per task.
+
+    ``base_url`` "" uses the official URLs; otherwise every file is fetched from ``base_url/<official name>``.
+    ``checksums`` (task -> file -> SHA-256) defaults to ``glue_checksums.json``; a task it does not list is
+    downloaded and checked for completeness only."""
+    names = resolve_tasks(tasks)
+    table = load_checksums() if checksums is None else checksums
+    os.makedirs(data_dir, exist_ok=True)
+    return [download_task(SOURCES[name], data_dir, base_url, table.get(name), timeout) for name in names]
+
+
+def main() -> None:
+    config = parse_config()["download"]
+    if not config["data_dir"]:
+        raise ConfigError("--download.data_dir is required: the folder to put the task folders in")
+    if config["base_url"] and "://" not in config["base_url"]:
+        raise ConfigError(f"--download.base_url {config['base_url']}: not a URL (e.g. http://127.0.0.1:8000/)")
+    if config["timeout"] <= 0:
+        raise ConfigError(f"--download.timeout {config['timeout']}: must be a positive number of seconds")
+    tasks = resolve_tasks(config["tasks"])
+    checksums = load_checksums(config["checksums"] or CHECKSUMS_PATH)
+    logger.info(f"download_glue.py: {', '.join(tasks)} into {os.path.abspath(config['data_dir'])} from "
+                f"{config['base_url'] or 'the official GLUE URLs'}")
+    results = download(tasks, config["data_dir"], config["base_url"], checksums, config["timeout"])
+    for result in results:
+        how = "SHA-256 verified" if result.checksummed else "not checksummed"
+        logger.info(f"{result.task}: {result.status} ({how}) in {result.folder}/" if result.ok else
+                    f"{result.task}: FAILED, nothing written")
+    failed = [result for result in results if not result.ok]
+    if failed:
+        problems = [problem for result in failed for problem in result.problems]
+        raise SystemExit("download_glue.py: " + "\n  ".join([f"{len(failed)} of {len(results)} tasks failed:", *problems]))
+
+
+if __name__ == "__main__":
+    main()
