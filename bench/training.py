@@ -86,7 +86,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
     from transformers import AutoModelForSequenceClassification, set_seed
     from transformers.optimization import get_linear_schedule_with_warmup
     import data
-    dataset = data.TaskDataset(features)
+    dataset = data.TaskDataset(os.path.join(features, "train.tsv") if os.path.isdir(features) else features)
     by_index = {feature.index: feature for feature in dataset.features}
     with open(record) as stream:
         recorded = json.load(stream)
@@ -183,6 +183,9 @@ def main() -> None:
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch/OpenMP threads per run (default 1: on a shared 2-core machine, 2 threads per "
+                             "process collapse under load from other processes; every variant gets the same)")
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     parser.add_argument("--workdir", default=None, help="where features go (default: a temporary folder)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -190,6 +193,8 @@ def main() -> None:
     parser.add_argument("--record", default=None, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.child:
+        import torch
+        torch.set_num_threads(a.threads)
         if a.child.startswith("ours"):
             child_ours(a, a.features, a.child == "ours_dyn_grouped", a.record)
         elif a.child.startswith("bare"):
@@ -207,23 +212,29 @@ def main() -> None:
         raise SystemExit("bare_dyn_grouped replays the batches of ours_dyn_grouped: run both")
     results: dict[str, list[dict]] = {v: [] for v in variants}
     common_args = ["--task", a.task, "--batch_size", str(a.batch_size), "--steps", str(a.steps),
-                   "--warmup_steps", str(a.warmup_steps), "--max_seq_len", str(a.max_seq_len), "--seed", str(a.seed)]
+                   "--warmup_steps", str(a.warmup_steps), "--max_seq_len", str(a.max_seq_len), "--seed", str(a.seed),
+                   "--threads", str(a.threads)]
+    threads_env = {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     for repeat in range(a.repeats):
         for variant in variants:
             extra = ["--features", feats["max_length" if variant == "ours_max" else "dynamic"], "--record", record]
-            result = common.run_child([os.path.abspath(__file__), "--child", variant, *common_args, *extra])
+            result = common.run_child([os.path.abspath(__file__), "--child", variant, *common_args, *extra],
+                                      env=threads_env)
             results[variant].append(result)
             print(f"repeat {repeat + 1}/{a.repeats} {variant:17s} {result['ex_per_s']:6.2f} ex/s "
                   f"({result['seconds']:.1f} s for {a.steps} steps, {result['tokens_per_batch']:.0f} tokens/batch, "
                   f"process {result['process_wall_s']:.0f} s)", flush=True)
     med = {v: common.median([r["ex_per_s"] for r in rs]) for v, rs in results.items()}
     tok = {v: common.median([r["tokens_per_batch"] for r in rs]) for v, rs in results.items()}
-    rows = [[v, f"{med[v]:.2f}", " / ".join(f"{r['ex_per_s']:.2f}" for r in results[v]), f"{tok[v]:.0f}"]
-            for v in variants]
+    tps = {v: common.median([r["ex_per_s"] * r["tokens_per_batch"] / a.batch_size for r in rs])
+           for v, rs in results.items()}
+    rows = [[v, f"{med[v]:.2f}", " / ".join(f"{r['ex_per_s']:.2f}" for r in results[v]), f"{tok[v]:.0f}",
+             f"{tps[v]:.0f}"] for v in variants]
     print()
-    print(f"{a.task}, batch {a.batch_size}, max_seq_len {a.max_seq_len}, {a.steps} timed steps after "
+    print(f"{a.task}, batch {a.batch_size}, max_seq_len {a.max_seq_len}, {a.threads} thread(s), {a.steps} timed steps after "
           f"{a.warmup_steps}; medians of {a.repeats} interleaved repeats")
-    print(common.table(rows, ["variant", "examples/s (median)", "each repeat", "padded tokens/batch (median)"]))
+    print(common.table(rows, ["variant", "examples/s (median)", "each repeat", "padded tokens/batch (median)",
+                              "padded tokens/s (median)"]))
     pairs = [("ours_dyn_grouped", "peer_dyn", "target >= 1.5"), ("ours_dyn_grouped", "peer_dyn_grouped", ""),
              ("ours_dyn", "peer_dyn", ""), ("ours_max", "peer_max", ""),
              ("ours_dyn_grouped", "bare_dyn_grouped", "target >= 0.95 (overhead <= 5%)")]
