@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -232,7 +233,9 @@ class Recipe(ModuleInterface):
                                     max_batches=cap * per_step - skip if skip and cap else None)
         if not self.train_batches_per_epoch:
             logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
-        self.train_batches_per_epoch, self.train_micro_batch_size = len(loader) + skip, batch_size
+        shares = int(os.environ.get("WORLD_SIZE", "1"))  # under DDP each process gets ceil(n / processes) examples
+        self.train_batches_per_epoch = sum(math.ceil(math.ceil(count / shares) / batch_size) for count in loader.counts)
+        self.train_micro_batch_size = batch_size
         return loader
 
     def get_val_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
@@ -246,11 +249,12 @@ class Recipe(ModuleInterface):
     def optimizer_steps(self, epochs: int) -> int:
         """The real number of optimizer steps of the whole run (pymarlin's estimate is one too high per epoch).
 
-        Called after pymarlin has sized a training loader, so batches per epoch and the micro-batch are known;
-        a step takes ``train_batch_size / micro-batch`` micro-batches (over all processes)."""
+        Called after pymarlin has sized a training loader, so each process's batches per epoch and the
+        micro-batch are known; a step takes ``train_batch_size / processes / micro-batch`` micro-batches."""
         if not self.train_micro_batch_size:
             raise RuntimeError("optimizer_steps() needs a sized training loader: call get_train_dataloader first")
-        per_step = max(1, self.trainer_args.train_batch_size // self.train_micro_batch_size)
+        shares = int(os.environ.get("WORLD_SIZE", "1"))
+        per_step = max(1, self.trainer_args.train_batch_size // shares // self.train_micro_batch_size)
         steps = (epochs * self.train_batches_per_epoch) // per_step
         cap = self.trainer_args.max_train_steps_per_epoch
         return min(steps, epochs * cap) if cap else steps
