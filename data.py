@@ -230,7 +230,8 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
-                "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source, "skipped_lines": processor.skipped}
+                "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source,
+                "skipped_lines": processor.skipped}
     write_features(output_path, metadata, features)
     logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "
                 f"mean {lengths.mean():.1f}, max {lengths.max()}; {truncated} at max_seq_len {proc_args.max_seq_len})")

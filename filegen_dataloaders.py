@@ -96,11 +96,17 @@ class FilesGenDataloader:
     def get_datacount(self) -> int:
         return sum(self.counts)
 
+    def batches_per_process(self, processes: int) -> int:
+        """Batches of a whole epoch for each of ``processes`` (``DistributedSampler`` pads to equal shares)."""
+        return sum(math.ceil(math.ceil(count / processes) / self.batch_size) for count in self.counts)
+
     def __len__(self) -> int:
-        """Batches this process will yield (under DDP, its share: ``DistributedSampler`` pads to equal shares)."""
-        shares = (torch.distributed.get_world_size() if isinstance(self.sampler, type)
-                  and issubclass(self.sampler, DistributedSampler) and torch.distributed.is_initialized() else 1)
-        return sum(math.ceil(math.ceil(count / shares) / self.batch_size) for count in self.counts) - self.skip_batches
+        """Batches this process will yield (under DDP, its share)."""
+        distributed = self._sampler_is(DistributedSampler) and torch.distributed.is_initialized()
+        return self.batches_per_process(torch.distributed.get_world_size() if distributed else 1) - self.skip_batches
+
+    def _sampler_is(self, kind: type) -> bool:
+        return isinstance(self.sampler, type) and issubclass(self.sampler, kind)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         batches = self._all_batches()
@@ -121,7 +127,7 @@ class FilesGenDataloader:
             generator = None
             if number:
                 generator = torch.Generator().manual_seed(int(torch.randint(2 ** 62, (1,), generator=later_files)))
-            seeded = generator is not None and isinstance(self.sampler, type) and issubclass(self.sampler, RandomSampler)
+            seeded = generator is not None and self._sampler_is(RandomSampler)
             sampler = self.sampler(dataset, generator=generator) if seeded else self.sampler(dataset)
             if isinstance(sampler, DistributedSampler):  # pymarlin passes the class: a new order each epoch
                 sampler.seed = self.seed

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import re
 import shutil
@@ -79,11 +78,15 @@ class ModuleInterfaceArguments:
     seed: int
     group_by_length: bool
 
+    def feature_paths(self) -> dict[str, str]:
+        """The features given, by option: ``trainpath``, ``valpath``, ``predictpath``."""
+        paths = {"trainpath": self.trainpath, "valpath": self.valpath, "predictpath": self.predictpath}
+        return {role: path for role, path in paths.items() if path}
+
 
 def features_metadata(args: ModuleInterfaceArguments) -> dict[str, dict[str, Any]]:
     """The metadata of every feature file under ``trainpath``, ``valpath`` and ``predictpath``, by file."""
-    paths = [path for path in (args.trainpath, args.valpath, args.predictpath) if path]
-    return {file: read_metadata(file) for path in paths for file in feature_files(path)}
+    return {file: read_metadata(file) for path in args.feature_paths().values() for file in feature_files(path)}
 
 
 def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> TaskSpec:
@@ -101,8 +104,8 @@ def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, 
 def check_split_kinds(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> None:
     """Labeled features for training and validation, test features for prediction: checked before any training,
     so a long run cannot fail at its first validation or at the end."""
-    for role, path in (("trainpath", args.trainpath), ("valpath", args.valpath), ("predictpath", args.predictpath)):
-        for file in feature_files(path) if path else []:
+    for role, path in args.feature_paths().items():
+        for file in feature_files(path):
             spec, set_type = get_task(found[file]["task"]), found[file]["set_type"]
             is_test = set_type in spec.test_set_types
             if role == "predictpath" and found[file].get("skipped_lines"):
@@ -157,6 +160,7 @@ class Recipe(ModuleInterface):
                                  } if args.predictpath else {}
         self.predicting = False  # True: the validation loop runs over tmod.predictpath and writes submissions
         self.is_main_process = int(os.environ.get("RANK", "0")) == 0  # under DDP only rank 0 writes outputs
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes; each trains on its share
         # checkpoints and resuming (see checkpoints.py); main() sets write_checkpoint and period_steps
         self.write_checkpoint: Callable[[], str] = lambda: ""
         self.period_steps: Optional[int] = None
@@ -184,11 +188,11 @@ class Recipe(ModuleInterface):
         labels = self.spec.labels or ("score",)
         config = AutoConfig.from_pretrained(name)
         saved = checkpoint_labels(config)
-        wanted = [label.lower() for label in labels]
+        have, wanted = [label.lower() for label in saved or []], [label.lower() for label in labels]
         reorder = None
-        if saved and [label.lower() for label in saved] != wanted:
-            if sorted(label.lower() for label in saved) == sorted(wanted):
-                reorder = [[label.lower() for label in saved].index(label) for label in wanted]
+        if saved and have != wanted:
+            if sorted(have) == sorted(wanted):
+                reorder = [have.index(label) for label in wanted]
                 logger.info(f"{self.model_args.hf_model} orders its labels {saved}: head reordered to {list(labels)}")
             elif self.model_args.ignore_mismatched_sizes:
                 logger.warning(f"{self.model_args.hf_model} was fine-tuned for labels {saved}, {self.spec.name} has "
@@ -224,17 +228,15 @@ class Recipe(ModuleInterface):
             return None
         skip, self.skip_batches = self.skip_batches, 0
         cap = self.trainer_args.max_train_steps_per_epoch
-        world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        per_step = max(1, self.trainer_args.train_batch_size // world_size // batch_size)  # micro-batches a step
         loader = FilesGenDataloader(self.datamodule, self.args.trainpath, batch_size, sampler,
                                     group_by_length=self.args.group_by_length, skip_batches=skip,
                                     on_resumed=self.restore_checkpoint_rng if skip else None,
                                     epoch=self.epoch, seed=self.args.seed,
-                                    max_batches=cap * per_step - skip if skip and cap else None)
+                                    max_batches=cap * self.micro_batches_per_step(batch_size) - skip
+                                    if skip and cap else None)
         if not self.train_batches_per_epoch:
             logger.info(f"Training on {loader.get_datacount()} examples from {len(loader.files)} file(s)")
-        shares = int(os.environ.get("WORLD_SIZE", "1"))  # under DDP each process gets ceil(n / processes) examples
-        self.train_batches_per_epoch = sum(math.ceil(math.ceil(count / shares) / batch_size) for count in loader.counts)
+        self.train_batches_per_epoch = loader.batches_per_process(self.world_size)
         self.train_micro_batch_size = batch_size
         return loader
 
@@ -246,6 +248,10 @@ class Recipe(ModuleInterface):
         return FilesDictDataloader(self.datamodule, path).get_dataloaders(sampler, batch_size)
 
     # -- optimization ----------------------------------------------------------------------------------
+    def micro_batches_per_step(self, batch_size: int) -> int:
+        """Micro-batches of ``batch_size`` each process accumulates into one optimizer step."""
+        return max(1, self.trainer_args.train_batch_size // self.world_size // batch_size)
+
     def optimizer_steps(self, epochs: int) -> int:
         """The real number of optimizer steps of the whole run (pymarlin's estimate is one too high per epoch).
 
@@ -253,9 +259,7 @@ class Recipe(ModuleInterface):
         micro-batch are known; a step takes ``train_batch_size / processes / micro-batch`` micro-batches."""
         if not self.train_micro_batch_size:
             raise RuntimeError("optimizer_steps() needs a sized training loader: call get_train_dataloader first")
-        shares = int(os.environ.get("WORLD_SIZE", "1"))
-        per_step = max(1, self.trainer_args.train_batch_size // shares // self.train_micro_batch_size)
-        steps = (epochs * self.train_batches_per_epoch) // per_step
+        steps = (epochs * self.train_batches_per_epoch) // self.micro_batches_per_step(self.train_micro_batch_size)
         cap = self.trainer_args.max_train_steps_per_epoch
         return min(steps, epochs * cap) if cap else steps
 
@@ -552,12 +556,11 @@ def main() -> Recipe:
     config = parse_config()
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
-    if not (args.trainpath or args.valpath or args.predictpath):
+    if not args.feature_paths():
         raise SystemExit("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
                          "and/or --tmod.predictpath (to write test-set predictions)")
-    for option, path in (("trainpath", args.trainpath), ("valpath", args.valpath), ("predictpath", args.predictpath)):
-        if path:
-            require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
+    for option, path in args.feature_paths().items():
+        require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
     distributed = distributed_arguments(config)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
     prepare_output_dir(args.output_dir, args.overwrite_output_dir or resuming)

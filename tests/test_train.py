@@ -447,7 +447,7 @@ def test_resume_inside_the_second_training_file_matches(argv, tiny_bert, tmp_pat
 def test_under_ddp_the_schedule_spans_each_process_s_real_steps(tiny_bert, tmp_path, monkeypatch):
     """36 examples over 2 processes: 18 each, micro-batch 4 (global batch 8) -> 5 steps an epoch, not 36/8."""
     raw = write_rte_subset(tmp_path / "RTE36", train_rows=36, dev_rows=4)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for every process
     module = recipe(tiny_bert, featurize_splits(raw, tmp_path / "f36", tiny_bert), tmp_path)
-    monkeypatch.setenv("WORLD_SIZE", "2")
     module.get_train_dataloader(SequentialSampler, 4)
     assert module.train_batches_per_epoch == 5 and module.optimizer_steps(2) == 10
