@@ -6,8 +6,9 @@
 labels, AdamW with linear warmup and decay, the train and validation steps, and the task's official metrics
 after each validation. Without ``--tmod.trainpath`` it only validates ``--model.hf_model``; with
 ``--tmod.predictpath`` (a folder of test-set features) it then writes GLUE leaderboard files. Outputs in
-``tmod.output_dir``: ``results.json`` (per validation file), the fine-tuned model and tokenizer in Hugging
-Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``, ...), ``logs/`` (TensorBoard).
+``tmod.output_dir``: ``results.json`` (per validation file), ``history.json`` (training loss every
+``stats.log_steps`` steps and every validation's metrics: the curves), the fine-tuned model and tokenizer in
+Hugging Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``, ...), ``logs/`` (TensorBoard).
 """
 from __future__ import annotations
 
@@ -174,6 +175,9 @@ class Recipe(ModuleInterface):
         self.train_batches_per_epoch = 0
         self.train_micro_batch_size = 0
         self.results: dict[str, dict[str, Any]] = {}
+        # the curves: {"train": [{step, epoch, loss, lr}, ...], "<validation file>": [{metrics, epoch, step}, ...]}
+        self.history: dict[str, list[dict[str, Any]]] = {"train": []}
+        self.losses_since_log: list[float] = []
         self.submissions: dict[str, str] = {}  # prediction file name -> submission file written
         self.model, self.tokenizer = self.setup_models()
         check_vocabulary(found, self.tokenizer, model_args.hf_model)
@@ -326,6 +330,9 @@ class Recipe(ModuleInterface):
 
     def on_end_train_step(self, global_step: int, *train_step_collated_outputs) -> None:
         global_stats.update("lr", self.optimizer.param_groups[0]["lr"], frequent=True)
+        self.losses_since_log.append(train_step_collated_outputs[0].float().mean().item())
+        if global_step % self.trainer_args.stats_args.log_steps == 0:
+            self.log_training_loss(global_step)
         if torch.distributed.is_initialized():  # every process stops after the same step, or some would hang
             stop = torch.tensor([self.stop_signal or 0], device=next(self.model.parameters()).device)
             torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
@@ -337,17 +344,34 @@ class Recipe(ModuleInterface):
         if self.period_steps and global_step % self.period_steps == 0:
             self.write_checkpoint()
 
+    def log_training_loss(self, global_step: int) -> None:
+        """One point of the training-loss curve: the mean loss of the steps since the last point (this
+        process's batches under DDP)."""
+        if self.losses_since_log:
+            self.history["train"].append({"step": global_step, "epoch": self.epoch,
+                                          "loss": float(np.mean(self.losses_since_log)),
+                                          "lr": self.optimizer.param_groups[0]["lr"]})
+            self.losses_since_log = []
+
+    def write_history(self) -> None:
+        if self.is_main_process:
+            write_json(os.path.join(self.args.output_dir, "history.json"),
+                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.history})
+
     # -- checkpoints -----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """The model, and where training stands: epoch, batches done in it, random states (for exact resumes)."""
         progress = {"epoch": self.epoch - 1, "batches": self.batches_this_epoch,
-                    "rng_epoch_start": self.rng_epoch_start, "rng": rng_state()}
+                    "rng_epoch_start": self.rng_epoch_start, "rng": rng_state(),
+                    "history": self.history, "losses_since_log": self.losses_since_log}
         return {"model": self.state_dict(), "progress": progress}
 
     def update_state(self, state: dict[str, Any]) -> None:
         if state:
             self.load_state_dict(state["model"])
             self.resumed_progress = state["progress"]
+            self.history = state["progress"]["history"]
+            self.losses_since_log = state["progress"]["losses_since_log"]
 
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
         """Metrics over every example exactly once: under DDP the outputs are gathered from all processes, and
@@ -365,6 +389,9 @@ class Recipe(ModuleInterface):
         for name, value in metrics.items():
             global_stats.update(f"{key}/val_{name}", value)
         self.results[key] = {**metrics, "epoch": self.epoch, "step": global_step, "examples": len(labels)}
+        self.log_training_loss(global_step)
+        self.history.setdefault(key, []).append(self.results[key])
+        self.write_history()
         if self.is_main_process:
             logger.info(f"{self.spec.name} {key} after epoch {self.epoch}, step {global_step}: "
                         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
@@ -372,6 +399,8 @@ class Recipe(ModuleInterface):
                        {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
 
     def on_end_train(self, global_step: int) -> None:
+        self.log_training_loss(global_step)
+        self.write_history()
         if self.is_main_process:
             save_model(self.model, self.tokenizer, self.args.output_dir)
 

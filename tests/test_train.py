@@ -59,6 +59,18 @@ def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, fe
     assert validated["dev.tsv"]["epoch"] == 0
 
 
+def test_history_holds_the_loss_curve_and_every_validation(argv, tiny_bert, features, tmp_path):
+    """6 steps an epoch, a loss point every 4 steps and at each validation: steps 4, 6, 8, 12."""
+    output = tmp_path / "out"
+    module = run_train(argv, tiny_bert, features, output, "--stats.log_steps", 4)
+    history = json.loads((output / "history.json").read_text())
+    assert [(point["step"], point["epoch"]) for point in history["train"]] == [(4, 1), (6, 1), (8, 2), (12, 2)]
+    assert all(point["loss"] > 0 and point["lr"] >= 0 for point in history["train"])
+    assert history["train"][-1]["lr"] == 0.0  # the schedule ends at zero
+    assert [point["epoch"] for point in history["dev.tsv"]] == [1, 2]
+    assert history["dev.tsv"][-1] == module.results["dev.tsv"]
+
+
 def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, features, tmp_path):
     first = run_train(argv, tiny_bert, features, tmp_path / "a").results["dev.tsv"]
     second = run_train(argv, tiny_bert, features, tmp_path / "b").results["dev.tsv"]
@@ -161,14 +173,16 @@ def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_
     """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
     step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
     full = run_train(argv, tiny_bert, features, tmp_path / "full", "--ckpt.checkpoint", "true",
-                     "--ckpt.period_steps", 4).results["dev.tsv"]
+                     "--ckpt.period_steps", 4, "--stats.log_steps", 3).results["dev.tsv"]
     names = sorted(path.name for path in (tmp_path / "full" / "checkpoints").iterdir())
     assert names == [f"marlin_glue_step{step:08d}.pt" for step in (4, 6, 8, 12)]
     for step in (4, 6):
         resumed = run_train(argv, tiny_bert, features, tmp_path / f"from{step}", "--ckpt.load_dir",
                             tmp_path / "full" / "checkpoints", "--ckpt.load_filename",
-                            f"marlin_glue_step{step:08d}.pt").results["dev.tsv"]
+                            f"marlin_glue_step{step:08d}.pt", "--stats.log_steps", 3).results["dev.tsv"]
         assert resumed == full
+        curves = [json.loads((tmp_path / run / "history.json").read_text()) for run in ("full", f"from{step}")]
+        assert curves[1] == curves[0]  # the curves from before the checkpoint are kept
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
