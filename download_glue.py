@@ -1,11 +1,10 @@
 """Download the GLUE task files and check each one against the SHA-256 table in ``glue_checksums.json``.
 
-    python download_glue.py --download.tasks RTE,MRPC --download.data_dir glue_data
+    python download_glue.py --tasks RTE,MRPC --data_dir glue_data
 
-The GLUE authors' ``download_glue_data.py`` takes ``--tasks`` and ``--data_dir``. This project's strict parser
-(``strict_config.parse_config``) reads every option as ``--group.key value``, so here they are
-``--download.tasks``, ``--download.data_dir``, ``--download.base_url``, ``--download.timeout`` and
-``--download.checksums``: the ``download`` group of config.yaml.
+The options are the ``download`` group of config.yaml: ``--tasks``, ``--data_dir``, ``--base_url``,
+``--timeout`` and ``--checksums`` (the GLUE authors' ``download_glue_data.py`` names for the first two), also
+accepted in the long form every script takes, ``--download.tasks``.
 
 Sources are the ones the GLUE authors publish (the URLs of ``download_glue_data.py``): one zip per task under
 ``https://dl.fbaipublicfiles.com/glue/data/``, the diagnostic set as ``AX.tsv``, and MRPC built from the
@@ -373,7 +372,7 @@ def download(tasks: Union[str, list[str]], data_dir: str, base_url: str = "",
 
 
 def main() -> None:
-    config = parse_config()["download"]
+    config = parse_config(short_group="download")["download"]
     if not config["data_dir"]:
         raise ConfigError("--download.data_dir is required: the folder to put the task folders in")
     if config["base_url"] and "://" not in config["base_url"]:

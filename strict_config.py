@@ -91,16 +91,16 @@ def expand_params(argv: list[str]) -> list[str]:
     return argv[:position] + argv[position + 2:] + expanded
 
 
-def usage(config: dict[str, Any]) -> str:
-    """``--help``: every option with its default, as config.yaml has them."""
-    lines = [f"Options (defaults from {CONFIG_PATH}; write --group.key value):"]
+def usage(config: dict[str, Any], path: str = CONFIG_PATH) -> str:
+    """``--help``: every option with its default, as the config file has them."""
+    lines = [f"Options (defaults from {path}; write --group.key value):"]
     for key in config_keys(config):
         group, _, name = key.partition(".")
         lines.append(f"  --{key} {cli_value(config[group][name]) if name else ''}")
     return "\n".join(lines)
 
 
-def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
+def check_command_line(argv: list[str], config: dict[str, Any], short_group: Optional[str] = None) -> None:
     """Refuse what pymarlin's parser would ignore: unknown keys, ``--key=value``, options given twice, stray
     words."""
     keys = list(config_keys(config))
@@ -118,7 +118,9 @@ def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
             key, _, value = name.partition("=")
             raise ConfigError(f"{token}: write --{key} {value} (a space, not '='), or the value is ignored")
         if name not in known:
-            hint = closest_key(name, keys)
+            own = difflib.get_close_matches(name, list(config.get(short_group, {})), n=1, cutoff=0.75
+                                            ) if short_group and "." not in name else []
+            hint = f"{short_group}.{own[0]}" if own else closest_key(name, keys)
             if name in config:
                 raise ConfigError(f"--{name} is a group of config.yaml: override one of its keys, "
                                   f"e.g. --{next(key for key in keys if key.startswith(name + '.'))}")
@@ -130,8 +132,17 @@ def check_command_line(argv: list[str], config: dict[str, Any]) -> None:
         value_allowed = True
 
 
-def parse_config(default_yamlfile: str = CONFIG_PATH) -> dict[str, Any]:
+def expand_short_names(argv: list[str], config: dict[str, Any], group: Optional[str]) -> list[str]:
+    """A script's own group may be written without its name: ``--tasks`` for ``--bench.tasks``."""
+    if not group:
+        return argv
+    return [f"--{group}.{token[2:]}" if token.startswith("--") and token[2:] in config.get(group, {}) else token
+            for token in argv]
+
+
+def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str] = None) -> dict[str, Any]:
     """config.yaml (beside this script, or ``--config_path``) merged with the command line's overrides.
+    ``short_group``: the script's own group, whose keys may also be given as ``--key``.
 
     Values are typed like their defaults by pymarlin's parser, which exits with the key's name on a value of
     the wrong type (``--trainer.epochs three``)."""
@@ -143,9 +154,10 @@ def parse_config(default_yamlfile: str = CONFIG_PATH) -> dict[str, Any]:
     except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"{path}: no such config file") from None
     if "--help" in argv or "-h" in argv:
-        print(usage(defaults))
+        print(usage(defaults, path))
         raise SystemExit(0)
-    check_command_line(argv, defaults)
+    argv = expand_short_names(argv, defaults, short_group)
+    check_command_line(argv, defaults, short_group)
     command_line, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         config = CustomArgParser(default_yamlfile=default_yamlfile).parse()

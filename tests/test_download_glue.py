@@ -357,8 +357,7 @@ def test_the_script_downloads_from_base_url_end_to_end(server, tmp_path):
     checksums = tmp_path / "checksums.json"
     checksums.write_text(json.dumps({"_about": "fixtures", **table("RTE", rte), **table("CoLA", cola)}))
     data_dir = tmp_path / "glue_data"
-    args = ["--download.tasks", "RTE,CoLA", "--download.data_dir", str(data_dir), "--download.base_url", base_url,
-            "--download.checksums", str(checksums)]
+    args = ["--tasks", "RTE,CoLA", "--data_dir", str(data_dir), "--base_url", base_url, "--checksums", str(checksums)]
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     assert {name: (data_dir / "CoLA" / name).read_bytes() for name in cola} == cola
@@ -375,8 +374,10 @@ def test_the_script_downloads_from_base_url_end_to_end(server, tmp_path):
     assert sorted(path.name for path in data_dir.iterdir()) == ["CoLA", "RTE"]
 
 
-def test_the_issue_spelling_points_to_the_download_group():
-    result = run_cli("--tasks", "RTE")
-    assert result.returncode == 1 and "unknown option --tasks; did you mean --download.tasks?" in result.stderr
-    result = run_cli("--download.tasks", "RTE", "--download.base_url", "127.0.0.1:8000")
+def test_options_of_the_download_group_also_go_without_the_group_name():
+    result = run_cli("--tasks", "RTE", "--download.base_url", "127.0.0.1:8000")
     assert result.returncode == 1 and "--download.base_url 127.0.0.1:8000: not a URL" in result.stderr
+    result = run_cli("--task", "RTE")
+    assert result.returncode == 1 and "unknown option --task; did you mean --download.tasks?" in result.stderr
+    result = run_cli("--tasks", "RTE", "--download.tasks", "CoLA")
+    assert result.returncode == 1 and "--download.tasks is given twice" in result.stderr
