@@ -108,7 +108,7 @@ def check_command_line(argv: list[str], config: dict[str, Any], short_group: Opt
     value_allowed = False
     seen: set[str] = set()
     for token in argv:
-        if not token.startswith("--"):
+        if not token.startswith("--") or " " in token:  # with a space it is a value, as argparse reads it
             if not value_allowed:
                 raise ConfigError(f"unexpected argument {token!r}: every option is written --group.key value")
             value_allowed = False

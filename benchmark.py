@@ -1,0 +1,264 @@
+"""Benchmark one model on several GLUE tasks in one command: features, fine-tunes over seeds, a scoreboard.
+
+    python benchmark.py --tasks RTE,MRPC,STS-B,CoLA,SST-2 --data_dir glue_data --model <name or path> --seeds 3
+
+Options and per-task hyperparameters are in ``benchmark.yaml``. For each task, ``data.featurize`` builds the
+training and labeled dev features once per tokenizer and length (``<output_dir>/features/``, reused by later
+runs); then each seed is one ``train.py`` process (under ``torchrun`` with ``bench.nproc_per_node`` > 1) writing
+``<output_dir>/runs/<Task>/seed<N>/``. Runs go seed by seed across the tasks, so a benchmark stopped early
+still has every task scored. Running the same command again skips finished runs and resumes an interrupted one
+from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
+``scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from pymarlin.utils.logger.logging_utils import getlogger
+
+import data
+import scoreboard
+from atomic_write import atomic_path
+from glue_processors import TaskSpec, get_task
+from strict_config import ConfigError, cli_value, parse_config, require_path
+
+logger = getlogger(__name__)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARK_CONFIG = os.path.join(HERE, "benchmark.yaml")
+RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
+
+
+@dataclass
+class BenchmarkArguments:
+    """``bench`` in benchmark.yaml."""
+
+    tasks: str
+    data_dir: str
+    model: str
+    seeds: int
+    first_seed: int
+    output_dir: str
+    nproc_per_node: int
+    train_options: str
+    checkpoint_steps: int
+    keep_models: bool
+    report_only: bool
+    references: str
+
+
+@dataclass
+class TaskSettings:
+    """One task's group in benchmark.yaml (``rte``, ``stsb``, ...)."""
+
+    epochs: int
+    max_lr: float
+    batch_size: int
+    max_seq_len: int
+    seeds: Optional[int]
+
+
+def settings_group(task: str) -> str:
+    """The task's group in benchmark.yaml: Hugging Face's ``glue`` name (``STS-B`` -> ``stsb``), which the command
+    line can address (``--stsb.epochs 5``; a dash would not survive argparse)."""
+    return task.lower().replace("-", "")
+
+
+@dataclass
+class Run:
+    """One fine-tune: a task and a seed, with the features it reads and the folder it writes."""
+
+    spec: TaskSpec
+    seed: int
+    settings: TaskSettings
+    features: str  # <output_dir>/features/<Task>/<tokenizer>-len<L>: train/ and dev/ inside
+    folder: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.name} seed {self.seed}"
+
+    def record(self) -> Optional[dict[str, Any]]:
+        path = os.path.join(self.folder, RUN_RECORD)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+
+
+def model_slug(model: str) -> str:
+    """A folder name for a hub id or path: features are reused only for the same tokenizer."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/"))[-80:]
+
+
+def dev_set_types(spec: TaskSpec) -> tuple[str, ...]:
+    """The labeled validation files: ``dev`` (MNLI: ``dev_matched`` and ``dev_mismatched``)."""
+    return tuple(name for name in spec.set_types if name != "train" and name not in spec.test_set_types)
+
+
+def parse_tasks(args: BenchmarkArguments) -> list[TaskSpec]:
+    """The tasks named in ``bench.tasks``, each with its train and dev files present in ``bench.data_dir``."""
+    specs = []
+    for name in filter(None, (part.strip() for part in args.tasks.split(","))):
+        try:
+            spec = get_task(name)
+        except ValueError as error:
+            raise ConfigError(f"--bench.tasks: {error}") from None
+        if spec.labeled is None:
+            raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
+        for set_type in ("train", *dev_set_types(spec)):
+            path = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
+            if not os.path.exists(path):
+                raise ConfigError(f"{path}: no such file; get the GLUE files with "
+                                  f"python download_glue.py --tasks {spec.name} --data_dir {args.data_dir}")
+        specs.append(spec)
+    if not specs:
+        raise ConfigError("--bench.tasks names no task: give e.g. --tasks RTE,MRPC")
+    return specs
+
+
+def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> list[Run]:
+    """Every (task, seed) run, seed-major: all tasks' first seed, then all tasks' second, ..."""
+    runs = []
+    for number in range(args.seeds):
+        for spec in specs:
+            settings = TaskSettings(**config[settings_group(spec.name)])
+            if settings.seeds is not None and number >= settings.seeds:
+                continue
+            seed = args.first_seed + number
+            features = os.path.join(args.output_dir, "features", spec.name,
+                                    f"{model_slug(args.model)}-len{settings.max_seq_len}")
+            runs.append(Run(spec, seed, settings, features, os.path.join(args.output_dir, "runs", spec.name,
+                                                                         f"seed{seed}")))
+    return runs
+
+
+def build_features(args: BenchmarkArguments, run: Run) -> None:
+    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them.
+    data.featurize writes each file under a temporary name first, so a file present is complete."""
+    timings_path = os.path.join(run.features, "featurize_seconds.json")
+    timings = scoreboard.read_json(timings_path) or {}
+    for set_type in ("train", *dev_set_types(run.spec)):
+        folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
+        if os.path.exists(os.path.join(folder, f"{set_type}.tsv")):
+            continue
+        start = time.perf_counter()
+        data.featurize(
+            data.DataInterfaceArguments(input_dir=os.path.join(args.data_dir, run.spec.name), output_dir=folder),
+            data.DataProcessorArguments(task=run.spec.name, set_type=set_type, max_seq_len=run.settings.max_seq_len,
+                                        tokenizer=args.model, workers=None, tokenize_batch_size=1000,
+                                        skip_malformed=False, padding="dynamic"))
+        timings[set_type] = time.perf_counter() - start
+        with atomic_path(timings_path) as temporary, open(temporary, "w") as stream:
+            json.dump(timings, stream, indent=2)
+
+
+def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
+    """What makes two runs the same experiment: a finished run is reused only if these match."""
+    return {"task": run.spec.name, "seed": run.seed, "model": args.model,
+            **{key: value for key, value in asdict(run.settings).items() if key != "seeds"},
+            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options}
+
+
+def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
+    options = {
+        "model.hf_model": args.model, "tmod.trainpath": os.path.join(run.features, "train"),
+        "tmod.valpath": os.path.join(run.features, "dev"), "tmod.output_dir": run.folder, "tmod.seed": run.seed,
+        "tmod.max_lr": run.settings.max_lr, "trainer.epochs": run.settings.epochs,
+        "trainer.train_batch_size": run.settings.batch_size, "trainer.disable_tqdm": True,
+        "ckpt.checkpoint": True, "ckpt.period_steps": args.checkpoint_steps or None,
+        "tmod.overwrite_output_dir": True, "ckpt.resume": resume,
+    }
+    script = os.path.join(HERE, "train.py")
+    launcher = [sys.executable, script] if args.nproc_per_node <= 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
+        script]
+    return [*launcher, *(part for key, value in options.items() for part in (f"--{key}", cli_value(value))),
+            *shlex.split(args.train_options)]
+
+
+def train(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
+    """One train.py run to the end (resumed if its folder holds an unfinished one); its record."""
+    settings = run_settings(args, run)
+    record = run.record()
+    if record is not None and record["settings"] != settings:
+        changed = ", ".join(f"{key} {record['settings'].get(key)!r} -> {value!r}" for key, value in settings.items()
+                            if record["settings"].get(key) != value)
+        raise ConfigError(f"{run.folder} holds a {run.name} run with other settings ({changed}): choose another "
+                          f"--bench.output_dir, or delete that folder to run it again")
+    if record is not None and record["status"] == "done":
+        return record
+    resume = record is not None
+    record = record or {"settings": settings, "status": "running", "wall_s": 0.0, "attempts": 0}
+    record["attempts"] += 1
+    write_record(run, record)
+    log_path = os.path.join(run.folder, "train.log")
+    command = train_command(args, run, resume)
+    logger.info(f"{run.name}: {'resuming' if resume else 'training'} in {run.folder} (log: {log_path})")
+    start = time.perf_counter()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+    record["wall_s"] += time.perf_counter() - start
+    if finished.returncode != 0:
+        write_record(run, record)
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = "".join(log.readlines()[-15:])
+        raise SystemExit(f"benchmark.py: {run.name} failed (exit {finished.returncode}); the end of {log_path}:\n"
+                         f"{tail}\nRun the same command again to resume it.")
+    record["status"] = "done"
+    write_record(run, record)
+    shutil.rmtree(os.path.join(run.folder, "checkpoints"), ignore_errors=True)
+    if not args.keep_models:
+        for name in os.listdir(run.folder):
+            if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin")):
+                os.remove(os.path.join(run.folder, name))
+    return record
+
+
+def write_record(run: Run, record: dict[str, Any]) -> None:
+    os.makedirs(run.folder, exist_ok=True)
+    with atomic_path(os.path.join(run.folder, RUN_RECORD)) as temporary, open(temporary, "w") as stream:
+        json.dump(record, stream, indent=2)
+
+
+def main() -> None:
+    config = parse_config(BENCHMARK_CONFIG, short_group="bench")
+    args = BenchmarkArguments(**config["bench"])
+    specs = parse_tasks(args)
+    references = args.references or os.path.join(HERE, "glue_references.json")
+    if not args.report_only:
+        require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
+        runs = plan(args, config, specs)
+        logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
+                    f"into {args.output_dir}")
+        for run in tqdm(runs, desc="benchmark runs", unit="run"):
+            if (run.record() or {}).get("status") == "done" and run.record()["settings"] == run_settings(args, run):
+                logger.info(f"{run.name}: finished earlier, skipped")
+                continue
+            build_features(args, run)
+            record = train(args, run)
+            result = scoreboard.run_score(run.folder, run.spec.name)
+            logger.info(f"{run.name}: {scoreboard.primary_metric(run.spec.name)} {result:.4f} "
+                        f"({record['wall_s']:.0f} s)")
+            scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)
+    paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)
+    print(open(paths["md"], encoding="utf-8").read())
+    print("Scoreboard: " + ", ".join(paths.values()))
+
+
+if __name__ == "__main__":
+    main()
