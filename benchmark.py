@@ -17,11 +17,13 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from tqdm import tqdm
 
@@ -67,7 +69,7 @@ class TaskSettings:
     max_lr: float
     batch_size: int
     max_seq_len: int
-    seeds: Optional[int]
+    seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
 
 
 def settings_group(task: str) -> str:
@@ -135,7 +137,7 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
     for number in range(args.seeds):
         for spec in specs:
             settings = TaskSettings(**config[settings_group(spec.name)])
-            if settings.seeds is not None and number >= settings.seeds:
+            if settings.seeds and number >= settings.seeds:
                 continue
             seed = args.first_seed + number
             features = os.path.join(args.output_dir, "features", spec.name,
@@ -211,13 +213,19 @@ def train(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+        # its own session: Ctrl-C reaches benchmark.py only, which passes it on once (see forward_signals)
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True)
+        with forward_signals(child) as received:
+            returncode = child.wait()
     record["wall_s"] += time.perf_counter() - start
-    if finished.returncode != 0:
-        write_record(run, record)
+    write_record(run, record)
+    if received:
+        raise SystemExit(f"benchmark.py: stopped by {signal.Signals(received[0]).name} during {run.name}; "
+                         "run the same command again to resume it from its checkpoint")
+    if returncode != 0:
         with open(log_path, encoding="utf-8", errors="replace") as log:
             tail = "".join(log.readlines()[-15:])
-        raise SystemExit(f"benchmark.py: {run.name} failed (exit {finished.returncode}); the end of {log_path}:\n"
+        raise SystemExit(f"benchmark.py: {run.name} failed (exit {returncode}); the end of {log_path}:\n"
                          f"{tail}\nRun the same command again to resume it.")
     record["status"] = "done"
     write_record(run, record)
@@ -227,6 +235,24 @@ def train(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
             if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin")):
                 os.remove(os.path.join(run.folder, name))
     return record
+
+
+@contextmanager
+def forward_signals(child: subprocess.Popen) -> Iterator[list[int]]:
+    """SIGTERM and Ctrl-C go on to train.py, which finishes its step, writes a checkpoint and exits; benchmark.py
+    waits for that instead of dying first. Yields the signals received."""
+    received: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def write_record(run: Run, record: dict[str, Any]) -> None:

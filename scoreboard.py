@@ -149,13 +149,13 @@ def markdown(summary: dict[str, Any]) -> str:
             + f"{settings['epochs']} | {settings['max_lr']:g} | {settings['batch_size']} | "
             f"{_duration(wall['featurize'] + wall['train'])} ({_duration(wall['per_run'])} a run) |")
     if "glue_average" in summary:
-        average = ", ".join(summary["tasks"])
-        lines += ["", f"**GLUE average over {len(summary['tasks'])} tasks ({average}): "
-                      f"{summary['glue_average']:.1f}**"]
+        line = (f"**GLUE average over {len(summary['tasks'])} tasks ({', '.join(summary['tasks'])}): "
+                f"{summary['glue_average']:.1f}**")
         for name in references:
             scored = [entry["references"][name] for entry in summary["tasks"].values() if name in entry["references"]]
             if len(scored) == len(summary["tasks"]):
-                lines.append(f"; {name} on the same tasks: {statistics.fmean(scored):.1f}")
+                line += f"; {name} on the same tasks: {statistics.fmean(scored):.1f}"
+        lines += ["", line]
     lines += ["", "References (published dev results, other training setups):"]
     lines += [f"- **{reference['model']}**: {reference['about']} Source: {reference['source']}"
               for reference in summary["references"]]

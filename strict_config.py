@@ -160,7 +160,8 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     check_command_line(argv, defaults, short_group)
     command_line, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
-        config = CustomArgParser(default_yamlfile=default_yamlfile).parse()
+        # keys were checked above; its own warnings would only misread values that hold spaces ("--a 1 --b 2")
+        config = CustomArgParser(default_yamlfile=default_yamlfile, log_level="ERROR").parse()
     finally:
         sys.argv = command_line
     return {group: values for group, values in config.items() if group not in PARSER_OPTIONS}
