@@ -171,7 +171,8 @@ def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
     scores = figure.add_subplot(grid[0, :])
     means = [summary["tasks"][task]["score"]["mean"] for task in tasks]
     errors = [summary["tasks"][task]["score"]["std"] or 0.0 for task in tasks]
-    scores.bar(range(len(tasks)), means, yerr=errors, capsize=4, color="#7aa6d6", label="mean ± std over seeds")
+    bars = scores.bar(range(len(tasks)), means, yerr=errors, capsize=4, color="#7aa6d6", label="mean ± std over seeds")
+    scores.bar_label(bars, labels=[f"{mean:.1f}" for mean in means], label_type="center")
     for position, task in enumerate(tasks):
         values = summary["tasks"][task]["score"]["values"]
         scores.scatter([position] * len(values), values, color="black", s=12, zorder=3,
@@ -188,7 +189,8 @@ def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
     if "glue_average" in summary:
         title += f" (average {summary['glue_average']:.1f})"
     scores.set_title(title)
-    scores.legend(fontsize="small", loc="lower right")
+    scores.set_ylim(min(0.0, *means) - 5, 105)
+    scores.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for column, task in enumerate(tasks):
         loss = figure.add_subplot(grid[1, column])
         dev = figure.add_subplot(grid[2, column])
@@ -205,6 +207,7 @@ def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
         loss.set_xlabel("optimizer step")
         dev.set_title(f"{task}: dev {summary['tasks'][task]['metric']} x100", fontsize="medium")
         dev.set_xlabel("epoch")
+        dev.set_xticks(range(1, summary["tasks"][task]["settings"]["epochs"] + 1))
         dev.legend(fontsize="x-small")
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=90)
