@@ -1,4 +1,5 @@
-"""Run data.py + train.py on Azure ML as one command job, submitted with the azure-ai-ml SDK (v2).
+"""Run data.py + train.py on Azure ML as one command job, submitted with the azure-ai-ml SDK (v2); and
+``benchmark_pipeline``: benchmark.py's runs as one Azure ML pipeline.
 
     python aml_submit.py --aml.data_path glue_data --dproc.task MRPC --aml.dry_run true   # print the job; no Azure
     python aml_submit.py --aml.subscription_id <id> --aml.resource_group <rg> --aml.workspace <ws> \
@@ -19,6 +20,7 @@ import io
 import os
 import shlex
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -27,8 +29,8 @@ from glue_processors import TaskSpec, get_task
 from strict_config import CONFIG_PATH, ConfigError, cli_value, parse_config, require_path
 
 try:
-    from azure.ai.ml import Input, Output, PyTorchDistribution
-    from azure.ai.ml.entities import BuildContext, CommandJob, Environment, JobResourceConfiguration
+    from azure.ai.ml import Input, Output, PyTorchDistribution, command, dsl
+    from azure.ai.ml.entities import BuildContext, CommandJob, Environment, JobResourceConfiguration, PipelineJob
 except ImportError:  # an extra: data.py and train.py do not need it
     raise SystemExit("aml_submit.py needs the Azure ML SDK: pip install -r requirements-aml.txt") from None
 
@@ -180,7 +182,7 @@ def build_job(config: dict[str, Any]) -> CommandJob:
     )
 
 
-def job_yaml(job: CommandJob) -> str:
+def job_yaml(job: CommandJob | PipelineJob) -> str:
     """The job as ``az ml job create --file`` takes it. The SDK dumps every input path with an ``azureml:``
     prefix, which is wrong for local folders and https/wasbs URIs: the input's own path is put back."""
     stream = io.StringIO()
@@ -190,7 +192,64 @@ def job_yaml(job: CommandJob) -> str:
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def submit(job: CommandJob, aml: dict[str, Any]) -> None:
+def require_workspace(aml: dict[str, Any]) -> None:
+    """Submitting needs the workspace and compute; a dry run does not."""
+    if not aml["dry_run"]:
+        missing = [key for key in ("subscription_id", "resource_group", "workspace", "compute") if not aml[key]]
+        if missing:
+            raise ConfigError(f"to submit the job, set {', '.join('--aml.' + key for key in missing)} (or in "
+                              "the config file's aml group); --aml.dry_run true prints it without Azure")
+
+
+@dataclass
+class PipelineRun:
+    """One step of the benchmark pipeline: a task and a seed, and where its outputs sit in a benchmark folder."""
+
+    task: str
+    seed: int
+    run_folder: str  # runs/<Task>/seed<N>
+    features_folder: str  # features/<Task>/<tokenizer>-len<L>
+
+
+def benchmark_pipeline(runs: list[PipelineRun], step_options: list[str], report_options: list[str],
+                       aml: dict[str, Any], data_path: str) -> PipelineJob:
+    """benchmark.py as an Azure ML pipeline: one step per task and seed (``benchmark.py --tasks <Task> --seeds 1
+    --first_seed <N>`` into the step's output; the steps run in parallel on the cluster), then a scoreboard step
+    that gathers their run folders and featurizing times into one benchmark folder and writes results.md/json/png
+    there (``--report_only true``). ``step_options``: benchmark.py options every step takes."""
+    environment = Environment(build=BuildContext(path=build_context(aml["environment_image"])))
+    steps = [command(
+        name=f"{run.task.lower().replace('-', '')}_seed{run.seed}", display_name=f"{run.task} seed {run.seed}",
+        code=ROOT, environment=environment, inputs={"glue_data": Input(type="uri_folder")},
+        outputs={"output": Output(type="uri_folder")},
+        command=" ".join(["python benchmark.py --tasks", run.task, "--seeds 1 --first_seed", str(run.seed),
+                          "--data_dir ${{inputs.glue_data}} --output_dir ${{outputs.output}}", *step_options]))
+        for run in runs]
+    gather = [f"mkdir -p ${{{{outputs.scoreboard}}}}/{os.path.dirname(run.run_folder)} "
+              f"${{{{outputs.scoreboard}}}}/{run.features_folder} && "
+              f"cp -r ${{{{inputs.run_{number}}}}}/{run.run_folder} ${{{{outputs.scoreboard}}}}/{run.run_folder} && "
+              f"cp ${{{{inputs.run_{number}}}}}/{run.features_folder}/featurize_seconds.json "
+              f"${{{{outputs.scoreboard}}}}/{run.features_folder}/" for number, run in enumerate(runs)]
+    report = command(
+        name="scoreboard", display_name="scoreboard", code=ROOT, environment=environment,
+        inputs={f"run_{number}": Input(type="uri_folder") for number in range(len(runs))},
+        outputs={"scoreboard": Output(type="uri_folder")},
+        command=" && ".join([*gather, " ".join(["python benchmark.py --report_only true",
+                                                 "--output_dir ${{outputs.scoreboard}}", *report_options])]))
+
+    @dsl.pipeline(name="glue_benchmark", display_name="GLUE benchmark", default_compute=aml["compute"] or None)
+    def glue_benchmark(glue_data):  # no annotations: the SDK reads them, and cannot read postponed ones
+        trained = [step(glue_data=glue_data) for step in steps]
+        scoreboard = report(**{f"run_{number}": node.outputs.output for number, node in enumerate(trained)})
+        return {"scoreboard": scoreboard.outputs.scoreboard}
+
+    job = glue_benchmark(glue_data=Input(type="uri_folder", path=data_path if "://" in data_path or
+                                         data_path.startswith("azureml:") else os.path.abspath(data_path)))
+    job.experiment_name = aml["experiment"]
+    return job
+
+
+def submit(job: CommandJob | PipelineJob, aml: dict[str, Any]) -> None:
     """Create the job in the workspace (uploads the code, the build context and a local data folder)."""
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
@@ -204,11 +263,7 @@ def submit(job: CommandJob, aml: dict[str, Any]) -> None:
 def main() -> None:
     config = parse_config()
     aml = config["aml"]
-    if not aml["dry_run"]:
-        missing = [key for key in ("subscription_id", "resource_group", "workspace", "compute") if not aml[key]]
-        if missing:
-            raise ConfigError(f"to submit the job, set {', '.join('--aml.' + key for key in missing)} (or in "
-                              "config.yaml's aml group); --aml.dry_run true prints it without Azure")
+    require_workspace(aml)
     job = build_job(config)
     if aml["dry_run"]:
         print(job_yaml(job), end="")

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Optional
 
+import yaml
 from tqdm import tqdm
 
 import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
@@ -110,8 +111,9 @@ def dev_set_types(spec: TaskSpec) -> tuple[str, ...]:
     return tuple(name for name in spec.set_types if name != "train" and name not in spec.test_set_types)
 
 
-def parse_tasks(args: BenchmarkArguments) -> list[TaskSpec]:
-    """The tasks named in ``bench.tasks``, each with its train and dev files present in ``bench.data_dir``."""
+def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
+    """The tasks named in ``bench.tasks``; with ``check_files``, each with its train and dev files present in
+    ``bench.data_dir``."""
     specs = []
     for name in filter(None, (part.strip() for part in args.tasks.split(","))):
         try:
@@ -120,7 +122,7 @@ def parse_tasks(args: BenchmarkArguments) -> list[TaskSpec]:
             raise ConfigError(f"--bench.tasks: {error}") from None
         if spec.labeled is None:
             raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
-        for set_type in ("train", *dev_set_types(spec)):
+        for set_type in ("train", *dev_set_types(spec)) if check_files else ():
             path = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
             if not os.path.exists(path):
                 raise ConfigError(f"{path}: no such file; get the GLUE files with "
@@ -261,10 +263,37 @@ def write_record(run: Run, record: dict[str, Any]) -> None:
         json.dump(record, stream, indent=2)
 
 
+def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
+    """The benchmark as an Azure ML pipeline (aml_submit.benchmark_pipeline): printed with ``aml.dry_run``,
+    otherwise submitted. Every setting changed from benchmark.yaml reaches each step's benchmark.py."""
+    import aml_submit
+
+    aml_submit.require_workspace(config["aml"])
+    with open(BENCHMARK_CONFIG, encoding="utf-8") as stream:
+        defaults = yaml.safe_load(stream)
+    per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
+                "bench.report_only")
+    groups = ("bench", *(settings_group(spec.name) for spec in specs))
+    step_options = aml_submit.overrides(config, defaults, groups, skip=per_step)
+    report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
+    runs = [aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
+                                   os.path.relpath(run.features, args.output_dir))
+            for run in plan(args, config, specs)]
+    job = aml_submit.benchmark_pipeline(runs, step_options, report_options, config["aml"], args.data_dir)
+    if config["aml"]["dry_run"]:
+        print(aml_submit.job_yaml(job), end="")
+    else:
+        aml_submit.submit(job, config["aml"])
+
+
 def main() -> None:
     config = parse_config(BENCHMARK_CONFIG, short_group="bench")
     args = BenchmarkArguments(**config["bench"])
-    specs = parse_tasks(args)
+    local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
+    specs = parse_tasks(args, check_files=local_data and not args.report_only)
+    if config["aml"]["submit"]:
+        submit_pipeline(args, config, specs)
+        return
     references = args.references or os.path.join(HERE, "glue_references.json")
     if not args.report_only:
         require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import benchmark
 import scoreboard
@@ -171,3 +172,34 @@ def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
     table = scoreboard.markdown(summary)
     assert "| MRPC | F1/acc | **80.0 ± 7.1** |" in table and "| MNLI | acc (m/mm) | **65.0** |" in table
     assert "GLUE average over 2 tasks (MRPC, MNLI): 72.5" in table and "Ref on the same tasks: 84.0" in table
+
+
+def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_scoreboard(argv, capsys):
+    pytest.importorskip("azure.ai.ml")
+    argv("--aml.submit", "true", "--aml.dry_run", "true", "--aml.compute", "gpu-cluster", "--tasks", "RTE,STS-B",
+         "--seeds", 2, "--data_dir", "azureml://datastores/glue/paths/glue_data", "--rte.epochs", 3,
+         "--nproc_per_node", 4, "--train_options", "--trainer.backend sp-amp")
+    benchmark.main()
+    pipeline = yaml.safe_load(capsys.readouterr().out)
+    assert pipeline["inputs"]["glue_data"]["path"] == "azureml://datastores/glue/paths/glue_data"
+    assert pipeline["settings"]["default_compute"] == "azureml:gpu-cluster"
+    steps = {name: job for name, job in pipeline["jobs"].items() if name != "scoreboard"}
+    assert sorted(steps) == ["rte_seed42", "rte_seed43", "stsb_seed42", "stsb_seed43"]
+    command = " ".join(steps["rte_seed43"]["component"]["command"].split())
+    assert command.startswith("python benchmark.py --tasks RTE --seeds 1 --first_seed 43 --data_dir "
+                              "${{inputs.glue_data}} --output_dir ${{outputs.output}}")
+    for changed in ("--bench.nproc_per_node 4", "--bench.train_options '--trainer.backend sp-amp'", "--rte.epochs 3"):
+        assert changed in command
+    assert "--stsb.epochs" not in command and steps["rte_seed43"]["inputs"]["glue_data"]["path"] == \
+        "${{parent.inputs.glue_data}}"
+    board = pipeline["jobs"]["scoreboard"]
+    assert {value["path"] for value in board["inputs"].values()} == {
+        f"${{{{parent.jobs.{name}.outputs.output}}}}" for name in steps}
+    assert " ".join(board["component"]["command"].split()).endswith(
+        "python benchmark.py --report_only true --output_dir ${{outputs.scoreboard}} --tasks RTE,STS-B "
+        "--model sentence-transformers/all-MiniLM-L6-v2")
+
+    argv("--aml.submit", "true", "--tasks", "RTE", "--data_dir", "azureml:glue:1")
+    with pytest.raises(SystemExit, match="to submit the job, set --aml.subscription_id, --aml.resource_group, "
+                                         "--aml.workspace, --aml.compute"):
+        benchmark.main()
