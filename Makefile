@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test benchmark clean
 
 setup: $(INSTALLED)
 
@@ -27,6 +27,15 @@ demo: $(INSTALLED)
 		--tmod.output_dir training_output/RTE --tmod.overwrite_output_dir true && \
 	echo "Demo finished in $$((SECONDS - start)) s; model and results.json in training_output/RTE"
 
+# The five-task scoreboard of the README ("Benchmark your model"): downloads what GLUE_DIR lacks (verified), then
+# fine-tunes and scores; rerunning resumes. E.g. make benchmark GLUE_DIR=../shared/glue_data MODEL=<hub id or path>
+GLUE_DIR ?= glue_data
+MODEL ?= sentence-transformers/all-MiniLM-L6-v2
+BENCHMARK_TASKS ?= RTE,MRPC,STS-B,CoLA,SST-2
+benchmark: $(INSTALLED)
+	$(PY) download_glue.py --tasks $(BENCHMARK_TASKS) --data_dir $(GLUE_DIR)
+	$(PY) benchmark.py --tasks $(BENCHMARK_TASKS) --data_dir $(GLUE_DIR) --model $(MODEL) --seeds 3
+
 # The Azure ML SDK, for aml_submit.py and its tests only: `make demo` does not need it.
 AML_INSTALLED := $(VENV)/.installed-aml
 $(AML_INSTALLED): requirements-aml.txt $(INSTALLED)
@@ -37,4 +46,4 @@ test: $(INSTALLED) $(AML_INSTALLED)
 	$(PY) -m pytest -q tests
 
 clean:
-	rm -rf processed_data training_output
+	rm -rf processed_data training_output benchmark_output
