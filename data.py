@@ -1,15 +1,17 @@
-"""GLUE TSV -> pickled ``InputFeatures``, and the datasets ``train.py`` reads them back with.
+"""GLUE TSV -> a pickled ``FeatureTable``, and the datasets ``train.py`` reads it back with.
 
     python data.py --dmod.input_dir RTE --dmod.output_dir processed_data/train --dproc.task RTE --dproc.set_type train
 
-reads ``RTE/train.tsv`` with the task's ``GlueProcessor``, tokenizes it in parallel with a ``Featurizer``
-(a pymarlin ``DataProcessor``: one shard per worker, each tokenized in batches by the fast tokenizer) and
-writes ``processed_data/train/train.tsv``: a small metadata record followed by the list of features, as
-two consecutive pickles. The file appears under its final name only once it is complete.
+reads ``RTE/train.tsv`` with the task's ``GlueProcessor``, tokenizes it with a ``Featurizer`` (a pymarlin
+``DataProcessor``: batches of the fast tokenizer, whose Rust threads use every core; or one shard per worker
+process with ``dproc.workers``) and writes ``processed_data/train/train.tsv``: a small metadata record
+followed by the features as a few flat arrays (``FeatureTable``), as two consecutive pickles. The file
+appears under its final name only once it is complete.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import pickle
@@ -24,16 +26,17 @@ from tqdm.auto import tqdm
 import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.data_interface import DataInterface, DataProcessor
 from pymarlin.utils.logger.logging_utils import getlogger
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 import embedded_model
 from atomic_write import atomic_path
-from glue_processors import GlueProcessor, InputExample, InputFeatures
+from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
 from strict_config import parse_config, require_path
 
 logger = getlogger(__name__)
 
-FEATURES_FORMAT = "marlin-glue-features/1"
+FEATURES_FORMAT = "marlin-glue-features/2"  # 1: a list of InputFeatures; 2: one FeatureTable
 
 
 @dataclass
@@ -59,39 +62,61 @@ class DataProcessorArguments:
 
 
 class Featurizer(DataProcessor):
-    """Tokenizes examples into unpadded ``InputFeatures``; ``multi_process_data`` runs one shard per worker."""
+    """Tokenizes examples into a ``FeatureTable`` of unpadded ids; ``multi_process_data`` runs one shard per
+    worker process.
+
+    The tokenizer's Rust backend encodes each batch of ``tokenize_batch_size`` examples on all cores (unless
+    ``TOKENIZERS_PARALLELISM=false``) and its ids go straight into flat arrays: no per-example Python objects
+    are built, so nothing per example is pickled either. ``featurize`` therefore runs one process by default
+    (``dproc.workers`` null): on a 2-core machine it is faster than two single-threaded workers, which pay
+    for forking the parent and pickling their shards of examples (bench/RESULTS.md, (a))."""
 
     def __init__(self, args: DataProcessorArguments, labels: Optional[tuple[str, ...]],
                  tokenizer: PreTrainedTokenizerBase):
         super().__init__()
         self.args = args
         self.label_map = None if labels is None else {label: i for i, label in enumerate(labels)}
-        self.tokenizer = tokenizer
+        if not tokenizer.is_fast:
+            raise ValueError(f"tokenizer {args.tokenizer}: {type(tokenizer).__name__} has no fast (Rust) backend, "
+                             "which data.py tokenizes with")
+        # A copy of the backend, set as ``tokenizer(a, b, truncation=True, max_length=L)`` would set it: the
+        # caller's tokenizer is left as it was.
+        self.encoder = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.encoder.no_padding()
+        self.encoder.enable_truncation(args.max_seq_len, strategy="longest_first", direction=tokenizer.truncation_side)
+        self.encoder.encode_special_tokens = tokenizer.split_special_tokens
 
-    def process(self, examples: list[InputExample], shard: int = 0) -> list[InputFeatures]:
-        features: list[InputFeatures] = []
+    def process(self, examples: list[InputExample], shard: int = 0) -> list[FeatureTable]:
+        """One ``FeatureTable`` per tokenizer batch, in order. A list, because pymarlin's ``multi_process_data``
+        concatenates the workers' result lists (a bare table would be taken apart into examples);
+        ``FeatureTable.concatenate`` joins them once at the end."""
         size = self.args.tokenize_batch_size
+        pairs = examples[0].text_b is not None
+        tables = []
         for start in tqdm(range(0, len(examples), size), desc=f"Tokenizing shard {shard}", unit="batch",
                           position=shard, leave=False):
             batch = examples[start:start + size]
-            pairs = [example.text_b for example in batch] if batch[0].text_b is not None else None
-            encoded = self.tokenizer(
-                [example.text_a for example in batch], pairs, truncation=True, max_length=self.args.max_seq_len,
-                return_attention_mask=False, return_token_type_ids=True,
-            )
-            for example, ids, types in zip(batch, encoded["input_ids"], encoded["token_type_ids"]):
-                features.append(InputFeatures(
-                    input_ids=np.asarray(ids, dtype=np.int32),
-                    token_type_ids=np.asarray(types, dtype=np.int8),
-                    label=self._label(example.label),
-                    index=example.index,
-                ))
-        return features
+            texts = [(example.text_a, example.text_b) if pairs else example.text_a for example in batch]
+            encodings = self.encoder.encode_batch_fast(texts)
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+            tokens = int(lengths.sum())
+            tables.append(FeatureTable(
+                input_ids=np.fromiter(itertools.chain.from_iterable(encoding.ids for encoding in encodings),
+                                      dtype=np.int32, count=tokens),
+                token_type_ids=np.fromiter(itertools.chain.from_iterable(encoding.type_ids for encoding in encodings),
+                                           dtype=np.int8, count=tokens),
+                offsets=np.concatenate(([0], np.cumsum(lengths))),
+                labels=self._labels(batch),
+                indexes=np.fromiter((example.index for example in batch), dtype=np.int64, count=len(batch)),
+            ))
+        return tables
 
-    def _label(self, label: Optional[str]) -> Optional[int | float]:
-        if label is None:
+    def _labels(self, batch: list[InputExample]) -> Optional[np.ndarray]:
+        if batch[0].label is None:
             return None
-        return float(label) if self.label_map is None else self.label_map[label]
+        if self.label_map is None:
+            return np.fromiter((float(example.label) for example in batch), dtype=np.float32, count=len(batch))
+        return np.fromiter((self.label_map[example.label] for example in batch), dtype=np.int64, count=len(batch))
 
 
 class _FeaturesUnpickler(pickle.Unpickler):
@@ -99,7 +124,7 @@ class _FeaturesUnpickler(pickle.Unpickler):
     so a pickle that names any other callable (``os.system``, ...) is refused instead of run."""
 
     ALLOWED = {
-        ("glue_processors", "InputFeatures"),
+        ("glue_processors", "FeatureTable"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),
@@ -133,35 +158,62 @@ def _load_metadata(stream: Any, path: str) -> dict[str, Any]:
         metadata = _FeaturesUnpickler(stream).load()
     except (pickle.UnpicklingError, EOFError, ValueError) as error:
         raise ValueError(f"{path}: not a marlin-glue features file written by data.py ({error})") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FEATURES_FORMAT:
+    found = metadata.get("format") if isinstance(metadata, dict) else None
+    if isinstance(found, str) and found.startswith("marlin-glue-features/") and found != FEATURES_FORMAT:
+        raise ValueError(f"{path}: features file in format {found}, written by an older data.py; this version "
+                         f"reads {FEATURES_FORMAT}: rerun data.py to rewrite it")
+    if found != FEATURES_FORMAT:
         raise ValueError(f"{path}: not a marlin-glue features file (expected format {FEATURES_FORMAT})")
     return metadata
 
 
-def write_features(path: str, metadata: dict[str, Any], features: list[InputFeatures]) -> None:
-    """Write the metadata record, then the features, as two pickles; the file appears only when complete."""
+def write_features(path: str, metadata: dict[str, Any], table: FeatureTable) -> None:
+    """Write the metadata record, then the table, as two pickles; the file appears only when complete."""
+    table.check()
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-        pickle.dump({**metadata, "format": FEATURES_FORMAT, "count": len(features)}, stream)
-        pickle.dump(features, stream, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump({**metadata, "format": FEATURES_FORMAT, "count": len(table)}, stream)
+        pickle.dump(table, stream, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def read_features(path: str) -> tuple[dict[str, Any], FeatureTable]:
+    """The metadata and the table of a features file, checked: a file from elsewhere that is damaged or
+    inconsistent is refused here rather than failing (or silently misreading) mid-training."""
+    with open(path, "rb") as stream:
+        metadata = _load_metadata(stream, path)
+        try:
+            table = _FeaturesUnpickler(stream).load()
+        except (pickle.UnpicklingError, EOFError) as error:
+            raise ValueError(f"{path}: damaged features file ({error})") from None
+    if not isinstance(table, FeatureTable):
+        raise ValueError(f"{path}: damaged features file (a {type(table).__name__} where a FeatureTable belongs)")
+    try:
+        table.check()
+    except ValueError as error:
+        raise ValueError(f"{path}: damaged features file ({error})") from None
+    if len(table) != metadata.get("count"):
+        raise ValueError(f"{path}: damaged features file ({len(table)} features, the metadata says "
+                         f"{metadata.get('count')})")
+    return metadata, table
 
 
 class TaskDataset(Dataset):
-    """The features of one file written by ``data.py``; ``metadata`` says which task, labels and tokenizer."""
+    """The features of one file written by ``data.py``; ``metadata`` says which task, labels and tokenizer.
+    Items are ``InputFeatures`` whose arrays are views into the file's ``FeatureTable``."""
 
     def __init__(self, path: str):
         self.path = path
-        with open(path, "rb") as stream:
-            self.metadata = _load_metadata(stream, path)
-            try:
-                self.features: list[InputFeatures] = _FeaturesUnpickler(stream).load()
-            except (pickle.UnpicklingError, EOFError) as error:
-                raise ValueError(f"{path}: damaged features file ({error})") from None
+        self.metadata, self.table = read_features(path)
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.table)
 
     def __getitem__(self, idx: int) -> InputFeatures:
-        return self.features[idx]
+        return self.table[idx]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per example, without building the examples (for length-grouped batching)."""
+        return self.table.lengths
 
     def collate_batch(self, features: list[InputFeatures]) -> dict[str, torch.Tensor]:
         """``collate`` as the features were made for: ``dproc.padding max_length`` pads every batch to
@@ -217,23 +269,26 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
     featurizer = Featurizer(proc_args, processor.get_labels(), tokenizer)
-    workers = max(1, min(proc_args.workers or os.cpu_count() or 1, len(examples)))
+    workers = max(1, min(proc_args.workers or 1, len(examples)))
     if workers == 1:
-        features = featurizer.process_data(examples, 0)
+        tables = featurizer.process_data(examples, 0)
+        parallelism = "1 process, the tokenizer's threads"
     else:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are the parallelism
         bounds = np.linspace(0, len(examples), workers + 1).astype(int)
         shards = [examples[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
-        features = featurizer.multi_process_data(shards, list(range(workers)), process_count=workers)
+        tables = featurizer.multi_process_data(shards, list(range(workers)), process_count=workers)
+        parallelism = f"{workers} worker processes"
+    table = FeatureTable.concatenate(tables)
 
-    lengths = np.array([len(feature.input_ids) for feature in features])
+    lengths = table.lengths
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
                 "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source,
                 "skipped_lines": processor.skipped}
-    write_features(output_path, metadata, features)
-    logger.info(f"Wrote {len(features)} features to {output_path} ({workers} workers; tokens per example: "
+    write_features(output_path, metadata, table)
+    logger.info(f"Wrote {len(table)} features to {output_path} ({parallelism}; tokens per example: "
                 f"mean {lengths.mean():.1f}, max {lengths.max()}; {truncated} at max_seq_len {proc_args.max_seq_len})")
     return output_path
 

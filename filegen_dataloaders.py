@@ -133,7 +133,7 @@ class FilesGenDataloader:
                 sampler.seed = self.seed
                 sampler.set_epoch(self.epoch)
             if self.group_by_length:
-                lengths = [len(feature.input_ids) for feature in dataset.features]
+                lengths = dataset.lengths.tolist()  # Python ints: the sampler sorts with them as keys
                 batches = LengthGroupedBatchSampler(sampler, lengths, self.batch_size, generator=generator)
                 loader = DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collate_batch)
             else:

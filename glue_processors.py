@@ -35,14 +35,89 @@ class InputExample:
 
 @dataclass
 class InputFeatures:
-    """One tokenized example. Ids are stored unpadded as int32 arrays; batches are padded when they are
-    built (``TaskDataset.collate_batch``: to the longest member, or to ``max_seq_len``). ``label`` is a class id, a float score for
-    STS-B, or None for test data."""
+    """One tokenized example. Ids are unpadded int32 arrays (read from a features file: views into its
+    ``FeatureTable``); batches are padded when they are built (``TaskDataset.collate_batch``: to the longest
+    member, or to ``max_seq_len``). ``label`` is a class id, a float score for STS-B, or None for test data."""
 
     input_ids: np.ndarray
     token_type_ids: np.ndarray
     label: Optional[Union[int, float]]
     index: int
+
+
+@dataclass
+class FeatureTable:
+    """The features of many examples as five flat arrays: a few large arrays pickle, load and sit in memory
+    at the cost of their bytes, where one ``InputFeatures`` per example costs ~2 KB of object overhead and
+    a pickling round trip each.
+
+    Example ``i`` is ``input_ids[offsets[i]:offsets[i + 1]]``. ``token_type_ids`` are stored, aligned with the
+    ids, rather than derived from a first-segment length: one byte per token (a fifth of the ids) keeps every
+    example a zero-copy slice and holds whatever the tokenizer's template gives (all zeros for RoBERTa pairs,
+    segment 2 on XLNet's final [CLS]), with no assumption about it. ``labels`` are int64 class ids, float32
+    scores (STS-B), or None for test files."""
+
+    input_ids: np.ndarray  # int32, every example's ids end to end
+    token_type_ids: np.ndarray  # int8, aligned with input_ids
+    offsets: np.ndarray  # int64, one more than there are examples; offsets[0] == 0
+    labels: Optional[np.ndarray]
+    indexes: np.ndarray  # int64, each example's row id (InputExample.index)
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+    def __getitem__(self, i: int) -> InputFeatures:
+        """Example ``i`` (negative counts from the end) with views into the table's arrays, not copies."""
+        count = len(self)
+        if not -count <= i < count:
+            raise IndexError(f"feature {i} out of range: the table holds {count}")
+        i %= count
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return InputFeatures(input_ids=self.input_ids[start:end], token_type_ids=self.token_type_ids[start:end],
+                             label=None if self.labels is None else self.labels[i].item(),
+                             index=int(self.indexes[i]))
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per example, from the offsets (no copy of the ids)."""
+        return np.diff(self.offsets)
+
+    @classmethod
+    def concatenate(cls, tables: list["FeatureTable"]) -> "FeatureTable":
+        """One table holding the examples of ``tables`` in order (shards, or one table per tokenizer batch)."""
+        if not tables:
+            raise ValueError("no feature tables to concatenate")
+        if len(tables) == 1:
+            return tables[0]
+        if len({table.labels is None for table in tables}) > 1:
+            raise ValueError("cannot concatenate labeled features with unlabeled (test) ones")
+        starts = np.cumsum([0] + [len(table.input_ids) for table in tables[:-1]])
+        return cls(
+            input_ids=np.concatenate([table.input_ids for table in tables]),
+            token_type_ids=np.concatenate([table.token_type_ids for table in tables]),
+            offsets=np.concatenate([[0]] + [table.offsets[1:] + start for table, start in zip(tables, starts)]),
+            labels=None if tables[0].labels is None else np.concatenate([table.labels for table in tables]),
+            indexes=np.concatenate([table.indexes for table in tables]),
+        )
+
+    def check(self) -> None:
+        """Raise ValueError unless the arrays fit together as ``data.py`` writes them: a table read from a
+        file is checked once, so indexing it later cannot go out of bounds or hand out wrong dtypes."""
+        columns = {"input_ids": (self.input_ids, (np.int32,)), "token_type_ids": (self.token_type_ids, (np.int8,)),
+                   "offsets": (self.offsets, (np.int64,)), "indexes": (self.indexes, (np.int64,))}
+        if self.labels is not None:
+            columns["labels"] = (self.labels, (np.int64, np.float32))
+        for name, (column, dtypes) in columns.items():
+            if not isinstance(column, np.ndarray) or column.ndim != 1 or column.dtype not in dtypes:
+                raise ValueError(f"{name} is not a 1-D array of {' or '.join(np.dtype(d).name for d in dtypes)}")
+        count = len(self.indexes)
+        if len(self.offsets) != count + 1 or (self.labels is not None and len(self.labels) != count):
+            raise ValueError(f"{count} indexes, {len(self.offsets)} offsets, "
+                             f"{'no' if self.labels is None else len(self.labels)} labels: the columns disagree")
+        if len(self.token_type_ids) != len(self.input_ids):
+            raise ValueError(f"{len(self.input_ids)} input ids but {len(self.token_type_ids)} token type ids")
+        if self.offsets[0] != 0 or self.offsets[-1] != len(self.input_ids) or (np.diff(self.offsets) < 0).any():
+            raise ValueError("offsets do not cut input_ids into consecutive examples")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
     python bench/featurize.py --tasks SST-2 RTE --repeats 3
 
 Every measurement runs in a fresh process; repeats are interleaved (ours, map, bare, ours, ...). Timed:
-  ours      data.featurize(): read the TSV, load the tokenizer, tokenize in all workers, write the features file
+  ours      data.featurize(): read the TSV, load the tokenizer, tokenize (one process by default, or --workers N),
+            write the features file
   ours_cli  the whole `python data.py ...` command (interpreter start and imports included)
   map       datasets.load_dataset("csv") of the same TSV + Dataset.map(batched=True) with the fast tokenizer
             (num_proc as run_glue's default: one process; its cache files are written), tokenizer load included
@@ -106,7 +107,8 @@ def main() -> None:
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--padding", choices=["dynamic", "max_length"], default="dynamic",
                         help="dynamic: unpadded features / map without padding (default); max_length: run_glue's default")
-    parser.add_argument("--workers", type=int, default=None, help="data.py workers (default: one per core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data.py worker processes (default: data.py's, one process using the tokenizer's threads)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TASK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -87,7 +87,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
     from transformers.optimization import get_linear_schedule_with_warmup
     import data
     dataset = data.TaskDataset(os.path.join(features, "train.tsv") if os.path.isdir(features) else features)
-    by_index = {feature.index: feature for feature in dataset.features}
+    by_index = {feature.index: feature for feature in dataset}
     with open(record) as stream:
         recorded = json.load(stream)
     batches = [dataset.collate_batch([by_index[i] for i in indexes]) for indexes in recorded]

@@ -12,8 +12,8 @@ import torch
 from transformers import AutoTokenizer
 
 import data
-from conftest import ROOT, config_defaults, featurize, python_env
-from glue_processors import GlueProcessor, InputFeatures
+from conftest import FIXTURES, ROOT, config_defaults, featurize, python_env
+from glue_processors import FeatureTable, GlueProcessor, InputFeatures
 
 
 def processor_args(tokenizer: str, **overrides) -> data.DataProcessorArguments:
@@ -25,7 +25,9 @@ def processor_args(tokenizer: str, **overrides) -> data.DataProcessorArguments:
 def test_features_match_the_tokenizer_truncated_and_unpadded(tiny_bert, rte_subset):
     examples = GlueProcessor("RTE").process(str(rte_subset), "train")
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    features = data.Featurizer(processor_args(tiny_bert), ("entailment", "not_entailment"), tokenizer).process(examples)
+    tables = data.Featurizer(processor_args(tiny_bert), ("entailment", "not_entailment"), tokenizer).process(examples)
+    assert len(tables) == 7  # one table per batch of 7 examples
+    features = FeatureTable.concatenate(tables)
     assert len(features) == len(examples) == 48
     for example, feature in zip(examples, features):
         expected = tokenizer(example.text_a, example.text_b, truncation=True, max_length=32)
@@ -49,11 +51,12 @@ def test_data_py_writes_one_complete_file_named_after_its_input(tiny_bert, rte_s
     dataset = data.TaskDataset(str(output / "train.tsv"))
     assert len(dataset) == 48 and dataset.metadata["task"] == "RTE" and dataset.metadata["count"] == 48
     # two workers give exactly what one process gives, in the same order
-    single = data.Featurizer(processor_args(tiny_bert, max_seq_len=128), ("entailment", "not_entailment"),
-                             AutoTokenizer.from_pretrained(tiny_bert)).process(
-        GlueProcessor("RTE").process(str(rte_subset), "train"))
-    assert [f.input_ids.tolist() for f in dataset.features] == [f.input_ids.tolist() for f in single]
-    assert [f.index for f in dataset.features] == list(range(48))
+    single = FeatureTable.concatenate(data.Featurizer(
+        processor_args(tiny_bert, max_seq_len=128), ("entailment", "not_entailment"),
+        AutoTokenizer.from_pretrained(tiny_bert)).process(GlueProcessor("RTE").process(str(rte_subset), "train")))
+    for name in ("input_ids", "token_type_ids", "offsets", "labels", "indexes"):
+        assert np.array_equal(getattr(dataset.table, name), getattr(single, name)), name
+    assert [f.index for f in dataset] == list(range(48))
 
 
 def test_collate_pads_each_batch_to_its_longest_member():
@@ -68,9 +71,28 @@ def test_collate_pads_each_batch_to_its_longest_member():
     assert regression["labels"].dtype == torch.float
 
 
-def test_a_failed_write_leaves_nothing_behind(tmp_path):
-    with pytest.raises((pickle.PicklingError, AttributeError), match="pickle"):
-        data.write_features(str(tmp_path / "train.tsv"), {"task": "RTE"}, [lambda: None])  # not picklable
+def table(lengths: list[int], labels=None, indexes=None) -> FeatureTable:
+    """A table of examples ``[100 + i] * n``, segment 0 then 1 for its second half."""
+    ids = [np.full(n, 100 + i, dtype=np.int32) for i, n in enumerate(lengths)]
+    types = [(np.arange(n) >= n // 2).astype(np.int8) for n in lengths]
+    return FeatureTable(input_ids=np.concatenate(ids), token_type_ids=np.concatenate(types),
+                        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                        labels=None if labels is None else np.array(labels),
+                        indexes=np.array(indexes if indexes is not None else range(len(lengths)), dtype=np.int64))
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    dump = pickle.dump
+
+    def disk_full(value, stream, *args, **kwargs):
+        if isinstance(value, FeatureTable):
+            stream.write(b"half a table")
+            raise OSError(28, "No space left on device")
+        dump(value, stream, *args, **kwargs)
+
+    monkeypatch.setattr(data.pickle, "dump", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        data.write_features(str(tmp_path / "train.tsv"), {"task": "RTE"}, table([3, 4], labels=[0, 1]))
     assert os.listdir(tmp_path) == []
 
 
@@ -96,6 +118,14 @@ def test_a_features_file_that_would_run_code_is_refused(tmp_path):
     with open(path, "wb") as stream:
         pickle.dump({"format": data.FEATURES_FORMAT, "count": 1, "task": "RTE"}, stream)
         pickle.dump([_RunsCode(str(marker))], stream)
+    with pytest.raises(ValueError, match="refusing to load posix.system"):
+        data.TaskDataset(str(path))
+    assert not marker.exists()
+    hidden = table([2, 3])
+    hidden.labels = _RunsCode(str(marker))  # inside an otherwise genuine table
+    with open(path, "wb") as stream:
+        pickle.dump({"format": data.FEATURES_FORMAT, "count": 2, "task": "RTE"}, stream)
+        pickle.dump(hidden, stream)
     with pytest.raises(ValueError, match="refusing to load posix.system"):
         data.TaskDataset(str(path))
     assert not marker.exists()
@@ -171,7 +201,7 @@ def test_skipping_malformed_rows_reports_each_and_the_total(argv, tiny_bert, tmp
     assert "train.tsv, line 4: skipped: label 'nope'" in caplog.text
     assert "RTE: 2 examples; labels entailment: 2, not_entailment: 0; 2 malformed rows skipped" in caplog.text
     dataset = data.TaskDataset(str(tmp_path / "out" / "train.tsv"))
-    assert [feature.index for feature in dataset.features] == [0, 3] and dataset.metadata["skipped_lines"] == [3, 4]
+    assert [feature.index for feature in dataset] == [0, 3] and dataset.metadata["skipped_lines"] == [3, 4]
 
 
 @pytest.mark.parametrize("padding, width", [("dynamic", None), ("max_length", 64)])
@@ -180,8 +210,115 @@ def test_padding_is_recorded_in_the_features_and_applied_to_every_batch(tiny_ber
     path = featurize(rte_subset, tmp_path / padding, tiny_bert, "RTE", "dev", padding=padding)
     dataset = data.TaskDataset(str(path))
     assert dataset.metadata["padding"] == padding
-    shortest = sorted(dataset.features, key=lambda feature: len(feature.input_ids))[:3]
+    shortest = sorted(dataset, key=lambda feature: len(feature.input_ids))[:3]
     batch = dataset.collate_batch(shortest)
     longest = max(len(feature.input_ids) for feature in shortest)
     assert longest < 64 and batch["input_ids"].shape == (3, width or longest)
     assert batch["attention_mask"].sum(dim=1).tolist() == [len(f.input_ids) for f in shortest]
+
+
+@pytest.mark.parametrize("task, pair", [("RTE", True), ("SST-2", False), ("STS-B", True)])
+def test_a_features_file_reads_back_as_the_tokenizer_gives_each_example(tiny_bert, tmp_path, task, pair):
+    raw = ROOT / "RTE" if task == "RTE" else FIXTURES / task
+    path = featurize(raw, tmp_path, tiny_bert, task, "dev")
+    dataset = data.TaskDataset(str(path))
+    processor = GlueProcessor(task)
+    examples = processor.process(str(raw), "dev")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    assert len(dataset) == len(examples) == dataset.metadata["count"] and (examples[0].text_b is not None) == pair
+    for i, example in enumerate(examples):
+        feature = dataset[i]
+        expected = tokenizer(example.text_a, example.text_b, truncation=True, max_length=64)
+        assert feature.input_ids.tolist() == expected["input_ids"]
+        assert feature.token_type_ids.tolist() == expected["token_type_ids"]
+        assert feature.index == example.index and isinstance(feature.index, int)
+        if task == "STS-B":
+            assert isinstance(feature.label, float) and feature.label == pytest.approx(float(example.label), abs=1e-6)
+        else:
+            assert type(feature.label) is int and processor.get_labels()[feature.label] == example.label
+    assert dataset.table.labels.dtype == (np.float32 if task == "STS-B" else np.int64)
+    assert dataset.lengths.tolist() == [len(feature.input_ids) for feature in dataset]
+
+
+def test_test_features_have_no_labels_and_batches_none(tiny_bert, tmp_path):
+    dataset = data.TaskDataset(str(featurize(FIXTURES / "SST-2", tmp_path, tiny_bert, "SST-2", "test")))
+    assert dataset.table.labels is None and all(feature.label is None for feature in dataset)
+    assert [feature.index for feature in dataset] == [int(line.split("\t")[0]) for line in
+                                                      (FIXTURES / "SST-2" / "test.tsv").read_text().splitlines()[1:]]
+    assert "labels" not in dataset.collate_batch([dataset[0], dataset[1]])
+
+
+def test_dataset_items_are_views_of_the_table(tiny_bert, rte_subset, tmp_path):
+    dataset = data.TaskDataset(str(featurize(rte_subset, tmp_path, tiny_bert, "RTE", "train")))
+    table = dataset.table
+    feature = dataset[5]
+    assert not feature.input_ids.flags.owndata and not feature.token_type_ids.flags.owndata
+    assert feature.input_ids.dtype == np.int32 and feature.token_type_ids.dtype == np.int8
+    start, end = table.offsets[5], table.offsets[6]
+    assert np.shares_memory(feature.input_ids, table.input_ids[start:end]) and len(feature.input_ids) == end - start
+    assert np.shares_memory(feature.token_type_ids, table.token_type_ids[start:end])
+    assert dataset[-1].index == dataset[len(dataset) - 1].index == 47
+    with pytest.raises(IndexError, match="feature 48 out of range"):
+        dataset[48]
+    assert len(list(dataset)) == 48
+
+
+def test_tables_concatenate_in_order():
+    first, second = table([2, 3], labels=[1, 0], indexes=[0, 1]), table([4], labels=[2], indexes=[9])
+    joined = FeatureTable.concatenate([first, second])
+    joined.check()
+    assert joined.offsets.tolist() == [0, 2, 5, 9] and joined.labels.tolist() == [1, 0, 2]
+    assert [feature.input_ids.tolist() for feature in joined] == [[100] * 2, [101] * 3, [100] * 4]
+    assert [feature.index for feature in joined] == [0, 1, 9]
+    assert joined[2].token_type_ids.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="labeled features with unlabeled"):
+        FeatureTable.concatenate([first, table([1])])
+
+
+def test_a_features_file_of_the_old_format_asks_for_data_py_again(tmp_path):
+    path = tmp_path / "train.tsv"
+    with open(path, "wb") as stream:  # as data.py wrote it before the FeatureTable
+        pickle.dump({"format": "marlin-glue-features/1", "count": 1, "task": "RTE"}, stream)
+        pickle.dump([InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)], stream)
+    for read in (data.read_metadata, data.TaskDataset):
+        with pytest.raises(ValueError, match=f"{path}: features file in format marlin-glue-features/1, written by an "
+                                             "older data.py; .* rerun data.py to rewrite it"):
+            read(str(path))
+
+
+def test_a_foreign_class_in_a_features_file_is_refused(tmp_path):
+    path = tmp_path / "train.tsv"
+    with open(path, "wb") as stream:  # the current header over the old body: InputFeatures are no longer admitted
+        pickle.dump({"format": data.FEATURES_FORMAT, "count": 1, "task": "RTE"}, stream)
+        pickle.dump([InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)], stream)
+    with pytest.raises(ValueError, match="refusing to load glue_processors.InputFeatures"):
+        data.TaskDataset(str(path))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda t: setattr(t, "offsets", t.offsets + 1), "offsets do not cut input_ids"),
+    (lambda t: setattr(t, "input_ids", t.input_ids.astype(np.int64)), "input_ids is not a 1-D array of int32"),
+    (lambda t: setattr(t, "labels", t.labels[:1]), "2 indexes, 3 offsets, 1 labels"),
+    (lambda t: setattr(t, "token_type_ids", t.token_type_ids[:-1]), "5 input ids but 4 token type ids"),
+])
+def test_an_inconsistent_table_is_refused_naming_the_file(tmp_path, damage, message):
+    damaged = table([2, 3], labels=[0, 1])
+    damage(damaged)
+    path = tmp_path / "train.tsv"
+    with open(path, "wb") as stream:  # write_features checks the table, so write around it
+        pickle.dump({"format": data.FEATURES_FORMAT, "count": 2, "task": "RTE"}, stream)
+        pickle.dump(damaged, stream)
+    with pytest.raises(ValueError, match=f"{path}: damaged features file \\({message}"):
+        data.TaskDataset(str(path))
+    with pytest.raises(ValueError, match=message):
+        data.write_features(str(tmp_path / "other.tsv"), {"task": "RTE"}, damaged)
+    assert not (tmp_path / "other.tsv").exists()
+
+
+def test_a_count_that_disagrees_with_the_table_is_refused(tmp_path):
+    path = tmp_path / "train.tsv"
+    with open(path, "wb") as stream:
+        pickle.dump({"format": data.FEATURES_FORMAT, "count": 3, "task": "RTE"}, stream)
+        pickle.dump(table([2, 3]), stream)
+    with pytest.raises(ValueError, match="damaged features file \\(2 features, the metadata says 3\\)"):
+        data.TaskDataset(str(path))

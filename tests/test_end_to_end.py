@@ -41,7 +41,7 @@ def test_rte_from_tsv_to_results_and_a_saved_model(tmp_path):
 
     model = AutoModelForSequenceClassification.from_pretrained(output).eval()
     # the saved model, scored independently of train.py, has the accuracy results.json reports
-    batch = data.TaskDataset.collate(data.TaskDataset(str(tmp_path / "processed_data/dev/dev.tsv")).features)
+    batch = data.TaskDataset.collate(list(data.TaskDataset(str(tmp_path / "processed_data/dev/dev.tsv"))))
     with torch.no_grad():
         predictions = model(**{key: batch[key] for key in ("input_ids", "attention_mask", "token_type_ids")}).logits
     assert dev["accuracy"] == (predictions.argmax(-1) == batch["labels"]).float().mean().item()

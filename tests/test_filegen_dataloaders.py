@@ -8,13 +8,16 @@ from torch.utils.data import RandomSampler, SequentialSampler
 
 import data
 from filegen_dataloaders import FilesDictDataloader, FilesGenDataloader, LengthGroupedBatchSampler
-from glue_processors import InputFeatures
+from glue_processors import FeatureTable
 
 
 def write(path, indices):
-    features = [InputFeatures(np.array([101] + [7] * (i % 5) + [102], dtype=np.int32),
-                              np.zeros(2 + i % 5, dtype=np.int8), i % 2, i) for i in indices]
-    data.write_features(str(path), {"task": "RTE"}, features)
+    ids = [np.array([101] + [7] * (i % 5) + [102], dtype=np.int32) for i in indices]
+    table = FeatureTable(input_ids=np.concatenate(ids), token_type_ids=np.zeros(sum(map(len, ids)), dtype=np.int8),
+                         offsets=np.cumsum([0] + [len(row) for row in ids], dtype=np.int64),
+                         labels=np.array([i % 2 for i in indices], dtype=np.int64),
+                         indexes=np.array(indices, dtype=np.int64))
+    data.write_features(str(path), {"task": "RTE"}, table)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from transformers import AutoTokenizer
 
 import data
 from conftest import FIXTURES, config_defaults
-from glue_processors import TASKS, Columns, GlueFormatError, GlueProcessor, InputExample, InputFeatures, TaskSpec
+from glue_processors import (TASKS, Columns, FeatureTable, GlueFormatError, GlueProcessor, InputExample,
+                             InputFeatures, TaskSpec)
 
 # ---------------------------------------------------------------------------------------------------- texts
 
@@ -326,7 +327,10 @@ def test_features_are_what_the_tokenizer_gives_truncated_to_max_seq_len(tokenize
     labels, examples = task
     args = data.DataProcessorArguments(**config_defaults(
         "dproc", max_seq_len=max_seq_len, tokenizer=tiny_bert, workers=1, tokenize_batch_size=batch_size))
-    features = data.Featurizer(args, labels, tokenizer).process(examples)
+    tables = data.Featurizer(args, labels, tokenizer).process(examples)
+    assert len(tables) == -(-len(examples) // batch_size)  # one table per tokenizer batch
+    features = FeatureTable.concatenate(tables)
+    features.check()
     assert len(features) == len(examples)
     for example_, feature in zip(examples, features):
         assert feature.input_ids.dtype == np.int32 and feature.input_ids.ndim == 1
@@ -347,7 +351,7 @@ def test_features_are_what_the_tokenizer_gives_truncated_to_max_seq_len(tokenize
         if example_.label is None:
             assert feature.label is None
         elif labels is None:
-            assert isinstance(feature.label, float) and feature.label == float(example_.label)
+            assert isinstance(feature.label, float) and feature.label == float(np.float32(example_.label))  # stored as float32
         else:
             assert isinstance(feature.label, int) and labels[feature.label] == example_.label
         assert feature.index == example_.index

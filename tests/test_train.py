@@ -239,7 +239,7 @@ def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(ar
 
     rows = read_submission(tmp_path / "out" / "submission" / "STS-B.tsv")
     assert [index for index, _ in rows] == ["0", "1", "2", "3", "4", "5"]
-    features = data.TaskDataset(str(folders["test"] / "test.tsv")).features
+    features = list(data.TaskDataset(str(folders["test"] / "test.tsv")))
     batch = data.TaskDataset.collate(features)
     with torch.no_grad():
         scores = module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
@@ -287,7 +287,7 @@ def test_mnli_validates_matched_and_mismatched_in_one_run_and_writes_three_submi
     assert written == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv"]
     for name, features in (("MNLI-m.tsv", "test_matched.tsv"), ("MNLI-mm.tsv", "test_mismatched.tsv"),
                            ("AX.tsv", "test.tsv")):
-        batch = data.TaskDataset.collate(data.TaskDataset(str(mnli["test"] / features)).features)
+        batch = data.TaskDataset.collate(list(data.TaskDataset(str(mnli["test"] / features))))
         with torch.no_grad():
             logits = module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
         expected = [(str(i), module.spec.labels[p]) for i, p in zip(batch["index"].tolist(), logits.argmax(-1).tolist())]
@@ -332,7 +332,7 @@ def test_a_checkpoint_with_the_labels_in_another_order_gets_its_head_reordered(m
     module = recipe(checkpoint, mnli, tmp_path / "out")
     original = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
     module.model.eval()
-    batch = data.TaskDataset.collate(data.TaskDataset(str(mnli["dev"] / "dev_matched.tsv")).features)
+    batch = data.TaskDataset.collate(list(data.TaskDataset(str(mnli["dev"] / "dev_matched.tsv"))))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
         assert torch.allclose(module.model(**inputs).logits, original(**inputs).logits[:, [2, 0, 1]], atol=1e-6)
