@@ -150,13 +150,13 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
 
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
-    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them.
-    data.featurize writes each file under a temporary name first, so a file present is complete."""
+    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them
+    (data.featurize writes each file under a temporary name first, so a file present is complete)."""
     timings_path = os.path.join(run.features, "featurize_seconds.json")
     timings = scoreboard.read_json(timings_path) or {}
     for set_type in ("train", *dev_set_types(run.spec)):
         folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
-        if os.path.exists(os.path.join(folder, f"{set_type}.tsv")):
+        if reusable(os.path.join(folder, f"{set_type}.tsv"), args.model, run.settings.max_seq_len):
             continue
         start = time.perf_counter()
         data.featurize(
@@ -167,6 +167,16 @@ def build_features(args: BenchmarkArguments, run: Run) -> None:
         timings[set_type] = time.perf_counter() - start
         with atomic_path(timings_path) as temporary, open(temporary, "w") as stream:
             json.dump(timings, stream, indent=2)
+
+
+def reusable(path: str, model: str, max_seq_len: int) -> bool:
+    """A features file built earlier for this tokenizer and length, in the format this data.py writes (one
+    from an older data.py, or damaged, is built again)."""
+    try:
+        metadata = data.read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return metadata["tokenizer"] == model and metadata["max_seq_len"] == max_seq_len
 
 
 def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:

@@ -203,3 +203,18 @@ def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_s
     with pytest.raises(SystemExit, match="to submit the job, set --aml.subscription_id, --aml.resource_group, "
                                          "--aml.workspace, --aml.compute"):
         benchmark.main()
+
+
+def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, glue_dir, tmp_path):
+    args = benchmark.BenchmarkArguments(tasks="RTE", data_dir=str(glue_dir), model=tiny_bert, seeds=1, first_seed=42,
+                                        output_dir=str(tmp_path / "bench"), nproc_per_node=1, train_options="",
+                                        checkpoint_steps=0, keep_models=False, report_only=False, references="")
+    run = benchmark.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
+                                        "seeds": 0}}, [benchmark.get_task("RTE")])[0]
+    benchmark.build_features(args, run)
+    train_file = Path(run.features) / "train" / "train.tsv"
+    built = train_file.read_bytes()
+    train_file.write_bytes(b"features of another format")
+    benchmark.build_features(args, run)
+    assert train_file.read_bytes() == built
+    assert benchmark.data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
