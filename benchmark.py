@@ -311,7 +311,8 @@ def main() -> None:
         logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                     f"into {args.output_dir}")
         for run in tqdm(runs, desc="benchmark runs", unit="run"):
-            if (run.record() or {}).get("status") == "done" and run.record()["settings"] == run_settings(args, run):
+            record = run.record()
+            if record is not None and record["status"] == "done" and record["settings"] == run_settings(args, run):
                 logger.info(f"{run.name}: finished earlier, skipped")
                 continue
             build_features(args, run)
