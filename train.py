@@ -510,8 +510,9 @@ AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def build_backend(config: dict[str, Any]) -> TrainerBackend:
-    """pymarlin's backend for ``trainer.backend``. The AMP ones (``sp-amp``, ``ddp-amp``) compute in ``amp.dtype``
-    on a GPU (float16 with loss scaling, or bfloat16); on CPU AMP is switched off, with a warning."""
+    """pymarlin's backend for ``trainer.backend``. The AMP ones (``sp-amp``, ``ddp-amp``) compute in ``amp.dtype``:
+    on a GPU float16 with loss scaling, or bfloat16; on CPU bfloat16 only (CPUs with AVX512-BF16 or AMX run it
+    faster than float32; float16 has no fast CPU path, so on CPU it is switched off with a warning)."""
     name = config["trainer"]["backend"]
     dtype = config["amp"]["dtype"]
     if dtype not in AMP_DTYPES:
@@ -521,12 +522,18 @@ def build_backend(config: dict[str, Any]) -> TrainerBackend:
         backend.find_unused_parameters = config["dist"]["find_unused_parameters"]
     if "amp" in name:
         amp = getattr(backend, "trainer_backend", backend)  # under DDP, the wrapped single-process backend
-        if config["trainer"]["use_gpu"] and torch.cuda.is_available():
+        on_gpu = config["trainer"]["use_gpu"] and torch.cuda.is_available()
+        if on_gpu or dtype == "bfloat16":
             amp.amp_dtype = AMP_DTYPES[dtype]
-            logger.info(f"AMP: {dtype} autocast" + (" with loss scaling" if dtype == "float16" else ""))
+            logger.info(f"AMP: {dtype} autocast on {'GPU' if on_gpu else 'CPU'}"
+                        + (" with loss scaling" if dtype == "float16" else ""))
+            if not on_gpu and not torch.cpu._is_avx512_bf16_supported():
+                logger.warning("This CPU has no AVX512-BF16: bfloat16 autocast is emulated and may be slower "
+                               "than float32")
         else:
             amp.enable_amp = False
-            logger.warning(f"trainer.backend {name}: AMP needs a GPU and is ignored on CPU (training in float32)")
+            logger.warning(f"trainer.backend {name} with amp.dtype float16 needs a GPU: ignored on CPU (training in "
+                           "float32); on CPU use --amp.dtype bfloat16")
     return backend
 
 

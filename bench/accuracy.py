@@ -8,6 +8,8 @@ dynamic padding, length grouping), the metric of its last validation (results.js
 transformers.Trainer with the same lr, batch, epochs, warmup ratio, weight decay, grad clipping and seed,
 DataCollatorWithPadding, evaluated on dev after the last epoch. Both sides score with the same code
 (glue_metrics.compute). Prints per-seed metrics, means, and the difference of means (target: within 1 point).
+--bf16 trains both sides with bfloat16 autocast (ours: --trainer.backend sp-amp --amp.dtype bfloat16; the peer:
+TrainingArguments(bf16=True)), to compare its metrics with float32 runs.
 --max_steps_per_epoch limits each epoch (for a quick check of the script, not for the comparison).
 """
 from __future__ import annotations
@@ -66,7 +68,7 @@ def child_peer(a: argparse.Namespace, task: str, seed: int) -> None:
                              learning_rate=a.lr, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
                              max_grad_norm=1.0, num_train_epochs=a.epochs, seed=seed, logging_strategy="no",
                              save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True,
-                             disable_tqdm=True, **steps)
+                             disable_tqdm=True, bf16=a.bf16, **steps)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer),
                       processing_class=tokenizer)
     start = time.perf_counter()
@@ -88,6 +90,8 @@ def run_ours(a: argparse.Namespace, task: str, seed: int, feats: str) -> dict:
            "--trainer.disable_tqdm", "true"]
     if a.max_steps_per_epoch:
         cmd += ["--trainer.max_train_steps_per_epoch", str(a.max_steps_per_epoch)]
+    if a.bf16:
+        cmd += ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, env=env)
@@ -111,6 +115,7 @@ def main() -> None:
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--max_steps_per_epoch", type=int, default=None, help="quick check only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (both sides)")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on both sides")
     parser.add_argument("--sides", nargs="+", default=["ours", "peer"], choices=["ours", "peer"])
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -138,7 +143,7 @@ def main() -> None:
                     result = common.run_child([os.path.abspath(__file__), "--child", task, str(seed),
                                                "--epochs", str(a.epochs), "--batch_size", str(a.batch_size),
                                                "--lr", str(a.lr), "--max_seq_len", str(a.max_seq_len),
-                                               "--threads", str(a.threads),
+                                               "--threads", str(a.threads), *(["--bf16"] if a.bf16 else []),
                                                *(["--max_steps_per_epoch", str(a.max_steps_per_epoch)]
                                                  if a.max_steps_per_epoch else [])],
                                               env={"OMP_NUM_THREADS": str(a.threads)})
@@ -156,7 +161,7 @@ def main() -> None:
                 row.append(f"{100 * (means['ours'] - means['peer']):+.1f} points")
             lines.append(row)
     print()
-    print(f"seeds {a.seeds}, {a.epochs} epochs, batch {a.batch_size}, lr {a.lr}"
+    print(f"seeds {a.seeds}, {a.epochs} epochs, batch {a.batch_size}, lr {a.lr}, {'bfloat16' if a.bf16 else 'float32'}"
           + (f", at most {a.max_steps_per_epoch} steps per epoch (QUICK CHECK, not a comparison)"
              if a.max_steps_per_epoch else ""))
     print(common.table(lines, ["task", "metric", *[f"{s} (per seed)" for s in a.sides]]

@@ -16,6 +16,8 @@ Variants (names used in the table):
   peer_dyn_grouped  Trainer, dynamic padding + train_sampling_strategy="group_by_length" (the peer's own grouping)
   bare_dyn_grouped  plain PyTorch loop replaying the exact batches ours_dyn_grouped trained on in the same repeat
                     (collated before timing): the limit; ours_dyn_grouped / bare = our overhead
+  ours_dyn_grouped_bf16  ours_dyn_grouped with bfloat16 autocast (--trainer.backend sp-amp --amp.dtype bfloat16)
+  peer_dyn_bf16     peer_dyn with bfloat16 autocast (TrainingArguments(bf16=True))
 Same for all: the embedded MiniLM, lr 5e-5, weight decay 0.01, warmup 10% with linear decay, grad clipping 1.0,
 the seed, max_seq_len, batch size. The peer keeps its default optimizer (adamw_torch_fused).
 """
@@ -33,7 +35,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-VARIANTS = ["ours_dyn_grouped", "bare_dyn_grouped", "ours_dyn", "ours_max", "peer_dyn", "peer_max", "peer_dyn_grouped"]
+VARIANTS = ["ours_dyn_grouped", "bare_dyn_grouped", "ours_dyn", "ours_max", "peer_dyn", "peer_max", "peer_dyn_grouped",
+            "ours_dyn_grouped_bf16", "peer_dyn_bf16"]
 LABELS = {"RTE": ("entailment", "not_entailment"), "MRPC": ("0", "1")}
 COLUMNS = {"RTE": ("sentence1", "sentence2", "label"), "MRPC": ("#1 String", "#2 String", "Quality")}
 
@@ -44,7 +47,7 @@ def throughput(stamps: list[float], warmup: int, batch: int) -> tuple[float, flo
     return timed * batch / seconds, seconds
 
 
-def child_ours(a: argparse.Namespace, features: str, grouped: bool, record: str | None) -> None:
+def child_ours(a: argparse.Namespace, features: str, grouped: bool, bf16: bool, record: str | None) -> None:
     common.setup_path()
     import numpy as np
     import train
@@ -69,6 +72,8 @@ def child_ours(a: argparse.Namespace, features: str, grouped: bool, record: str 
                 "--trainer.max_train_steps_per_epoch", str(a.warmup_steps + a.steps),
                 "--trainer.train_batch_size", str(a.batch_size), "--tmod.group_by_length", str(grouped).lower(),
                 "--tmod.seed", str(a.seed), "--trainer.writers", "stdout", "--trainer.disable_tqdm", "true"]
+    if bf16:
+        sys.argv += ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
     train.main()
     shutil.rmtree(out, ignore_errors=True)
     stamps = stamps[:a.warmup_steps + a.steps]
@@ -115,7 +120,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
     common.report({"ex_per_s": rate, "seconds": seconds, "tokens_per_batch": tokens})
 
 
-def child_peer(a: argparse.Namespace, padding: str, grouped: bool) -> None:
+def child_peer(a: argparse.Namespace, padding: str, grouped: bool, bf16: bool) -> None:
     import csv
     import datasets
     import torch  # noqa: F401
@@ -156,7 +161,7 @@ def child_peer(a: argparse.Namespace, padding: str, grouped: bool) -> None:
                              weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear", max_grad_norm=1.0,
                              max_steps=a.warmup_steps + a.steps, seed=a.seed, logging_strategy="no",
                              save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True,
-                             disable_tqdm=True, dataloader_num_workers=0, **extra)
+                             disable_tqdm=True, dataloader_num_workers=0, bf16=bf16, **extra)
     trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collate,
                       processing_class=tokenizer, callbacks=[Stamp()])
     trainer.train()
@@ -195,12 +200,13 @@ def main() -> None:
     if a.child:
         import torch
         torch.set_num_threads(a.threads)
+        bf16 = a.child.endswith("_bf16")
         if a.child.startswith("ours"):
-            child_ours(a, a.features, a.child == "ours_dyn_grouped", a.record)
+            child_ours(a, a.features, "_grouped" in a.child, bf16, a.record)
         elif a.child.startswith("bare"):
             child_bare(a, a.features, a.record)
         else:
-            child_peer(a, "max_length" if a.child == "peer_max" else "dynamic", a.child == "peer_dyn_grouped")
+            child_peer(a, "max_length" if a.child == "peer_max" else "dynamic", "_grouped" in a.child, bf16)
         return
 
     print(f"machine: {common.machine()}", flush=True)
@@ -217,7 +223,9 @@ def main() -> None:
     threads_env = {"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     for repeat in range(a.repeats):
         for variant in variants:
-            extra = ["--features", feats["max_length" if variant == "ours_max" else "dynamic"], "--record", record]
+            extra = ["--features", feats["max_length" if variant == "ours_max" else "dynamic"]]
+            if variant in ("ours_dyn_grouped", "bare_dyn_grouped"):
+                extra += ["--record", record]
             result = common.run_child([os.path.abspath(__file__), "--child", variant, *common_args, *extra],
                                       env=threads_env)
             results[variant].append(result)
@@ -237,7 +245,9 @@ def main() -> None:
                               "padded tokens/s (median)"]))
     pairs = [("ours_dyn_grouped", "peer_dyn", "target >= 1.5"), ("ours_dyn_grouped", "peer_dyn_grouped", ""),
              ("ours_dyn", "peer_dyn", ""), ("ours_max", "peer_max", ""),
-             ("ours_dyn_grouped", "bare_dyn_grouped", "target >= 0.95 (overhead <= 5%)")]
+             ("ours_dyn_grouped", "bare_dyn_grouped", "target >= 0.95 (overhead <= 5%)"),
+             ("ours_dyn_grouped_bf16", "ours_dyn_grouped", "bfloat16 autocast speed-up"),
+             ("ours_dyn_grouped_bf16", "peer_dyn_bf16", "both bfloat16"), ("peer_dyn_bf16", "peer_dyn", "")]
     ratio_rows = [[f"{x} / {y}", f"**{med[x] / med[y]:.3f}**", note] for x, y, note in pairs if x in med and y in med]
     print()
     print(common.table(ratio_rows, ["ratio (throughput)", "value", "note"]))

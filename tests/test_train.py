@@ -3,6 +3,7 @@ validate-only mode and seeding. Runs train.py's ``main()`` in-process with comma
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -388,13 +389,22 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
     assert trained == []
 
 
-def test_amp_on_cpu_is_ignored_with_a_warning_and_trains_in_float32(argv, tiny_bert, features, tmp_path, caplog):
+def test_amp_on_cpu_trains_in_bfloat16_and_ignores_float16_with_a_warning(argv, tiny_bert, features, tmp_path,
+                                                                        caplog):
     plain = run_train(argv, tiny_bert, features, tmp_path / "sp", epochs=1).results["dev.tsv"]
+    with caplog.at_level("INFO"):
+        bf16 = run_train(argv, tiny_bert, features, tmp_path / "bf16", "--trainer.backend", "sp-amp",
+                         "--amp.dtype", "bfloat16", epochs=1).results["dev.tsv"]
+    assert "AMP: bfloat16 autocast on CPU" in caplog.text
+    assert bf16["examples"] == plain["examples"] and math.isfinite(bf16["loss"])
+    assert bf16["loss"] != plain["loss"]  # computed in bfloat16: the same run, other rounding
+    assert bf16["loss"] == pytest.approx(plain["loss"], rel=0.05)
+    caplog.clear()
     with caplog.at_level("WARNING"):
-        amp = run_train(argv, tiny_bert, features, tmp_path / "amp", "--trainer.backend", "sp-amp",
-                        "--amp.dtype", "bfloat16", epochs=1).results["dev.tsv"]
-    assert "AMP needs a GPU and is ignored on CPU (training in float32)" in caplog.text
-    assert amp == plain
+        fp16 = run_train(argv, tiny_bert, features, tmp_path / "fp16", "--trainer.backend", "sp-amp",
+                         "--amp.dtype", "float16", epochs=1).results["dev.tsv"]
+    assert "amp.dtype float16 needs a GPU: ignored on CPU (training in float32)" in caplog.text
+    assert fp16 == plain
     with pytest.raises(SystemExit, match="amp.dtype 'fp8': expected one of float16, bfloat16"):
         run_train(argv, tiny_bert, features, tmp_path / "bad", "--amp.dtype", "fp8", epochs=1)
 
