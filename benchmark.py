@@ -203,8 +203,8 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
             *shlex.split(args.train_options)]
 
 
-def train(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
-    """One train.py run to the end (resumed if its folder holds an unfinished one); its record."""
+def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any]]:
+    """The record of this run from an earlier invocation, if any; refused if it was run with other settings."""
     settings = run_settings(args, run)
     record = run.record()
     if record is not None and record["settings"] != settings:
@@ -212,10 +212,13 @@ def train(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
                             if record["settings"].get(key) != value)
         raise ConfigError(f"{run.folder} holds a {run.name} run with other settings ({changed}): choose another "
                           f"--bench.output_dir, or delete that folder to run it again")
-    if record is not None and record["status"] == "done":
-        return record
+    return record
+
+
+def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """One train.py run to the end, resumed if ``record`` (``earlier_record``) says it was started; its record."""
     resume = record is not None
-    record = record or {"settings": settings, "status": "running", "wall_s": 0.0, "attempts": 0}
+    record = record or {"settings": run_settings(args, run), "status": "running", "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
     log_path = os.path.join(run.folder, "train.log")
@@ -311,12 +314,12 @@ def main() -> None:
         logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                     f"into {args.output_dir}")
         for run in tqdm(runs, desc="benchmark runs", unit="run"):
-            record = run.record()
-            if record is not None and record["status"] == "done" and record["settings"] == run_settings(args, run):
+            record = earlier_record(args, run)
+            if record is not None and record["status"] == "done":
                 logger.info(f"{run.name}: finished earlier, skipped")
                 continue
             build_features(args, run)
-            record = train(args, run)
+            record = train(args, run, record)
             result = scoreboard.run_score(run.folder, run.spec.name)
             logger.info(f"{run.name}: {scoreboard.primary_metric(run.spec.name)} {result:.4f} "
                         f"({record['wall_s']:.0f} s)")

@@ -77,6 +77,11 @@ def collect(output_dir: str, task: str) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda run: run["seed"])
 
 
+def collect_all(output_dir: str, tasks: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every task's finished runs, read once for both the tables and the chart."""
+    return {task: collect(output_dir, task) for task in tasks}
+
+
 def featurize_seconds(output_dir: str, task: str, settings: dict[str, Any]) -> float:
     """Time spent building the features the runs read (0 if none was recorded)."""
     total = 0.0
@@ -90,13 +95,13 @@ def reference_score(scores: Any) -> float:
     return statistics.fmean(scores.values()) if isinstance(scores, dict) else float(scores)
 
 
-def summarize(output_dir: str, tasks: list[str], model: str, references_path: str) -> dict[str, Any]:
+def summarize(output_dir: str, runs_by_task: dict[str, list[dict[str, Any]]], model: str,
+              references_path: str) -> dict[str, Any]:
     """results.json's content: per task the seeds' scores and metrics, settings, wall time, references."""
     references = (read_json(references_path) or {"references": []})["references"]
     summary: dict[str, Any] = {"model": model, "tasks": {}, "references": [
         {key: reference[key] for key in ("model", "about", "source")} for reference in references]}
-    for task in tasks:
-        runs = collect(output_dir, task)
+    for task, runs in runs_by_task.items():
         if not runs:
             continue
         files = dev_files(runs[0]["results"])
@@ -162,7 +167,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
+def chart(summary: dict[str, Any], runs_by_task: dict[str, list[dict[str, Any]]], path: str) -> None:
     """Scores per task (bar: mean, dots: seeds, marks: references), then per task the training-loss curves and
     the dev score after each epoch, one line per seed."""
     tasks = list(summary["tasks"])
@@ -194,7 +199,7 @@ def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
     for column, task in enumerate(tasks):
         loss = figure.add_subplot(grid[1, column])
         dev = figure.add_subplot(grid[2, column])
-        for run in collect(output_dir, task):
+        for run in runs_by_task[task]:
             points = run["history"]["train"]
             loss.plot([point["step"] for point in points], [point["loss"] for point in points], linewidth=0.8,
                       label=f"seed {run['seed']}")
@@ -216,7 +221,8 @@ def chart(summary: dict[str, Any], output_dir: str, path: str) -> None:
 
 def write(output_dir: str, tasks: list[str], model: str, references_path: str) -> dict[str, str]:
     """Write results.json, results.md and results.png (when any run finished) into ``output_dir``; their paths."""
-    summary = summarize(output_dir, tasks, model, references_path)
+    runs_by_task = collect_all(output_dir, tasks)
+    summary = summarize(output_dir, runs_by_task, model, references_path)
     os.makedirs(output_dir, exist_ok=True)
     paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in ("json", "md", "png")}
     with atomic_path(paths["json"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
@@ -224,7 +230,7 @@ def write(output_dir: str, tasks: list[str], model: str, references_path: str) -
     with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
         stream.write(markdown(summary))
     if summary["tasks"]:
-        chart(summary, output_dir, paths["png"])
+        chart(summary, runs_by_task, paths["png"])
     else:
         paths.pop("png")
     return paths

@@ -159,7 +159,8 @@ def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
     references.write_text(json.dumps({"references": [{"model": "Ref", "about": "a.", "source": "s", "scores": {
         "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
 
-    summary = scoreboard.summarize(str(tmp_path), ["MRPC", "MNLI", "RTE"], "m", str(references))
+    summary = scoreboard.summarize(str(tmp_path), scoreboard.collect_all(str(tmp_path), ["MRPC", "MNLI", "RTE"]), "m",
+                                   str(references))
     mrpc, mnli = summary["tasks"]["MRPC"], summary["tasks"]["MNLI"]
     assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
                                                                                                           abs=1e-4)
