@@ -16,6 +16,8 @@ Variants (names used in the table):
   peer_dyn_grouped  Trainer, dynamic padding + train_sampling_strategy="group_by_length" (the peer's own grouping)
   bare_dyn_grouped  plain PyTorch loop replaying the exact batches ours_dyn_grouped trained on in the same repeat
                     (collated before timing): the limit; ours_dyn_grouped / bare = our overhead
+  bare_dyn_grouped_compiled  bare_dyn_grouped with torch.compile(model, dynamic=True) (compiling falls in the
+                    untimed warmup steps)
   ours_dyn_grouped_bf16  ours_dyn_grouped with bfloat16 autocast (--trainer.backend sp-amp --amp.dtype bfloat16)
   peer_dyn_bf16     peer_dyn with bfloat16 autocast (TrainingArguments(bf16=True))
 Same for all: the embedded MiniLM, lr 5e-5, weight decay 0.01, warmup 10% with linear decay, grad clipping 1.0,
@@ -36,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 VARIANTS = ["ours_dyn_grouped", "bare_dyn_grouped", "ours_dyn", "ours_max", "peer_dyn", "peer_max", "peer_dyn_grouped",
-            "ours_dyn_grouped_bf16", "peer_dyn_bf16"]
+            "ours_dyn_grouped_bf16", "peer_dyn_bf16", "bare_dyn_grouped_compiled"]
 LABELS = {"RTE": ("entailment", "not_entailment"), "MRPC": ("0", "1")}
 COLUMNS = {"RTE": ("sentence1", "sentence2", "label"), "MRPC": ("#1 String", "#2 String", "Quality")}
 
@@ -85,7 +87,7 @@ def child_ours(a: argparse.Namespace, features: str, grouped: bool, bf16: bool, 
                    "tokens_per_batch": sum(tokens[a.warmup_steps:len(stamps)]) / a.steps})
 
 
-def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
+def child_bare(a: argparse.Namespace, features: str, record: str, compiled: bool) -> None:
     common.setup_path()
     import torch
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -99,6 +101,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
     set_seed(a.seed)
     model = AutoModelForSequenceClassification.from_pretrained(common.model_path(), num_labels=2)
     model.train()
+    forward = torch.compile(model, dynamic=True) if compiled else model
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     groups = [{"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": 0.01},
               {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
@@ -108,7 +111,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str) -> None:
     keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
     stamps = []
     for batch in batches:
-        loss = model(**{k: batch[k] for k in keys}).loss
+        loss = forward(**{k: batch[k] for k in keys}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -204,7 +207,7 @@ def main() -> None:
         if a.child.startswith("ours"):
             child_ours(a, a.features, "_grouped" in a.child, bf16, a.record)
         elif a.child.startswith("bare"):
-            child_bare(a, a.features, a.record)
+            child_bare(a, a.features, a.record, a.child.endswith("_compiled"))
         else:
             child_peer(a, "max_length" if a.child == "peer_max" else "dynamic", "_grouped" in a.child, bf16)
         return
@@ -214,7 +217,7 @@ def main() -> None:
     feats = {p: featurize(a.task, p, os.path.join(work, p), a.max_seq_len) for p in ("dynamic", "max_length")}
     record = os.path.join(work, "ours_dyn_grouped_batches.json")
     variants = list(a.variants)
-    if "bare_dyn_grouped" in variants and "ours_dyn_grouped" not in variants:
+    if any(v.startswith("bare") for v in variants) and "ours_dyn_grouped" not in variants:
         raise SystemExit("bare_dyn_grouped replays the batches of ours_dyn_grouped: run both")
     results: dict[str, list[dict]] = {v: [] for v in variants}
     common_args = ["--task", a.task, "--batch_size", str(a.batch_size), "--steps", str(a.steps),
@@ -224,7 +227,7 @@ def main() -> None:
     for repeat in range(a.repeats):
         for variant in variants:
             extra = ["--features", feats["max_length" if variant == "ours_max" else "dynamic"]]
-            if variant in ("ours_dyn_grouped", "bare_dyn_grouped"):
+            if variant == "ours_dyn_grouped" or variant.startswith("bare"):
                 extra += ["--record", record]
             result = common.run_child([os.path.abspath(__file__), "--child", variant, *common_args, *extra],
                                       env=threads_env)
@@ -247,7 +250,8 @@ def main() -> None:
              ("ours_dyn", "peer_dyn", ""), ("ours_max", "peer_max", ""),
              ("ours_dyn_grouped", "bare_dyn_grouped", "target >= 0.95 (overhead <= 5%)"),
              ("ours_dyn_grouped_bf16", "ours_dyn_grouped", "bfloat16 autocast speed-up"),
-             ("ours_dyn_grouped_bf16", "peer_dyn_bf16", "both bfloat16"), ("peer_dyn_bf16", "peer_dyn", "")]
+             ("ours_dyn_grouped_bf16", "peer_dyn_bf16", "both bfloat16"), ("peer_dyn_bf16", "peer_dyn", ""),
+             ("bare_dyn_grouped_compiled", "bare_dyn_grouped", "torch.compile speed-up")]
     ratio_rows = [[f"{x} / {y}", f"**{med[x] / med[y]:.3f}**", note] for x, y, note in pairs if x in med and y in med]
     print()
     print(common.table(ratio_rows, ["ratio (throughput)", "value", "note"]))
