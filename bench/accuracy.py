@@ -10,6 +10,7 @@ DataCollatorWithPadding, evaluated on dev after the last epoch. Both sides score
 (glue_metrics.compute). Prints per-seed metrics, means, and the difference of means (target: within 1 point).
 --bf16 trains both sides with bfloat16 autocast (ours: --trainer.backend sp-amp --amp.dtype bfloat16; the peer:
 TrainingArguments(bf16=True)), to compare its metrics with float32 runs.
+--ours_options passes more train.py options to our side only (e.g. "--tmod.group_by_length false").
 --max_steps_per_epoch limits each epoch (for a quick check of the script, not for the comparison).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,6 +94,7 @@ def run_ours(a: argparse.Namespace, task: str, seed: int, feats: str) -> dict:
         cmd += ["--trainer.max_train_steps_per_epoch", str(a.max_steps_per_epoch)]
     if a.bf16:
         cmd += ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
+    cmd += shlex.split(a.ours_options)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, env=env)
@@ -116,6 +119,7 @@ def main() -> None:
     parser.add_argument("--max_steps_per_epoch", type=int, default=None, help="quick check only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (both sides)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast on both sides")
+    parser.add_argument("--ours_options", default="", help="more train.py options for our side")
     parser.add_argument("--sides", nargs="+", default=["ours", "peer"], choices=["ours", "peer"])
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -162,6 +166,7 @@ def main() -> None:
             lines.append(row)
     print()
     print(f"seeds {a.seeds}, {a.epochs} epochs, batch {a.batch_size}, lr {a.lr}, {'bfloat16' if a.bf16 else 'float32'}"
+          + (f", ours with {a.ours_options}" if a.ours_options else "")
           + (f", at most {a.max_steps_per_epoch} steps per epoch (QUICK CHECK, not a comparison)"
              if a.max_steps_per_epoch else ""))
     print(common.table(lines, ["task", "metric", *[f"{s} (per seed)" for s in a.sides]]
