@@ -480,6 +480,11 @@ def check_free_space(output_dir: str, model: torch.nn.Module, trainer_args: Trai
                          f"{' and checkpoints' if checkpoints else ''} need about {needed / 2 ** 20:.0f} MiB")
 
 
+def trains_on_gpu(config: dict[str, Any]) -> bool:
+    """``trainer.use_gpu`` asks for a GPU and this machine has one (pymarlin falls back to CPU otherwise)."""
+    return config["trainer"]["use_gpu"] and torch.cuda.is_available()
+
+
 def distributed_arguments(config: dict[str, Any]) -> DistributedTrainingArguments:
     """Ranks from ``torchrun``'s environment. Several processes switch the backend to pymarlin's DDP (``sp`` ->
     ``ddp``, ``sp-amp`` -> ``ddp-amp``) with ``dist.backend`` for the process group: ``auto`` is NCCL when the
@@ -493,7 +498,7 @@ def distributed_arguments(config: dict[str, Any]) -> DistributedTrainingArgument
         return DistributedTrainingArguments()
     if not backend.startswith("ddp"):
         config["trainer"]["backend"] = backend.replace("sp", "ddp", 1)
-    on_gpu = config["trainer"]["use_gpu"] and torch.cuda.is_available()
+    on_gpu = trains_on_gpu(config)
     group_backend = config["dist"]["backend"]
     if group_backend == "auto":
         group_backend = "nccl" if on_gpu else "gloo"
@@ -522,7 +527,7 @@ def build_backend(config: dict[str, Any]) -> TrainerBackend:
         backend.find_unused_parameters = config["dist"]["find_unused_parameters"]
     if "amp" in name:
         amp = getattr(backend, "trainer_backend", backend)  # under DDP, the wrapped single-process backend
-        on_gpu = config["trainer"]["use_gpu"] and torch.cuda.is_available()
+        on_gpu = trains_on_gpu(config)
         if on_gpu or dtype == "bfloat16":
             amp.amp_dtype = AMP_DTYPES[dtype]
             logger.info(f"AMP: {dtype} autocast on {'GPU' if on_gpu else 'CPU'}"

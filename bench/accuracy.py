@@ -93,7 +93,7 @@ def run_ours(a: argparse.Namespace, task: str, seed: int, feats: str) -> dict:
     if a.max_steps_per_epoch:
         cmd += ["--trainer.max_train_steps_per_epoch", str(a.max_steps_per_epoch)]
     if a.bf16:
-        cmd += ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
+        cmd += common.OURS_BF16
     cmd += shlex.split(a.ours_options)
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     start = time.perf_counter()

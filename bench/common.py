@@ -13,6 +13,8 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 GLUE = os.environ.get("GLUE_DIR", "/work/shared/glue_data")
 PYTHON = sys.executable
+# train.py options for bfloat16 autocast (the bench scripts' bf16 variants)
+OURS_BF16 = ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
 MARK = "BENCH_RESULT "
 
 

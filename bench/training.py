@@ -75,7 +75,7 @@ def child_ours(a: argparse.Namespace, features: str, grouped: bool, bf16: bool, 
                 "--trainer.train_batch_size", str(a.batch_size), "--tmod.group_by_length", str(grouped).lower(),
                 "--tmod.seed", str(a.seed), "--trainer.writers", "stdout", "--trainer.disable_tqdm", "true"]
     if bf16:
-        sys.argv += ["--trainer.backend", "sp-amp", "--amp.dtype", "bfloat16"]
+        sys.argv += common.OURS_BF16
     train.main()
     shutil.rmtree(out, ignore_errors=True)
     stamps = stamps[:a.warmup_steps + a.steps]
@@ -218,7 +218,7 @@ def main() -> None:
     record = os.path.join(work, "ours_dyn_grouped_batches.json")
     variants = list(a.variants)
     if any(v.startswith("bare") for v in variants) and "ours_dyn_grouped" not in variants:
-        raise SystemExit("bare_dyn_grouped replays the batches of ours_dyn_grouped: run both")
+        raise SystemExit("the bare_* variants replay the batches of ours_dyn_grouped: run it too")
     results: dict[str, list[dict]] = {v: [] for v in variants}
     common_args = ["--task", a.task, "--batch_size", str(a.batch_size), "--steps", str(a.steps),
                    "--warmup_steps", str(a.warmup_steps), "--max_seq_len", str(a.max_seq_len), "--seed", str(a.seed),
