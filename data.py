@@ -15,8 +15,10 @@ import itertools
 import json
 import os
 import pickle
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -68,8 +70,9 @@ class Featurizer(DataProcessor):
     The tokenizer's Rust backend encodes each batch of ``tokenize_batch_size`` examples on all cores (unless
     ``TOKENIZERS_PARALLELISM=false``) and its ids go straight into flat arrays: no per-example Python objects
     are built, so nothing per example is pickled either. ``featurize`` therefore runs one process by default
-    (``dproc.workers`` null): on a 2-core machine it is faster than two single-threaded workers, which pay
-    for forking the parent and pickling their shards of examples (bench/RESULTS.md, (a))."""
+    (``dproc.workers`` null), tokenizing the file as it is read: on a 2-core machine that is faster than two
+    single-threaded workers, which pay for forking the parent and pickling their shards of examples
+    (bench/RESULTS.md, (a))."""
 
     def __init__(self, args: DataProcessorArguments, labels: Optional[tuple[str, ...]],
                  tokenizer: PreTrainedTokenizerBase):
@@ -86,30 +89,50 @@ class Featurizer(DataProcessor):
         self.encoder.enable_truncation(args.max_seq_len, strategy="longest_first", direction=tokenizer.truncation_side)
         self.encoder.encode_special_tokens = tokenizer.split_special_tokens
 
-    def process(self, examples: list[InputExample], shard: int = 0) -> list[FeatureTable]:
+    def process(self, examples: Iterable[InputExample], shard: int = 0) -> list[FeatureTable]:
         """One ``FeatureTable`` per tokenizer batch, in order. A list, because pymarlin's ``multi_process_data``
         concatenates the workers' result lists (a bare table would be taken apart into examples);
-        ``FeatureTable.concatenate`` joins them once at the end."""
-        size = self.args.tokenize_batch_size
-        pairs = examples[0].text_b is not None
-        tables = []
-        for start in tqdm(range(0, len(examples), size), desc=f"Tokenizing shard {shard}", unit="batch",
-                          position=shard, leave=False):
-            batch = examples[start:start + size]
-            texts = [(example.text_a, example.text_b) if pairs else example.text_a for example in batch]
-            encodings = self.encoder.encode_batch_fast(texts)
-            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-            tokens = int(lengths.sum())
-            tables.append(FeatureTable(
-                input_ids=np.fromiter(itertools.chain.from_iterable(encoding.ids for encoding in encodings),
-                                      dtype=np.int32, count=tokens),
-                token_type_ids=np.fromiter(itertools.chain.from_iterable(encoding.type_ids for encoding in encodings),
-                                           dtype=np.int8, count=tokens),
-                offsets=np.concatenate(([0], np.cumsum(lengths))),
-                labels=self._labels(batch),
-                indexes=np.fromiter((example.index for example in batch), dtype=np.int64, count=len(batch)),
-            ))
+        ``FeatureTable.concatenate`` joins them once at the end.
+
+        ``examples`` may be a stream (``GlueProcessor.stream``). The Rust encoder releases the GIL, so it runs
+        in a helper thread one batch ahead: reading the next batch and turning the last one's encodings into
+        arrays happen meanwhile, instead of leaving the tokenizer's cores idle (bench/RESULTS.md, (a))."""
+        rows = iter(examples)
+        batches = iter(lambda: list(itertools.islice(rows, self.args.tokenize_batch_size)), [])
+        tables: list[FeatureTable] = []
+        in_flight: deque[tuple[list[InputExample], Future]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder") as encoder, \
+                tqdm(desc=f"Tokenizing shard {shard}", unit="example", position=shard, leave=False) as progress:
+            for batch in batches:
+                in_flight.append((batch, encoder.submit(self.encoder.encode_batch_fast, self._texts(batch))))
+                if len(in_flight) > 1:
+                    tables.append(self._table(*in_flight.popleft(), progress))
+            while in_flight:
+                tables.append(self._table(*in_flight.popleft(), progress))
         return tables
+
+    @staticmethod
+    def _texts(batch: list[InputExample]) -> list[Union[str, tuple[str, str]]]:
+        if batch[0].text_b is None:
+            return [example.text_a for example in batch]
+        return [(example.text_a, example.text_b) for example in batch]
+
+    def _table(self, batch: list[InputExample], encoded: Future, progress: tqdm) -> FeatureTable:
+        """The batch's encodings as flat arrays: ids copied straight from the Rust encodings, no per-example
+        Python objects kept."""
+        encodings = encoded.result()
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        tokens = int(lengths.sum())
+        progress.update(len(batch))
+        return FeatureTable(
+            input_ids=np.fromiter(itertools.chain.from_iterable(encoding.ids for encoding in encodings),
+                                  dtype=np.int32, count=tokens),
+            token_type_ids=np.fromiter(itertools.chain.from_iterable(encoding.type_ids for encoding in encodings),
+                                       dtype=np.int8, count=tokens),
+            offsets=np.concatenate(([0], np.cumsum(lengths))),
+            labels=self._labels(batch),
+            indexes=np.fromiter((example.index for example in batch), dtype=np.int64, count=len(batch)),
+        )
 
     def _labels(self, batch: list[InputExample]) -> Optional[np.ndarray]:
         if batch[0].label is None:
@@ -265,16 +288,17 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     if proc_args.padding not in ("dynamic", "max_length"):
         raise ValueError(f"dproc.padding {proc_args.padding!r}: expected dynamic or max_length")
     processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
-    examples = processor.process_data(data_args.input_dir, proc_args.set_type)
-
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
     featurizer = Featurizer(proc_args, processor.get_labels(), tokenizer)
-    workers = max(1, min(proc_args.workers or 1, len(examples)))
-    if workers == 1:
-        tables = featurizer.process_data(examples, 0)
+    if (proc_args.workers or 1) == 1:
+        # the file is tokenized as it is read (pymarlin's process_data would read it all first)
+        tables = featurizer.process(processor.stream(data_args.input_dir, proc_args.set_type))
+        processor.analyze()
         parallelism = "1 process, the tokenizer's threads"
     else:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are the parallelism
+        examples = processor.process_data(data_args.input_dir, proc_args.set_type)
+        workers = min(proc_args.workers, len(examples))
         bounds = np.linspace(0, len(examples), workers + 1).astype(int)
         shards = [examples[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         tables = featurizer.multi_process_data(shards, list(range(workers)), process_count=workers)

@@ -21,7 +21,7 @@ from pymarlin.utils.logger.logging_utils import getlogger
 logger = getlogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class InputExample:
     """One row of a GLUE file. ``label`` is None for test files; ``index`` is the row's own id
     (test files number their rows, and predictions must be written back in that order)."""
@@ -253,6 +253,11 @@ class GlueProcessor(DataProcessor):
         return self.spec.labels
 
     def process(self, input_dir: str, set_type: str) -> list[InputExample]:
+        return list(self.stream(input_dir, set_type))
+
+    def stream(self, input_dir: str, set_type: str) -> Iterator[InputExample]:
+        """The examples one by one as the file is parsed, so ``data.py`` tokenizes while it still reads; each
+        is also kept in ``self.examples`` for ``analyze``. An empty file is an error once the stream ends."""
         if set_type not in self.spec.set_types:
             raise ValueError(
                 f"task {self.spec.name} has no set_type {set_type!r}; expected one of: {', '.join(self.spec.set_types)}"
@@ -261,10 +266,12 @@ class GlueProcessor(DataProcessor):
         columns = self.spec.test if is_test else self.spec.labeled
         path = os.path.join(input_dir, f"{set_type}.tsv")
         self.skipped = []
-        self.examples = list(self._read(path, set_type, columns, is_test))
+        self.examples = []
+        for example in self._read(path, set_type, columns, is_test):
+            self.examples.append(example)
+            yield example
         if not self.examples:
             raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
-        return self.examples
 
     def analyze(self) -> None:
         if self.examples[0].label is None:

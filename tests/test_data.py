@@ -171,6 +171,21 @@ def test_malformed_input_stops_data_py_naming_file_and_line_and_writes_nothing(a
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
+def test_a_bad_row_after_many_batches_were_tokenized_still_stops_data_py_and_writes_nothing(argv, tiny_bert,
+                                                                                            rte_subset, tmp_path):
+    """data.py tokenizes while it reads (batches encoded in a helper thread): a bad row late in the file
+    must stop it all the same, with its line, and leave no features file."""
+    train = rte_subset / "train.tsv"
+    with open(train, "a", encoding="utf-8") as stream:
+        stream.write("48\tonly one sentence\tentailment\n")
+    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.tokenizer", tiny_bert,
+         "--dproc.tokenize_batch_size", "5")
+    with pytest.raises(SystemExit) as stop:
+        data.main()
+    assert "train.tsv, line 50: 3 tab-separated columns, expected 4 for RTE train" in str(stop.value.code)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
 def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):
     raw = tmp_path / "RTE"
     raw.mkdir()
