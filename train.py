@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import re
 import shutil
@@ -280,7 +281,7 @@ class Recipe(ModuleInterface):
             lr=self.args.max_lr,
         )
         total = self.optimizer_steps(epochs)
-        warmup = round(self.args.warmup_prop * total)
+        warmup = math.ceil(self.args.warmup_prop * total)  # as transformers.Trainer counts a warmup ratio
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         logger.info(f"AdamW lr {self.args.max_lr}, {total} optimizer steps ({warmup} warmup), "
                     f"weight decay {self.args.weight_decay} on {len(decay)} tensors")

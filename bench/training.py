@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -107,7 +108,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str, compiled: bool
               {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=5e-5)
     total = len(batches)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(0.1 * total), total)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * total), total)
     keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
     stamps = []
     for batch in batches:
@@ -174,9 +175,9 @@ def child_peer(a: argparse.Namespace, padding: str, grouped: bool, bf16: bool) -
                    "tokens_per_batch": sum(tokens[a.warmup_steps:a.warmup_steps + a.steps]) / a.steps})
 
 
-def featurize(task: str, padding: str, out: str, max_len: int) -> str:
+def featurize(task: str, padding: str, out: str, max_len: int, set_type: str = "train") -> str:
     subprocess.run([common.PYTHON, "data.py", "--dmod.input_dir", os.path.join(common.GLUE, task),
-                    "--dmod.output_dir", out, "--dproc.task", task, "--dproc.set_type", "train",
+                    "--dmod.output_dir", out, "--dproc.task", task, "--dproc.set_type", set_type,
                     "--dproc.padding", padding, "--dproc.max_seq_len", str(max_len)],
                    cwd=common.ROOT, check=True, capture_output=True)
     return out

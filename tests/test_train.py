@@ -115,7 +115,7 @@ def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, fea
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    warmup = round(0.25 * steps)
+    warmup = math.ceil(0.25 * steps)
     assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1e-3) and lrs.index(max(lrs)) == warmup
     assert optimizer.param_groups[0]["lr"] == 0.0  # reaches zero exactly at the last step
 
@@ -155,6 +155,61 @@ def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, 
     assert module.train_micro_batch_size == 3 and module.train_batches_per_epoch == 15
     assert module.optimizer_steps(2) == 15 == module.results["dev.tsv"]["step"]
     assert module.optimizer.param_groups[0]["lr"] == 0.0
+
+
+@pytest.mark.parametrize("limit", [8, 4])
+def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert, features, tmp_path, monkeypatch,
+                                                                  limit):
+    """With dropout off, train.py's weights after 2 epochs equal those of a plain loop written as
+    transformers.Trainer trains: AdamW without decay on biases and LayerNorm, ceil(warmup ratio x steps) warmup
+    then linear decay, clipping at 1.0, the mean loss of each micro-batch divided by the micro-batches per step
+    (limit 4: two micro-batches of 4 per step of 8). bench/equivalence.py checks the Trainer itself."""
+    record = {"batches": []}
+    setup_models, train_step = train.Recipe.setup_models, train.Recipe.train_step
+
+    def setup_without_dropout(self):
+        model, tokenizer = setup_models(self)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        record["initial"] = {name: value.clone() for name, value in model.state_dict().items()}
+        return model, tokenizer
+
+    def recording_step(self, global_step, batch, device):
+        record["batches"].append(batch)
+        return train_step(self, global_step, batch, device)
+
+    monkeypatch.setattr(train.Recipe, "setup_models", setup_without_dropout)
+    monkeypatch.setattr(train.Recipe, "train_step", recording_step)
+    ours = run_train(argv, tiny_bert, features, tmp_path / "out", "--trainer.gpu_batch_size_limit", limit,
+                     "--tmod.warmup_prop", 0.1).model
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model.load_state_dict(record["initial"])
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    plain = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decayed = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.01}, {"params": plain, "weight_decay": 0.0}],
+                                  lr=1e-3)
+    accumulate = 8 // limit
+    steps = len(record["batches"]) // accumulate
+    assert steps == 12 and math.ceil(0.1 * steps) == 2 != round(0.1 * steps)
+    scheduler = train.get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
+    keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
+    for number, batch in enumerate(record["batches"], start=1):
+        (model(**{key: batch[key] for key in keys}).loss / accumulate).backward()
+        if number % accumulate == 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+    reference = dict(model.named_parameters())
+    for name, parameter in ours.named_parameters():
+        assert torch.allclose(parameter, reference[name], rtol=1e-4, atol=1e-6), name
+    assert not torch.allclose(ours.classifier.weight, record["initial"]["classifier.weight"])  # it did train
 
 
 def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_path):
