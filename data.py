@@ -15,10 +15,9 @@ import itertools
 import json
 import os
 import pickle
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sized, Union
 
 import numpy as np
 import torch
@@ -70,7 +69,7 @@ class Featurizer(DataProcessor):
     The tokenizer's Rust backend encodes each batch of ``tokenize_batch_size`` examples on all cores (unless
     ``TOKENIZERS_PARALLELISM=false``) and its ids go straight into flat arrays: no per-example Python objects
     are built, so nothing per example is pickled either. ``featurize`` therefore runs one process by default
-    (``dproc.workers`` null), tokenizing the file as it is read: on a 2-core machine that is faster than two
+    (``dproc.workers`` null), tokenizing the rows as they are parsed: on a 2-core machine that is faster than two
     single-threaded workers, which pay for forking the parent and pickling their shards of examples
     (bench/RESULTS.md, (a))."""
 
@@ -95,20 +94,23 @@ class Featurizer(DataProcessor):
         ``FeatureTable.concatenate`` joins them once at the end.
 
         ``examples`` may be a stream (``GlueProcessor.stream``). The Rust encoder releases the GIL, so it runs
-        in a helper thread one batch ahead: reading the next batch and turning the last one's encodings into
+        in a helper thread one batch ahead: parsing the next batch and turning the last one's encodings into
         arrays happen meanwhile, instead of leaving the tokenizer's cores idle (bench/RESULTS.md, (a))."""
         rows = iter(examples)
         batches = iter(lambda: list(itertools.islice(rows, self.args.tokenize_batch_size)), [])
         tables: list[FeatureTable] = []
-        in_flight: deque[tuple[list[InputExample], Future]] = deque()
+        pending: Optional[tuple[list[InputExample], Future]] = None  # the batch being encoded
+        total = len(examples) if isinstance(examples, Sized) else None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder") as encoder, \
-                tqdm(desc=f"Tokenizing shard {shard}", unit="example", position=shard, leave=False) as progress:
+                tqdm(desc=f"Tokenizing shard {shard}", total=total, unit="example", position=shard,
+                     leave=False) as progress:
             for batch in batches:
-                in_flight.append((batch, encoder.submit(self.encoder.encode_batch_fast, self._texts(batch))))
-                if len(in_flight) > 1:
-                    tables.append(self._table(*in_flight.popleft(), progress))
-            while in_flight:
-                tables.append(self._table(*in_flight.popleft(), progress))
+                submitted = (batch, encoder.submit(self.encoder.encode_batch_fast, self._texts(batch)))
+                if pending:
+                    tables.append(self._table(*pending, progress))
+                pending = submitted
+            if pending:
+                tables.append(self._table(*pending, progress))
         return tables
 
     @staticmethod
@@ -287,22 +289,28 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
                          "choose a --dmod.output_dir other than --dmod.input_dir")
     if proc_args.padding not in ("dynamic", "max_length"):
         raise ValueError(f"dproc.padding {proc_args.padding!r}: expected dynamic or max_length")
+    if proc_args.tokenize_batch_size < 1:
+        raise ValueError(f"dproc.tokenize_batch_size {proc_args.tokenize_batch_size}: expected 1 or more")
     processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
+    # the file is read and its header checked now; its rows are tokenized as they are parsed (pymarlin's
+    # process_data would parse them all first)
+    examples = processor.stream(data_args.input_dir, proc_args.set_type)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
     featurizer = Featurizer(proc_args, processor.get_labels(), tokenizer)
-    if (proc_args.workers or 1) == 1:
-        # the file is tokenized as it is read (pymarlin's process_data would read it all first)
-        tables = featurizer.process(processor.stream(data_args.input_dir, proc_args.set_type))
-        processor.analyze()
+    workers = max(1, proc_args.workers or 1)
+    if workers > 1:
+        examples = list(examples)
+        workers = min(workers, len(examples))
+    if workers == 1:
+        tables = featurizer.process(examples)
         parallelism = "1 process, the tokenizer's threads"
     else:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are the parallelism
-        examples = processor.process_data(data_args.input_dir, proc_args.set_type)
-        workers = min(proc_args.workers, len(examples))
         bounds = np.linspace(0, len(examples), workers + 1).astype(int)
         shards = [examples[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         tables = featurizer.multi_process_data(shards, list(range(workers)), process_count=workers)
         parallelism = f"{workers} worker processes"
+    processor.analyze()
     table = FeatureTable.concatenate(tables)
 
     lengths = table.lengths

@@ -256,8 +256,9 @@ class GlueProcessor(DataProcessor):
         return list(self.stream(input_dir, set_type))
 
     def stream(self, input_dir: str, set_type: str) -> Iterator[InputExample]:
-        """The examples one by one as the file is parsed, so ``data.py`` tokenizes while it still reads; each
-        is also kept in ``self.examples`` for ``analyze``. An empty file is an error once the stream ends."""
+        """The examples one by one as the rows are parsed, so ``data.py`` tokenizes while it parses. The file is
+        read and its header checked before this returns; each example is also kept in ``self.examples`` for
+        ``analyze``, complete once the stream is exhausted. No example at all is an error at the end."""
         if set_type not in self.spec.set_types:
             raise ValueError(
                 f"task {self.spec.name} has no set_type {set_type!r}; expected one of: {', '.join(self.spec.set_types)}"
@@ -267,11 +268,15 @@ class GlueProcessor(DataProcessor):
         path = os.path.join(input_dir, f"{set_type}.tsv")
         self.skipped = []
         self.examples = []
-        for example in self._read(path, set_type, columns, is_test):
-            self.examples.append(example)
-            yield example
-        if not self.examples:
-            raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
+        rows = self._read(path, set_type, columns, is_test)
+
+        def kept() -> Iterator[InputExample]:
+            for example in rows:
+                self.examples.append(example)
+                yield example
+            if not self.examples:
+                raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
+        return kept()
 
     def analyze(self) -> None:
         if self.examples[0].label is None:
@@ -287,6 +292,7 @@ class GlueProcessor(DataProcessor):
         logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
 
     def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
+        """Reads the file and checks its header now; the rows are parsed as the returned iterator is consumed."""
         try:
             with open(path, encoding="utf-8-sig", newline="") as stream:
                 lines = stream.read().split("\n")
@@ -308,25 +314,28 @@ class GlueProcessor(DataProcessor):
                 raise GlueFormatError(f"{path}, line 1: the header has {width} tab-separated columns, a "
                                       f"{self.spec.name} {set_type} file has at least {columns.min_width} "
                                       "(is this file from another task?)")
-        for number, line in enumerate(lines[first:], start=first + 1):
-            fields = line.rstrip("\r").split("\t")
-            try:
-                if len(fields) != width:
-                    raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
-                                          f"for {self.spec.name} {set_type}")
-                yield InputExample(
-                    guid=f"{set_type}-{number}",
-                    text_a=fields[columns.text_a],
-                    text_b=None if columns.text_b is None else fields[columns.text_b],
-                    label=None if is_test else self._label(fields[columns.label]),
-                    index=number - first - 1 if columns.index is None else self._index(fields[columns.index]),
-                )
-            except GlueFormatError as error:
-                if not self.skip_malformed:
-                    raise GlueFormatError(f"{path}, line {number}: {error} "
-                                          "(--dproc.skip_malformed true leaves such rows out)") from None
-                logger.warning(f"{path}, line {number}: skipped: {error}")
-                self.skipped.append(number)
+
+        def parsed() -> Iterator[InputExample]:
+            for number, line in enumerate(lines[first:], start=first + 1):
+                fields = line.rstrip("\r").split("\t")
+                try:
+                    if len(fields) != width:
+                        raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
+                                              f"for {self.spec.name} {set_type}")
+                    yield InputExample(
+                        guid=f"{set_type}-{number}",
+                        text_a=fields[columns.text_a],
+                        text_b=None if columns.text_b is None else fields[columns.text_b],
+                        label=None if is_test else self._label(fields[columns.label]),
+                        index=number - first - 1 if columns.index is None else self._index(fields[columns.index]),
+                    )
+                except GlueFormatError as error:
+                    if not self.skip_malformed:
+                        raise GlueFormatError(f"{path}, line {number}: {error} "
+                                              "(--dproc.skip_malformed true leaves such rows out)") from None
+                    logger.warning(f"{path}, line {number}: skipped: {error}")
+                    self.skipped.append(number)
+        return parsed()
 
     def _label(self, value: str) -> str:
         if self.spec.is_regression:

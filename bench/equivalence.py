@@ -27,6 +27,9 @@ import common  # noqa: E402
 from accuracy import read  # noqa: E402
 from training import LABELS, featurize  # noqa: E402
 
+WEIGHT_DECAY = 0.01
+WARMUP = 0.1  # a ratio of the steps on both sides (transformers 5 reads warmup_steps < 1 as one)
+
 
 def without_dropout(model) -> None:
     import torch
@@ -68,6 +71,7 @@ def run_ours(a: argparse.Namespace, feats: str, out: str) -> dict:
                 os.path.join(feats, "dev"), "--tmod.output_dir", out, "--tmod.overwrite_output_dir", "true",
                 "--trainer.epochs", "1", "--trainer.max_train_steps_per_epoch", str(a.steps),
                 "--trainer.train_batch_size", str(a.batch_size), "--tmod.max_lr", str(a.lr),
+                "--tmod.weight_decay", str(WEIGHT_DECAY), "--tmod.warmup_prop", str(WARMUP),
                 "--tmod.group_by_length", "false", "--tmod.seed", str(a.seed),
                 "--dproc.max_seq_len", str(a.max_seq_len), "--trainer.writers", "stdout", "--trainer.disable_tqdm", "true"]
     train.main()
@@ -93,6 +97,8 @@ def run_peer(a: argparse.Namespace, ours: dict) -> dict:
             batched=True, remove_columns=["s1", "s2"])
 
     train_rows = read(a.task, "train")
+    # an RTE or MRPC feature's index is its row's position in train.tsv (RTE numbers its rows 0..N-1, MRPC has no
+    # index column): the examples ours trained on, in its order
     order = [index for batch in ours["batches"] for index in batch]
     train = encode({column: [values[i] for i in order] for column, values in train_rows.items()})
     dev = encode(read(a.task, "dev"))
@@ -108,7 +114,7 @@ def run_peer(a: argparse.Namespace, ours: dict) -> dict:
 
     out = tempfile.mkdtemp(prefix="bench_equiv_peer_")
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
-                             learning_rate=a.lr, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
+                             learning_rate=a.lr, weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP, lr_scheduler_type="linear",
                              max_grad_norm=1.0, max_steps=a.steps, seed=a.seed, logging_strategy="no",
                              save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True,
                              disable_tqdm=True)

@@ -38,19 +38,20 @@ def test_features_match_the_tokenizer_truncated_and_unpadded(tiny_bert, rte_subs
     assert max(len(f.input_ids) for f in features) == 32 > min(len(f.input_ids) for f in features)
 
 
-def test_data_py_writes_one_complete_file_named_after_its_input(tiny_bert, rte_subset, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_data_py_writes_one_complete_file_named_after_its_input(tiny_bert, rte_subset, tmp_path, workers):
     output = tmp_path / "features" / "train"
     result = subprocess.run(
         [sys.executable, str(ROOT / "data.py"), "--dmod.input_dir", str(rte_subset), "--dmod.output_dir", str(output),
-         "--dproc.task", "RTE", "--dproc.set_type", "train", "--dproc.tokenizer", tiny_bert, "--dproc.workers", "2",
-         "--dproc.tokenize_batch_size", "5"],
+         "--dproc.task", "RTE", "--dproc.set_type", "train", "--dproc.tokenizer", tiny_bert, "--dproc.workers",
+         str(workers), "--dproc.tokenize_batch_size", "5"],
         cwd=tmp_path, env=python_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert os.listdir(output) == ["train.tsv"]
     assert "entailment: " in result.stderr and f"Wrote 48 features to {output / 'train.tsv'}" in result.stderr
     dataset = data.TaskDataset(str(output / "train.tsv"))
     assert len(dataset) == 48 and dataset.metadata["task"] == "RTE" and dataset.metadata["count"] == 48
-    # two workers give exactly what one process gives, in the same order
+    # streamed in one process or sharded over two workers: exactly what process() gives a list, in order
     single = FeatureTable.concatenate(data.Featurizer(
         processor_args(tiny_bert, max_seq_len=128), ("entailment", "not_entailment"),
         AutoTokenizer.from_pretrained(tiny_bert)).process(GlueProcessor("RTE").process(str(rte_subset), "train")))
@@ -184,6 +185,35 @@ def test_a_bad_row_after_many_batches_were_tokenized_still_stops_data_py_and_wri
         data.main()
     assert "train.tsv, line 50: 3 tab-separated columns, expected 4 for RTE train" in str(stop.value.code)
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_an_encoder_failure_in_the_helper_thread_reaches_the_caller(tiny_bert, rte_subset):
+    featurizer = data.Featurizer(processor_args(tiny_bert), ("entailment", "not_entailment"),
+                                 AutoTokenizer.from_pretrained(tiny_bert))
+    calls = []
+
+    class FailingSecondBatch:
+        def encode_batch_fast(self, texts):
+            calls.append(len(texts))
+            if len(calls) == 2:
+                raise RuntimeError("encoder failed")
+            return featurizer_encoder.encode_batch_fast(texts)
+
+    featurizer_encoder, featurizer.encoder = featurizer.encoder, FailingSecondBatch()
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        featurizer.process(GlueProcessor("RTE").stream(str(rte_subset), "train"))
+    assert calls[:2] == [7, 7]
+
+
+def test_input_errors_come_before_the_tokenizer_is_loaded_and_a_batch_size_below_one_is_refused(argv, tmp_path,
+                                                                                               rte_subset):
+    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.set_type", "test",
+         "--dproc.tokenizer", tmp_path / "no-such-tokenizer")
+    with pytest.raises(SystemExit, match="test.tsv: no such file"):
+        data.main()
+    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.tokenize_batch_size", 0)
+    with pytest.raises(SystemExit, match="dproc.tokenize_batch_size 0: expected 1 or more"):
+        data.main()
 
 
 def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):

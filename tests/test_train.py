@@ -162,8 +162,9 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
                                                                   limit):
     """With dropout off, train.py's weights after 2 epochs equal those of a plain loop written as
     transformers.Trainer trains: AdamW without decay on biases and LayerNorm, ceil(warmup ratio x steps) warmup
-    then linear decay, clipping at 1.0, the mean loss of each micro-batch divided by the micro-batches per step
-    (limit 4: two micro-batches of 4 per step of 8). bench/equivalence.py checks the Trainer itself."""
+    then linear decay, gradient clipping (at 0.1 here, so that it acts), the mean loss of each micro-batch divided
+    by the micro-batches per step (limit 4: two micro-batches of 4 per step of 8). bench/equivalence.py checks the
+    Trainer itself."""
     record = {"batches": []}
     setup_models, train_step = train.Recipe.setup_models, train.Recipe.train_step
 
@@ -182,7 +183,7 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     monkeypatch.setattr(train.Recipe, "setup_models", setup_without_dropout)
     monkeypatch.setattr(train.Recipe, "train_step", recording_step)
     ours = run_train(argv, tiny_bert, features, tmp_path / "out", "--trainer.gpu_batch_size_limit", limit,
-                     "--tmod.warmup_prop", 0.1).model
+                     "--tmod.warmup_prop", 0.1, "--trainer.max_grad_norm", 0.1).model
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     model.load_state_dict(record["initial"])
@@ -199,10 +200,11 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     assert steps == 12 and math.ceil(0.1 * steps) == 2 != round(0.1 * steps)
     scheduler = train.get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
     keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
+    norms = []
     for number, batch in enumerate(record["batches"], start=1):
         (model(**{key: batch[key] for key in keys}).loss / accumulate).backward()
         if number % accumulate == 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -210,6 +212,7 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     for name, parameter in ours.named_parameters():
         assert torch.allclose(parameter, reference[name], rtol=1e-4, atol=1e-6), name
     assert not torch.allclose(ours.classifier.weight, record["initial"]["classifier.weight"])  # it did train
+    assert max(norms) > 0.1  # clipping took effect, so it is compared too
 
 
 def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_path):
