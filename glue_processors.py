@@ -268,15 +268,7 @@ class GlueProcessor(DataProcessor):
         path = os.path.join(input_dir, f"{set_type}.tsv")
         self.skipped = []
         self.examples = []
-        rows = self._read(path, set_type, columns, is_test)
-
-        def kept() -> Iterator[InputExample]:
-            for example in rows:
-                self.examples.append(example)
-                yield example
-            if not self.examples:
-                raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
-        return kept()
+        return self._read(path, set_type, columns, is_test)
 
     def analyze(self) -> None:
         if self.examples[0].label is None:
@@ -292,7 +284,8 @@ class GlueProcessor(DataProcessor):
         logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
 
     def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
-        """Reads the file and checks its header now; the rows are parsed as the returned iterator is consumed."""
+        """Reads the file and checks its header now; the rows are parsed, and kept in ``self.examples``, as the
+        returned iterator is consumed."""
         try:
             with open(path, encoding="utf-8-sig", newline="") as stream:
                 lines = stream.read().split("\n")
@@ -322,7 +315,7 @@ class GlueProcessor(DataProcessor):
                     if len(fields) != width:
                         raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
                                               f"for {self.spec.name} {set_type}")
-                    yield InputExample(
+                    example = InputExample(
                         guid=f"{set_type}-{number}",
                         text_a=fields[columns.text_a],
                         text_b=None if columns.text_b is None else fields[columns.text_b],
@@ -335,6 +328,11 @@ class GlueProcessor(DataProcessor):
                                               "(--dproc.skip_malformed true leaves such rows out)") from None
                     logger.warning(f"{path}, line {number}: skipped: {error}")
                     self.skipped.append(number)
+                    continue
+                self.examples.append(example)
+                yield example
+            if not self.examples:
+                raise GlueFormatError(f"{path}: no data rows (expected a {self.spec.name} {set_type} file)")
         return parsed()
 
     def _label(self, value: str) -> str:

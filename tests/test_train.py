@@ -168,11 +168,14 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     record = {"batches": []}
     setup_models, train_step = train.Recipe.setup_models, train.Recipe.train_step
 
-    def setup_without_dropout(self):
-        model, tokenizer = setup_models(self)
+    def without_dropout(model):
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
+
+    def setup_without_dropout(self):
+        model, tokenizer = setup_models(self)
+        without_dropout(model)
         record["initial"] = {name: value.clone() for name, value in model.state_dict().items()}
         return model, tokenizer
 
@@ -188,9 +191,7 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     model.load_state_dict(record["initial"])
     model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    without_dropout(model)
     plain = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decayed = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.01}, {"params": plain, "weight_decay": 0.0}],
