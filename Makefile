@@ -11,7 +11,7 @@ INSTALLED := $(VENV)/.installed
 setup: $(INSTALLED)
 
 # pymarlin 0.3.6 declares torch<=1.9.1, which has no build for today's Python: it is installed without its
-# declared dependencies, after ours (pymarlin_compat.py makes it work with them).
+# declared dependencies, after ours (glue_support/pymarlin_compat.py makes it work with them).
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt

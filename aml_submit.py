@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
-from strict_config import CONFIG_PATH, ConfigError, cli_value, parse_config, require_path
+from glue_support.strict_config import CONFIG_PATH, ConfigError, cli_value, parse_config, require_path
 
 try:
     from azure.ai.ml import Input, Output, PyTorchDistribution, command, dsl
@@ -61,7 +61,7 @@ RUN conda create -y -p $CONDA_PREFIX --override-channels -c conda-forge python=3
 COPY requirements.txt /tmp/requirements.txt
 # {pymarlin} declares torch<=1.9.1: installed without its declared dependencies, after ours
 RUN pip install --no-cache-dir -r /tmp/requirements.txt && pip install --no-cache-dir --no-deps {pymarlin}
-# train.py's metrics go to the job's metrics store through MLflow (mlflow_writer.py)
+# train.py's metrics go to the job's metrics store through MLflow (glue_support/mlflow_writer.py)
 RUN pip install --no-cache-dir mlflow-skinny azureml-mlflow
 """
 

@@ -8,7 +8,7 @@ runs); then each seed is one ``train.py`` process (under ``torchrun`` with ``ben
 ``<output_dir>/runs/<Task>/seed<N>/``. Runs go seed by seed across the tasks, so a benchmark stopped early
 still has every task scored. Running the same command again skips finished runs and resumes an interrupted one
 from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
-``scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``.
+``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``.
 """
 from __future__ import annotations
 
@@ -28,14 +28,14 @@ from typing import Any, Iterator, Optional
 import yaml
 from tqdm import tqdm
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.utils.logger.logging_utils import getlogger
 
 import data
-import scoreboard
-from atomic_write import atomic_path
+from glue_support import scoreboard
+from glue_support.atomic_write import atomic_path
 from glue_processors import TaskSpec, get_task
-from strict_config import ConfigError, cli_value, parse_config, require_path
+from glue_support.strict_config import ConfigError, cli_value, parse_config, require_path
 
 logger = getlogger(__name__)
 

@@ -24,16 +24,16 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.data_interface import DataInterface, DataProcessor
 from pymarlin.utils.logger.logging_utils import getlogger
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-import embedded_model
-from atomic_write import atomic_path
+from glue_support import embedded_model
+from glue_support.atomic_write import atomic_path
 from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
-from strict_config import parse_config, require_path
+from glue_support.strict_config import parse_config, require_path
 
 logger = getlogger(__name__)
 

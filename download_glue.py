@@ -40,11 +40,11 @@ from typing import Optional, Union
 
 from tqdm import tqdm
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.utils.logger.logging_utils import getlogger
 
-from atomic_write import FILE_MODE
-from strict_config import ConfigError, parse_config
+from glue_support.atomic_write import FILE_MODE
+from glue_support.strict_config import ConfigError, parse_config
 
 logger = getlogger(__name__)
 

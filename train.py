@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.core.module_interface import ModuleInterface
 from pymarlin.core.trainer import Trainer, TrainerArguments
 from pymarlin.core.trainer_backend import TrainerBackend, build_trainer_backend
@@ -43,15 +43,15 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 
-import embedded_model
-from checkpoints import StepCheckpointer, rng_state, set_rng_state
+from glue_support import embedded_model
+from glue_support.checkpoints import StepCheckpointer, rng_state, set_rng_state
 import glue_metrics
-from atomic_write import atomic_files_into, atomic_path
+from glue_support.atomic_write import atomic_files_into, atomic_path
 from data import TaskData, read_metadata, vocab_fingerprint
 from filegen_dataloaders import FilesDictDataloader, FilesGenDataloader, feature_files
 from glue_processors import TaskSpec, get_task
-from mlflow_writer import MLflowWriter, in_tracked_run
-from strict_config import parse_config, require_path, save_config
+from glue_support.mlflow_writer import MLflowWriter, in_tracked_run
+from glue_support.strict_config import parse_config, require_path, save_config
 
 logger = getlogger(__name__)
 

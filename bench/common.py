@@ -26,7 +26,7 @@ def setup_path() -> None:
 
 def model_path() -> str:
     setup_path()
-    import embedded_model
+    from glue_support import embedded_model
     return embedded_model.resolve(embedded_model.DEFAULT_MODEL)
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT))
 
-import pymarlin_compat  # noqa: E402,F401  (before anything imports pymarlin)
+from glue_support import pymarlin_compat  # noqa: E402,F401  (before anything imports pymarlin)
 
 
 def config_defaults(group: str, **overrides) -> dict:
@@ -40,7 +40,7 @@ def tiny_bert(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    import embedded_model
+    from glue_support import embedded_model
 
     path = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)

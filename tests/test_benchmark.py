@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import benchmark
-import scoreboard
+from glue_support import scoreboard
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
 
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import data
-import embedded_model
+from glue_support import embedded_model
 
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
 

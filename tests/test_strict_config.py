@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-import strict_config
+from glue_support import strict_config
 from conftest import ROOT, python_env
 
 

@@ -376,7 +376,7 @@ def save_classifier(path, labels: list[str]) -> str:
     """A tiny BERT fine-tuned (randomly) for ``labels`` in this order, saved with its label names."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    import embedded_model
+    from glue_support import embedded_model
 
     torch.manual_seed(3)
     config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

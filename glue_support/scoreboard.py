@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from atomic_write import atomic_path  # noqa: E402
+from glue_support.atomic_write import atomic_path  # noqa: E402
 
 METRIC_NAMES = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
                 "spearmanr": "Spearman"}

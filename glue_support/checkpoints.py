@@ -22,11 +22,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointer
 from pymarlin.utils.logger.logging_utils import getlogger
 
-from atomic_write import atomic_path
+from glue_support.atomic_write import atomic_path
 
 logger = getlogger(__name__)
 

@@ -15,12 +15,12 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
+from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
 from pymarlin.utils.config_parser.custom_arg_parser import CustomArgParser
 
-from atomic_write import atomic_path
+from glue_support.atomic_write import atomic_path
 
-CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.yaml")
+CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.yaml")
 PARSER_OPTIONS = ("config_path", "params")  # CustomArgParser's own options
 
 
