@@ -28,8 +28,7 @@ from typing import Any, Iterator, Optional
 import yaml
 from tqdm import tqdm
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.utils.logger.logging_utils import getlogger
+from glue_support.marlin import getlogger
 
 import data
 from glue_support import scoreboard

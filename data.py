@@ -24,9 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.core.data_interface import DataInterface, DataProcessor
-from pymarlin.utils.logger.logging_utils import getlogger
+from glue_support.marlin import DataInterface, DataProcessor, getlogger
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 

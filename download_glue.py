@@ -40,8 +40,7 @@ from typing import Optional, Union
 
 from tqdm import tqdm
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.utils.logger.logging_utils import getlogger
+from glue_support.marlin import getlogger
 
 from glue_support.atomic_write import FILE_MODE
 from glue_support.strict_config import ConfigError, parse_config

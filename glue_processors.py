@@ -14,9 +14,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.core.data_interface import DataProcessor
-from pymarlin.utils.logger.logging_utils import getlogger
+from glue_support.marlin import DataProcessor, getlogger
 
 logger = getlogger(__name__)
 

@@ -30,15 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.core.module_interface import ModuleInterface
-from pymarlin.core.trainer import Trainer, TrainerArguments
-from pymarlin.core.trainer_backend import TrainerBackend, build_trainer_backend
-from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointerArguments
-from pymarlin.utils.distributed import DistributedTrainingArguments, rank_zero_only
-from pymarlin.utils.logger.logging_utils import getlogger
-from pymarlin.utils.stats import StatInitArguments, global_stats
-from pymarlin.utils.writer.base import WriterInitArguments
+from glue_support.marlin import (
+    build_trainer_backend, Checkpoint, DefaultCheckpointerArguments, DistributedTrainingArguments, getlogger,
+    global_stats, ModuleInterface, rank_zero_only, StatInitArguments, Trainer, TrainerArguments, TrainerBackend,
+    WriterInitArguments,
+)
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup

@@ -22,9 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.utils.checkpointer.checkpoint_utils import Checkpoint, DefaultCheckpointer
-from pymarlin.utils.logger.logging_utils import getlogger
+from glue_support.marlin import Checkpoint, DefaultCheckpointer, getlogger
 
 from glue_support.atomic_write import atomic_path
 

@@ -10,9 +10,7 @@ import os
 import re
 from typing import Any
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.utils.logger.logging_utils import getlogger
-from pymarlin.utils.writer.base import Writer
+from glue_support.marlin import getlogger, Writer
 
 logger = getlogger(__name__)
 

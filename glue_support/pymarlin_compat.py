@@ -1,9 +1,11 @@
 """Make pymarlin 0.3.6 (the last release, 2022) import and train on Python 3.11 + torch 2.x.
 
-Import this module before anything from ``pymarlin``; every script of this project does
-(``import pymarlin_compat`` is its first project import). Each fix is one function, applied once by
-``apply()`` at import time, and each has a test in ``tests/test_pymarlin_compat.py`` that fails without
-it. No other file patches pymarlin, and nothing in site-packages is edited.
+Project code never imports ``pymarlin`` itself: it takes pymarlin's names from ``glue_support.marlin``, which
+loads them through ``load()`` here, so every fix is in place before pymarlin's own code runs, whatever the import
+order. Each fix is one function, applied at most once, and each has a test in ``tests/test_pymarlin_compat.py``
+that fails without it. No other file patches pymarlin, and nothing in site-packages is edited. The config parser
+and the logger load on their own, with the fixes that concern them, without importing torch: pymarlin's package
+``__init__`` imports its trainer (and torch), which a command that only parses options should not pay for.
 
 What breaks and why (measured; see the notes in the project's shared folder):
 
@@ -164,7 +166,7 @@ def single_log_lines() -> None:
         return logger
 
     for module in list(sys.modules.values()):
-        if getattr(module, "getlogger", None) is original:
+        if vars(module).get("getlogger") is original:  # vars: no module __getattr__ runs
             module.getlogger = getlogger
     for name, logger in logging.root.manager.loggerDict.items():
         if name.startswith("pymarlin") and isinstance(logger, logging.Logger):
@@ -241,13 +243,28 @@ FIXES: dict[str, Callable[[], None]] = {
     "ddp_on_cpu": ddp_on_cpu,
     "torch_amp": torch_amp,
 }
+# pymarlin modules that load without the package (and torch), and the fixes that concern them
+LIGHT_MODULES = ("pymarlin.utils.config_parser.custom_arg_parser", "pymarlin.utils.logger.logging_utils")
+LIGHT_FIXES = ("single_log_lines", "typed_null_overrides", "list_overrides_without_eval")
+_applied: set[str] = set()
 
 
-def apply(skip: tuple[str, ...] = ()) -> None:
-    """Apply every fix not named in ``skip``, then import pymarlin itself."""
-    for name, fix in FIXES.items():
-        if name not in skip:
-            fix()
+def _skipped() -> tuple[str, ...]:
+    """MARLIN_GLUE_COMPAT_SKIP=fix1,fix2 leaves fixes out: to see a failure again, or to check whether a future
+    pymarlin still needs a fix. The tests use it to prove that each one is needed."""
+    return tuple(filter(None, os.environ.get("MARLIN_GLUE_COMPAT_SKIP", "").split(",")))
+
+
+def _apply_fixes(names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in _applied and name not in _skipped():
+            FIXES[name]()
+            _applied.add(name)
+
+
+def apply() -> None:
+    """Apply every fix (each once; those in MARLIN_GLUE_COMPAT_SKIP left out), then import pymarlin itself."""
+    _apply_fixes(tuple(FIXES))
     importlib.import_module("pymarlin")
     # Submodules imported before the real package exists are not yet attributes of their parents.
     for name in sorted(module for module in sys.modules if module.startswith("pymarlin.")):
@@ -256,6 +273,11 @@ def apply(skip: tuple[str, ...] = ()) -> None:
             setattr(sys.modules[parent], child, sys.modules[name])
 
 
-# MARLIN_GLUE_COMPAT_SKIP=fix1,fix2 leaves fixes out: to see a failure again, or to check whether a
-# future pymarlin still needs a fix. The tests use it to prove that each one is needed.
-apply(skip=tuple(filter(None, os.environ.get("MARLIN_GLUE_COMPAT_SKIP", "").split(","))))
+def load(name: str) -> types.ModuleType:
+    """The pymarlin module ``name``, fixed. A light module (the config parser, the logger) loads alone while the
+    rest of pymarlin has not been needed; any other module first applies every fix and imports the package."""
+    if name in LIGHT_MODULES and "pymarlin" not in sys.modules:
+        _apply_fixes(LIGHT_FIXES)
+        return _import(name)
+    apply()
+    return importlib.import_module(name)

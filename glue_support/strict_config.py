@@ -15,8 +15,7 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from glue_support import pymarlin_compat  # noqa: F401  (must precede every pymarlin import)
-from pymarlin.utils.config_parser.custom_arg_parser import CustomArgParser
+from glue_support.marlin import CustomArgParser
 
 from glue_support.atomic_write import atomic_path
 

@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 sys.path.insert(0, str(ROOT))
 
-from glue_support import pymarlin_compat  # noqa: E402,F401  (before anything imports pymarlin)
 
 
 def config_defaults(group: str, **overrides) -> dict:

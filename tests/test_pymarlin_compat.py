@@ -19,11 +19,11 @@ def run(code: str, skip: str = "", *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-IMPORT_TRAINER = "from glue_support import pymarlin_compat; from pymarlin.core.trainer import Trainer, TrainerArguments; print('ok')"
-PARSE = ("import sys; from glue_support import pymarlin_compat; from pymarlin import CustomArgParser; "
+IMPORT_TRAINER = "from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin.core.trainer import Trainer, TrainerArguments; print('ok')"
+PARSE = ("import sys; from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin import CustomArgParser; "
          "c = CustomArgParser(default_yamlfile='config.yaml').parse(); "
          "print(repr(c['trainer']['max_train_steps_per_epoch']), repr(c['trainer']['writers']))")
-STDOUT_WRITER = ("from glue_support import pymarlin_compat; from pymarlin.utils.writer import build_writer, WriterInitArguments; "
+STDOUT_WRITER = ("from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin.utils.writer import build_writer, WriterInitArguments; "
                  "build_writer('stdout', WriterInitArguments()).log_scalar('probe/metric', 0.5, 7)")
 
 
@@ -52,7 +52,7 @@ def test_list_overrides_are_not_evaluated():
         "['stdout', 'tensorboard']")
 
 
-DDP_ON_CPU = ("import sys, torch; from glue_support import pymarlin_compat; "
+DDP_ON_CPU = ("import sys, torch; from glue_support import pymarlin_compat; pymarlin_compat.apply(); "
               "from pymarlin.core.trainer_backend import TrainerBackendArguments, build_trainer_backend; "
               "from pymarlin.utils.distributed import DistributedTrainingArguments; "
               "ranks = DistributedTrainingArguments(backend='gloo', init_method='file://' + sys.argv[1]); "
@@ -72,6 +72,7 @@ def test_ddp_backend_runs_on_cpu_with_gloo(tmp_path):
 AMP_BACKEND = """
 import sys, torch, warnings
 from glue_support import pymarlin_compat
+pymarlin_compat.apply()
 warnings.simplefilter("error", FutureWarning)
 from pymarlin.core.module_interface import Stage
 from pymarlin.core.trainer_backend import SingleProcessAmp, TrainerBackendArguments
