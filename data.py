@@ -10,6 +10,11 @@ appears under its final name only once it is complete.
 """
 from __future__ import annotations
 
+from glue_support.strict_config import answer_help
+
+if __name__ == "__main__":
+    answer_help(groups=("dmod", "dproc"))  # first: the imports below load torch and transformers (seconds)
+
 import hashlib
 import itertools
 import json

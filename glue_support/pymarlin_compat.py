@@ -22,18 +22,25 @@ What breaks and why (measured; see the notes in the project's shared folder):
 4. Every pymarlin logger gets the same console handler *and* propagates to its parent, which has it too, so
    each metric line printed twice. Loggers made by pymarlin's ``getlogger`` no longer propagate.
 5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, and the command
-   line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``) or as
-   comma-separated words (``stdout,tensorboard``). (An empty list default still cannot be overridden:
+   line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``, which also
+   reads pymarlin's ``['stdout', 'tensorboard']``), as comma-separated words (``stdout,tensorboard``), or in
+   pymarlin's dash form (``stdout-tensorboard``). (An empty list default still cannot be overridden:
    config.yaml has none.)
 6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
    wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
-   device is left alone and ``device_ids`` is None. It also hard-codes ``find_unused_parameters=True``, a
-   warning and an extra pass over the graph every step; it is now an attribute, off by default (BERT-like
-   classifiers use every parameter; train.py sets it from ``dist.find_unused_parameters``).
+   device is left alone and ``device_ids`` is None. pymarlin's ``find_unused_parameters=True`` becomes an
+   attribute with that default, so a caller can turn it off (train.py sets it from ``dist.find_unused_parameters``:
+   BERT-like classifiers use every parameter, and the search costs a pass over the graph every step).
 7. The AMP backends (``sp-amp``, ``ddp-amp``) use ``torch.cuda.amp``, deprecated in torch 2 (a FutureWarning
-   every step), fp16 only, and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale).
-   They now use ``torch.amp`` on the run's device with ``amp_dtype`` (float16 with a GradScaler, or bfloat16,
-   which needs none), and the scaler's state is part of the backend's checkpointed state.
+   every step), and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale). They now use
+   ``torch.amp`` on the run's device, in ``amp_dtype`` (float16 by default, as pymarlin; bfloat16 needs no
+   scaler), and the scaler's state is part of the backend's checkpointed state.
+
+Where pymarlin's documented behaviour differs after these fixes (everything else is pymarlin's own):
+- a value given for a key whose default is ``null`` is a YAML scalar, not always text (its docstring says "null
+  is inferred implicitly as str"): ``--x 123`` gives 123 where pymarlin gave ``'123'``; text stays text;
+- a list value is never ``eval``-ed: Python expressions other than list literals (``range(3)``) are refused;
+- the AMP backends' state (``get_state``) holds one more key, ``scaler``; a state without it still loads.
 """
 from __future__ import annotations
 
@@ -138,15 +145,21 @@ def typed_null_overrides() -> None:
     parser_class._add_known_arguments_to_parser = add_known_argument
 
 
+def _is_dashed(text: str) -> bool:
+    """pymarlin's ``a-b-c`` list form: a dash between items, where the text is not one number (``-1``, ``2.0e-5``)."""
+    return "-" in text.strip("-") and not isinstance(_yaml_scalar(text), (int, float))
+
+
 def list_overrides_without_eval() -> None:
-    """Fix 5: a list value is read as a YAML list (``[a, b]``) or comma-separated words (``a,b``), not ``eval``-ed."""
+    """Fix 5: a list value is read as YAML (``[a, b]``), comma-separated (``a,b``) or dashed (``a-b``), never ``eval``-ed."""
     parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
 
     def read_list(self: Any, text: Any, eval_type: type = float) -> list[Any]:
         if not isinstance(text, str):
             return list(text)
+        separator = "," if "," in text or not _is_dashed(text) else "-"  # pymarlin's own form: a-b-c
         items = yaml.safe_load(text) if text.strip().startswith("[") else [
-            item.strip() for item in text.split(",") if item.strip()]
+            item.strip() for item in text.split(separator) if item.strip()]
         if not isinstance(items, list):
             raise ValueError(f"expected a list such as [a, b] or a,b; got {text!r}")
         return [eval_type(item) for item in items]
@@ -174,7 +187,7 @@ def single_log_lines() -> None:
 
 
 def ddp_on_cpu() -> None:
-    """Fix 6: pymarlin's DDP backend on CPU (gloo), and without ``find_unused_parameters``."""
+    """Fix 6: pymarlin's DDP backend on CPU (gloo), with ``find_unused_parameters`` an attribute."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -197,7 +210,7 @@ def ddp_on_cpu() -> None:
             args.model, device_ids=[args.device] if on_gpu else None, output_device=args.device if on_gpu else None,
             find_unused_parameters=self.find_unused_parameters)
 
-    backends.DDPTrainerBackend.find_unused_parameters = False
+    backends.DDPTrainerBackend.find_unused_parameters = True  # pymarlin's own choice; train.py turns it off
     backends.DDPTrainerBackend.setup_distributed_env = setup_distributed_env
     backends.DDPTrainerBackend.init = init
 

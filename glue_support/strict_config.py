@@ -11,6 +11,7 @@ import difflib
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 import yaml
@@ -90,13 +91,114 @@ def expand_params(argv: list[str]) -> list[str]:
     return argv[:position] + argv[position + 2:] + expanded
 
 
-def usage(config: dict[str, Any], path: str = CONFIG_PATH) -> str:
-    """``--help``: every option with its default, as the config file has them."""
-    lines = [f"Options (defaults from {path}; write --group.key value):"]
-    for key in config_keys(config):
-        group, _, name = key.partition(".")
-        lines.append(f"  --{key} {cli_value(config[group][name]) if name else ''}")
+@dataclass
+class OptionHelp:
+    """One key of a config file as ``--help`` shows it: its default as written there, and its comment."""
+
+    key: str
+    default: str
+    meaning: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupHelp:
+    """One group of a config file: the comment above it, and its keys in the file's order."""
+
+    name: str
+    about: list[str] = field(default_factory=list)
+    options: list[OptionHelp] = field(default_factory=list)
+    inline: bool = False  # written on one line (``rte: {epochs: 5, ...}``): its keys are explained above the groups
+
+
+def _split_comment(text: str) -> tuple[str, str]:
+    """``value  # comment`` -> (``value``, ``comment``); a ``#`` inside quotes or inside a word is not a comment."""
+    quote = None
+    for position, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (position == 0 or text[position - 1].isspace()):
+            return text[:position].rstrip(), text[position + 1:].strip()
+    return text.rstrip(), ""
+
+
+def documented_options(path: str) -> list[GroupHelp]:
+    """The groups and keys of a config file with their comments, in the file's order. The comment lines right
+    above a group describe it; a key's meaning is the comment on its line and the indented comment lines under
+    it. A group written on one line (``rte: {epochs: 5, ...}  # comment``) gets that line's comment. The comments
+    are the one place options are explained: ``--help`` reads them instead of repeating them."""
+    with open(path, encoding="utf-8") as stream:
+        lines = stream.read().splitlines()
+    groups: list[GroupHelp] = []
+    above: list[str] = []
+    for line in lines:
+        text = line.strip()
+        indented = line[:1].isspace()
+        if not text:
+            above = []
+        elif text.startswith("#"):
+            comment = text.lstrip("#").strip()
+            if indented and groups and groups[-1].options:
+                groups[-1].options[-1].meaning.append(comment)
+            elif not indented:
+                above.append(comment)
+        elif not indented:
+            name, _, rest = text.partition(":")
+            value, comment = _split_comment(rest.strip())
+            group = GroupHelp(name, above + ([comment] if comment else []), inline=bool(value))
+            if value:  # a flow mapping on the group's line
+                group.options = [OptionHelp(f"{name}.{key}", cli_value(default))
+                                 for key, default in yaml.safe_load(value).items()]
+            groups.append(group)
+            above = []
+        elif groups:
+            key, _, rest = text.partition(":")
+            value, comment = _split_comment(rest.strip())
+            groups[-1].options.append(OptionHelp(f"{groups[-1].name}.{key}", value, [comment] if comment else []))
+    return groups
+
+
+def usage(path: str, groups: Optional[tuple[str, ...]] = None, short_group: Optional[str] = None) -> str:
+    """``--help``: the options of ``groups`` (all groups when None), each with its default and its meaning from
+    the config file's comments, grouped as in the file."""
+    found = documented_options(path)
+    shown = [group for group in found if groups is None or group.name in groups]
+    width = min(36, max(len(f"--{option.key} {option.default}") for group in shown for option in group.options))
+    lines = [f"Options, with their defaults from {path} (write --group.key value; "
+             "values take the type of their default):"]
+    if short_group:
+        lines.append(f"the keys of {short_group} may also be written without it: --{shown[0].options[0].key} "
+                     f"is --{shown[0].options[0].key.partition('.')[2]}")
+    for group in shown:
+        lines += ["", f"{group.name}:" + "".join(f"\n  {about}" for about in group.about)]
+        if group.inline:
+            lines.append(f"  --{group.name}.<key>: " + ", ".join(
+                f"{option.key.partition('.')[2]} {option.default}" for option in group.options))
+            continue
+        for option in group.options:
+            head = f"  --{option.key} {option.default}"
+            meaning = option.meaning or [""]
+            if len(head) > width + 2:
+                lines += [head] + [f"{'':{width + 4}}{text}" for text in meaning if text]
+            else:
+                lines += [f"{head:{width + 4}}{meaning[0]}".rstrip()] + [f"{'':{width + 4}}{text}"
+                                                                     for text in meaning[1:]]
+    others = [group.name for group in found if group not in shown]
+    if others:
+        lines += ["", f"(The other groups of {os.path.basename(path)}, {', '.join(others)}, are for other scripts.)"]
     return "\n".join(lines)
+
+
+def answer_help(path: str = CONFIG_PATH, groups: Optional[tuple[str, ...]] = None,
+                short_group: Optional[str] = None) -> None:
+    """With ``--help`` or ``-h`` on the command line, print ``usage`` and exit 0. Scripts call this before their
+    heavy imports (torch, transformers), so asking for help takes a fraction of a second."""
+    argv = sys.argv[1:]
+    if "--help" in argv or "-h" in argv:
+        path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else path
+        print(usage(path, groups, short_group))
+        raise SystemExit(0)
 
 
 def check_command_line(argv: list[str], config: dict[str, Any], short_group: Optional[str] = None) -> None:
@@ -153,7 +255,7 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     except (FileNotFoundError, IsADirectoryError):
         raise ConfigError(f"{path}: no such config file") from None
     if "--help" in argv or "-h" in argv:
-        print(usage(defaults, path))
+        print(usage(path, short_group=short_group))
         raise SystemExit(0)
     argv = expand_short_names(argv, defaults, short_group)
     check_command_line(argv, defaults, short_group)

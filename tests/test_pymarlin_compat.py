@@ -3,6 +3,7 @@ comes back, and with every fix applied the same code works. Each check runs in a
 the fixes act at import time."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -109,3 +110,72 @@ def test_each_metric_line_prints_once():
                                             ("true", True), ("some/path", "some/path")])
 def test_null_default_values_are_read_as_yaml_scalars(text, expected):
     assert pymarlin_compat._yaml_scalar(text) == expected
+
+
+PYMARLIN_FORMS = """
+import sys
+from glue_support.marlin import CustomArgParser
+print(repr(CustomArgParser(default_yamlfile=sys.argv[1]).parse()["test"]))
+"""
+
+
+@pytest.mark.parametrize("args, expected", [
+    # pymarlin's own test of its parser (tests/utils/test_config_parser.py in its repository)
+    (["--test.test_true", "t", "--test.test_false", "false", "--test.test_str", "this is a test str."],
+     {"test_true": True, "test_false": False, "test_str": "this is a test str."}),
+    (["--test.test_list_str", "['a', 'b']"], {"test_list_str": ["a", "b"]}),  # a Python list literal
+    (["--test.test_list_int", "1-2-3"], {"test_list_int": [1, 2, 3]}),  # pymarlin's dash form
+    (["--test.test_list_str", "a-b"], {"test_list_str": ["a", "b"]}),
+    (["--test.test_list_float", "[0.5, 2]"], {"test_list_float": [0.5, 2.0]}),
+    (["--test.test_list_float", "-1.5"], {"test_list_float": [-1.5]}),  # one negative number, not a dash list
+])
+def test_pymarlins_documented_forms_still_parse(tmp_path, args, expected):
+    """The compat fixes change only what is broken: the forms pymarlin documents and tests keep working."""
+    config = tmp_path / "config.yaml"
+    config.write_text("test:\n  test_float: -1.0\n  test_list_float: [-1.0, -1.0]\n  test_list_int: [-1, -1]\n"
+                      "  test_list_str: ['this', 'is']\n  test_str: null\n  test_true: False\n  test_false: True\n")
+    parsed = ast.literal_eval(run(PYMARLIN_FORMS, "", str(config), *args).stdout)
+    assert {key: parsed[key] for key in expected} == expected
+
+
+def test_an_invalid_boolean_still_stops_the_parser(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("test:\n  test_true: False\n")
+    failed = run(PYMARLIN_FORMS, "", str(config), "--test.test_true", "fl")
+    assert failed.returncode != 0 and "Boolean value expected" in failed.stderr
+
+
+def test_ddp_keeps_pymarlins_find_unused_parameters_default():
+    code = ("from glue_support.marlin import build_trainer_backend; "
+            "print(build_trainer_backend('ddp').find_unused_parameters)")
+    assert run(code).stdout.strip() == "True"
+
+
+def test_project_code_imports_pymarlin_only_through_the_gateway():
+    """glue_support.marlin applies the fixes before pymarlin's first line runs; a direct ``import pymarlin``
+    elsewhere could run first and fail (fix 2), depending on import order."""
+    direct = []
+    for path in ROOT.rglob("*.py"):
+        if {".venv", "tests"} & set(path.relative_to(ROOT).parts) or path.name == "pymarlin_compat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            direct += [f"{path.relative_to(ROOT)}: {name}" for name in names if name.split(".")[0] == "pymarlin"]
+    assert not direct
+
+
+@pytest.mark.parametrize("modules", [
+    "train, data", "data, train", "glue_support.checkpoints, train", "glue_support.strict_config, data, train",
+    "glue_support.mlflow_writer, glue_processors, train",
+])
+def test_any_import_order_trains(modules):
+    code = (f"import {modules}; from glue_support.marlin import Trainer, TrainerArguments; "
+            "print(Trainer.__module__, TrainerArguments().checkpointer_args.__hash__ is not None)")
+    assert run(code).stdout.split() == ["pymarlin.core.trainer", "True"]
+
+
+def test_the_config_parser_and_the_logger_load_without_torch():
+    code = ("import sys; from glue_support.marlin import CustomArgParser, getlogger; "
+            "print('torch' in sys.modules, 'pymarlin.core.trainer' in sys.modules)")
+    assert run(code).stdout.split() == ["False", "False"]

@@ -86,10 +86,49 @@ def test_params_values_are_typed_like_the_command_line(argv):
     assert config["trainer"]["disable_tqdm"] is True
 
 
-def test_help_lists_every_option_with_its_default(argv, capsys):
+def test_help_lists_every_option_with_its_default_and_meaning(argv, capsys):
     argv("--help")
     with pytest.raises(SystemExit) as stop:
         strict_config.parse_config()
     assert stop.value.code == 0
-    printed = capsys.readouterr().out
-    assert "  --tmod.max_lr 5.0e-05" in printed and "  --trainer.writers [stdout, tensorboard]" in printed
+    lines = capsys.readouterr().out.splitlines()
+    max_lr = next(line for line in lines if line.startswith("  --tmod.max_lr "))
+    assert "5.0e-5" in max_lr and "peak learning rate of AdamW" in max_lr
+    writers = lines.index(next(line for line in lines if line.startswith("  --trainer.writers ")))
+    assert "[stdout, tensorboard]" in lines[writers] and "also mlflow" in lines[writers + 1]  # a long default: meaning below
+    # a comment under a key continues its meaning; the comment above a group describes it
+    workers = lines.index(next(line for line in lines if line.startswith("  --dproc.workers ")))
+    assert "N > 1: N single-threaded processes" in lines[workers + 1]
+    assert lines[lines.index("dproc:") + 1] == "  data.py: how examples become features"
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "benchmark.yaml"])
+def test_every_option_has_a_meaning_in_its_config_file(config):
+    """--help takes each option's meaning from the comments: a key without one would show a bare default."""
+    groups = strict_config.documented_options(str(ROOT / config))
+    assert {group.name for group in groups} == set(yaml.safe_load((ROOT / config).read_text()))
+    for group in groups:
+        if group.inline:  # rte: {epochs: 5, ...}: the keys are explained once, above the first such group
+            explained = " ".join(about for other in groups if other.inline for about in other.about)
+            assert all(f"{option.key.partition('.')[2]}:" in explained for option in group.options), group.name
+        else:
+            assert all(option.meaning for option in group.options), [o.key for o in group.options if not o.meaning]
+
+
+def test_a_hash_inside_quotes_or_a_word_is_not_a_comment():
+    assert strict_config._split_comment("'a # b'  # real") == ("'a # b'", "real")
+    assert strict_config._split_comment("x#y") == ("x#y", "")
+
+
+@pytest.mark.parametrize("script, groups", [
+    ("data.py", ["dmod:", "dproc:"]), ("train.py", ["tmod:", "trainer:", "ckpt:"]),
+    ("benchmark.py", ["bench:", "rte:"]), ("download_glue.py", ["download:"]), ("aml_submit.py", ["aml:"]),
+])
+def test_every_script_answers_help_without_importing_torch(script, groups):
+    """--help of every script is cheap: no torch, no transformers (each takes seconds to import)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", script, "--help"], cwd=ROOT, env=python_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = {line.rpartition("|")[2].strip() for line in done.stderr.splitlines()}
+    assert not imported & {"torch", "transformers"}
+    assert all(group in done.stdout.splitlines() for group in groups)
