@@ -26,7 +26,10 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
-from glue_support.strict_config import CONFIG_PATH, ConfigError, cli_value, parse_config, require_path
+from glue_support.strict_config import CONFIG_PATH, ConfigError, answer_help, cli_value, parse_config, require_path
+
+if __name__ == "__main__":
+    answer_help()  # before the Azure ML SDK loads (seconds), and even where it is not installed
 
 try:
     from azure.ai.ml import Input, Output, PyTorchDistribution, command, dsl
@@ -102,7 +105,7 @@ def task_files(task: str) -> tuple[TaskSpec, list[str]]:
         raise ConfigError(f"--dproc.task: {error}") from None
     if "train" not in spec.set_types:
         raise ConfigError(f"--dproc.task {spec.name} has no train.tsv: an Azure ML job fine-tunes on one")
-    return spec, ["train", *(name for name in spec.set_types if name != "train" and name not in spec.test_set_types)]
+    return spec, ["train", *spec.dev_set_types]
 
 
 def job_command(config: dict[str, Any], defaults: dict[str, Any], spec: TaskSpec, set_types: list[str]) -> str:

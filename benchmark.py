@@ -63,19 +63,13 @@ class BenchmarkArguments:
 
 @dataclass
 class TaskSettings:
-    """One task's group in benchmark.yaml (``rte``, ``stsb``, ...)."""
+    """One task's group in benchmark.yaml, named by the task's ``hf_name`` (``rte``, ``stsb``, ...)."""
 
     epochs: int
     max_lr: float
     batch_size: int
     max_seq_len: int
     seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
-
-
-def settings_group(task: str) -> str:
-    """The task's group in benchmark.yaml: Hugging Face's ``glue`` name (``STS-B`` -> ``stsb``), which the command
-    line can address (``--stsb.epochs 5``; a dash would not survive argparse)."""
-    return task.lower().replace("-", "")
 
 
 @dataclass
@@ -105,11 +99,6 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/"))[-80:]
 
 
-def dev_set_types(spec: TaskSpec) -> tuple[str, ...]:
-    """The labeled validation files: ``dev`` (MNLI: ``dev_matched`` and ``dev_mismatched``)."""
-    return tuple(name for name in spec.set_types if name != "train" and name not in spec.test_set_types)
-
-
 def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
     """The tasks named in ``bench.tasks``; with ``check_files``, each with its train and dev files present in
     ``bench.data_dir``."""
@@ -121,7 +110,7 @@ def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
             raise ConfigError(f"--bench.tasks: {error}") from None
         if spec.labeled is None:
             raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
-        for set_type in ("train", *dev_set_types(spec)) if check_files else ():
+        for set_type in ("train", *spec.dev_set_types) if check_files else ():
             path = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
             if not os.path.exists(path):
                 raise ConfigError(f"{path}: no such file; get the GLUE files with "
@@ -137,7 +126,7 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
     runs = []
     for number in range(args.seeds):
         for spec in specs:
-            settings = TaskSettings(**config[settings_group(spec.name)])
+            settings = TaskSettings(**config[spec.hf_name])
             if settings.seeds and number >= settings.seeds:
                 continue
             seed = args.first_seed + number
@@ -153,7 +142,7 @@ def build_features(args: BenchmarkArguments, run: Run) -> None:
     (data.featurize writes each file under a temporary name first, so a file present is complete)."""
     timings_path = os.path.join(run.features, "featurize_seconds.json")
     timings = scoreboard.read_json(timings_path) or {}
-    for set_type in ("train", *dev_set_types(run.spec)):
+    for set_type in ("train", *run.spec.dev_set_types):
         folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
         if reusable(os.path.join(folder, f"{set_type}.tsv"), args.model, run.settings.max_seq_len):
             continue
@@ -285,7 +274,7 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
         defaults = yaml.safe_load(stream)
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
                 "bench.report_only")
-    groups = ("bench", *(settings_group(spec.name) for spec in specs))
+    groups = ("bench", *(spec.hf_name for spec in specs))
     step_options = aml_submit.overrides(config, defaults, groups, skip=per_step)
     report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
     runs = [aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
@@ -320,7 +309,7 @@ def main() -> None:
             build_features(args, run)
             record = train(args, run, record)
             result = scoreboard.run_score(run.folder, run.spec.name)
-            logger.info(f"{run.name}: {scoreboard.primary_metric(run.spec.name)} {result:.4f} "
+            logger.info(f"{run.name}: {run.spec.metric_label} {result:.4f} "
                         f"({record['wall_s']:.0f} s)")
             scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)
     paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)

@@ -6,11 +6,11 @@ The options are the ``download`` group of config.yaml: ``--tasks``, ``--data_dir
 ``--timeout`` and ``--checksums`` (the GLUE authors' ``download_glue_data.py`` names for the first two), also
 accepted in the long form every script takes, ``--download.tasks``.
 
-Sources are the ones the GLUE authors publish (the URLs of ``download_glue_data.py``): one zip per task under
-``https://dl.fbaipublicfiles.com/glue/data/``, the diagnostic set as ``AX.tsv``, and MRPC built from the
-Microsoft Research Paraphrase Corpus files (SentEval's copy) with GLUE's own dev ids, exactly as that script
-builds it. ``--download.base_url URL`` fetches every file from ``URL/<its official file name>`` instead (a
-mirror, or a local test server).
+Sources are the ones the GLUE authors publish (the URLs of ``download_glue_data.py``), each task's ``download``
+in the task table (``glue_processors.TASKS``): one zip per task under ``https://dl.fbaipublicfiles.com/glue/data/``,
+the diagnostic set as ``AX.tsv``, and MRPC built from the Microsoft Research Paraphrase Corpus files (SentEval's
+copy) with GLUE's own dev ids, exactly as that script builds it. ``--download.base_url URL`` fetches every file
+from ``URL/<its official file name>`` instead (a mirror, or a local test server).
 
 Each task is downloaded to a temporary file in ``data_dir``, checked (the byte count the server announced, the
 zip's integrity and the expected file names), extracted to a temporary folder, checked against the SHA-256
@@ -42,49 +42,15 @@ from tqdm import tqdm
 
 from glue_support.marlin import getlogger
 
+from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.atomic_write import FILE_MODE
-from glue_support.strict_config import ConfigError, parse_config
+from glue_support.strict_config import ConfigError, answer_help, parse_config
 
 logger = getlogger(__name__)
 
-GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
-SENTEVAL_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
 CHECKSUMS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "glue_checksums.json")
 CHUNK = 1 << 20
 MRPC_TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where one task's files come from and what the download must hold."""
-
-    task: str
-    folder: str  # under data_dir
-    kind: str  # "zip": one archive; "tsv": one file, saved as files[0]; "mrpc": built from the MSR corpus
-    downloads: tuple[tuple[str, str], ...]  # (official file name, official folder URL)
-    files: tuple[str, ...]  # the files checked (and checksummed) in <data_dir>/<folder>/
-
-
-def _zip(task: str, archive: str, *stems: str) -> Source:
-    files = tuple(f"{stem}.tsv" for stem in stems or ("train", "dev", "test"))
-    return Source(task, task, "zip", ((archive, GLUE_URL),), files)
-
-
-SOURCES: dict[str, Source] = {source.task: source for source in (
-    _zip("CoLA", "CoLA.zip"),
-    _zip("SST-2", "SST-2.zip"),
-    Source("MRPC", "MRPC", "mrpc", (("msr_paraphrase_train.txt", SENTEVAL_URL), ("msr_paraphrase_test.txt", SENTEVAL_URL),
-                                    ("mrpc_dev_ids.tsv", GLUE_URL)), ("train.tsv", "dev.tsv", "test.tsv")),
-    _zip("STS-B", "STS-B.zip"),
-    _zip("QQP", "QQP-clean.zip"),
-    _zip("MNLI", "MNLI.zip", "train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
-    _zip("QNLI", "QNLIv2.zip"),
-    _zip("RTE", "RTE.zip"),
-    _zip("WNLI", "WNLI.zip"),
-    Source("AX", "diagnostic", "tsv", (("AX.tsv", GLUE_URL),), ("diagnostic.tsv",)),
-)}
-# download_glue_data.py's names for the same tasks
-ALIASES = {"sst": "SST-2", "sts": "STS-B", "diagnostic": "AX", **{task.lower(): task for task in SOURCES}}
 
 
 class DownloadError(Exception):
@@ -107,21 +73,24 @@ class TaskResult:
 
 
 def resolve_tasks(tasks: Union[str, list[str], tuple[str, ...]]) -> list[str]:
-    """``"RTE,MRPC"``, ``"all"`` or a list of names (any case; download_glue_data.py's SST, STS and diagnostic
-    too) as the table's task names, in order, each once."""
+    """``"RTE,MRPC"``, ``"all"`` or a list of names (any case; a task's aliases, download_glue_data.py's SST, STS
+    and diagnostic, too) as the table's task names, in order, each once."""
     names = [name.strip() for name in (tasks.split(",") if isinstance(tasks, str) else tasks) if name.strip()]
+    known = ", ".join(spec.name for spec in TASKS.values())
     if not names:
-        raise ConfigError(f"--download.tasks is empty: give some of {', '.join(SOURCES)}, or all")
+        raise ConfigError(f"--download.tasks is empty: give some of {known}, or all")
+    # read from the table when called: a row added to TASKS is downloadable by its name and aliases
+    by_name = {alias: spec.name for spec in TASKS.values() for alias in (spec.name.lower(), *spec.aliases)}
     resolved: list[str] = []
     for name in names:
         if name.lower() == "all":
-            chosen = list(SOURCES)
-        elif name.lower() in ALIASES:
-            chosen = [ALIASES[name.lower()]]
+            chosen = [spec.name for spec in TASKS.values()]
+        elif name.lower() in by_name:
+            chosen = [by_name[name.lower()]]
         else:
-            close = difflib.get_close_matches(name.lower(), list(ALIASES), n=1, cutoff=0.6)
-            hint = f"; did you mean {ALIASES[close[0]]}?" if close else ""
-            raise ConfigError(f"--download.tasks: unknown task {name!r}{hint} (known: {', '.join(SOURCES)}, all)")
+            close = difflib.get_close_matches(name.lower(), list(by_name), n=1, cutoff=0.6)
+            hint = f"; did you mean {by_name[close[0]]}?" if close else ""
+            raise ConfigError(f"--download.tasks: unknown task {name!r}{hint} (known: {known}, all)")
         resolved += [task for task in chosen if task not in resolved]
     return resolved
 
@@ -305,20 +274,21 @@ def install(staging: str, target: str) -> None:
         os.replace(source, destination)
 
 
-def download_task(source: Source, data_dir: str, base_url: str, expected: Optional[dict[str, str]],
+def download_task(spec: TaskSpec, data_dir: str, base_url: str, expected: Optional[dict[str, str]],
                   timeout: float) -> TaskResult:
     """One task: skipped if already there and verified; otherwise fetched, checked, and moved in, or nothing is
     left behind."""
+    task, source = spec.name, spec.download
     target = os.path.join(data_dir, source.folder)
-    result = TaskResult(source.task, "failed", target, checksummed=bool(expected))
+    result = TaskResult(task, "failed", target, checksummed=bool(expected))
     if all(os.path.isfile(os.path.join(target, name)) for name in source.files):
-        problems = verify(source.task, target, source.files, expected)
+        problems = verify(task, target, source.files, expected)
         if not problems:
             result.status = "present"
-            logger.info(f"{source.task}: already in {target}/, "
+            logger.info(f"{task}: already in {target}/, "
                         f"{'verified (SHA-256)' if expected else 'not checksummed'}: skipped")
             return result
-        logger.warning(f"{source.task}: the files in {target}/ fail verification ({'; '.join(problems)}): "
+        logger.warning(f"{task}: the files in {target}/ fail verification ({'; '.join(problems)}): "
                        "downloading them again")
     staging = tempfile.mkdtemp(prefix=f".{source.folder}.", suffix=".staging", dir=data_dir)
     temporaries: list[str] = []
@@ -328,25 +298,25 @@ def download_task(source: Source, data_dir: str, base_url: str, expected: Option
             handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
             os.close(handle)
             temporaries.append(temporary)
-            logger.info(f"{source.task}: downloading {url}")
+            logger.info(f"{task}: downloading {url}")
             size = fetch(url, temporary, timeout)
-            logger.info(f"{source.task}: {name}: {size} bytes")
+            logger.info(f"{task}: {name}: {size} bytes")
         if source.kind == "zip":
             extract_zip(temporaries[0], source.downloads[0][0], source.files, staging)
         elif source.kind == "mrpc":
             build_mrpc(*temporaries, staging)
         else:
             os.replace(temporaries[0], os.path.join(staging, source.files[0]))
-        result.problems = verify(source.task, staging, source.files, expected)
+        result.problems = verify(task, staging, source.files, expected)
         if result.problems:
             return result
         install(staging, target)
         result.status = "downloaded"
-        logger.info(f"{source.task}: {', '.join(source.files)} "
+        logger.info(f"{task}: {', '.join(source.files)} "
                     f"{'verified (SHA-256)' if expected else 'complete (not checksummed)'} -> {target}/")
         return result
     except DownloadError as error:
-        result.problems = [f"{source.task}: {error}"]
+        result.problems = [f"{task}: {error}"]
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -367,10 +337,11 @@ def download(tasks: Union[str, list[str]], data_dir: str, base_url: str = "",
     names = resolve_tasks(tasks)
     table = load_checksums() if checksums is None else checksums
     os.makedirs(data_dir, exist_ok=True)
-    return [download_task(SOURCES[name], data_dir, base_url, table.get(name), timeout) for name in names]
+    return [download_task(get_task(name), data_dir, base_url, table.get(name), timeout) for name in names]
 
 
 def main() -> None:
+    answer_help(groups=("download",), short_group="download")
     config = parse_config(short_group="download")["download"]
     if not config["data_dir"]:
         raise ConfigError("--download.data_dir is required: the folder to put the task folders in")

@@ -1,20 +1,26 @@
-"""GLUE task files (TSV) -> ``InputExample`` lists.
+"""The GLUE task table, and GLUE task files (TSV) -> ``InputExample`` lists.
 
-One ``GlueProcessor`` reads every task; what differs between tasks is data, not code, so each task is a
-row of ``TASKS``: where its texts and label sit in the official files, its label set (``None`` for the
-STS-B regression), and which files it has. GLUE files are tab-separated and their sentences contain
-quote characters, so lines are split on tabs with no quote handling (``csv`` would merge rows).
+What differs between tasks is data, not code, so everything the code knows about a task is one row of
+``TASKS``: where its texts and label sit in the official files, its label set (``None`` for the STS-B
+regression), which files it has, its metric and how the scoreboard heads it, its leaderboard file names, its
+Hugging Face name (benchmark.yaml's group) and where ``download_glue.py`` gets it. Every script reads the row,
+so adding a task is one edit (and its hyperparameters in benchmark.yaml). The cheap commands (downloads, the
+scoreboard, dry runs, ``--help``) read the table too, so this module loads neither torch nor pymarlin's trainer.
+
+One ``GlueProcessor`` reads every task. GLUE files are tab-separated and their sentences contain quote
+characters, so lines are split on tabs with no quote handling (``csv`` would merge rows).
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from glue_support.marlin import DataProcessor, getlogger
+from glue_metrics import accuracy, accuracy_and_f1, correlations, matthews_correlation
+from glue_support.marlin import getlogger
 
 logger = getlogger(__name__)
 
@@ -24,7 +30,6 @@ class InputExample:
     """One row of a GLUE file. ``label`` is None for test files; ``index`` is the row's own id
     (test files number their rows, and predictions must be written back in that order)."""
 
-    guid: str
     text_a: str
     text_b: Optional[str]
     label: Optional[str]
@@ -136,14 +141,39 @@ class Columns:
         return max(column + 1 if column >= 0 else -column for column in used)
 
 
+GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
+SENTEVAL_URL = "https://dl.fbaipublicfiles.com/senteval/senteval_data/"
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where ``download_glue.py`` gets one task's files (the URLs of the GLUE authors' ``download_glue_data.py``)
+    and what the download must hold."""
+
+    folder: str  # under data_dir
+    kind: str  # "zip": one archive; "tsv": one file, saved as files[0]; "mrpc": built from the MSR corpus
+    downloads: tuple[tuple[str, str], ...]  # (official file name, official folder URL)
+    files: tuple[str, ...]  # the files checked (and checksummed) in <data_dir>/<folder>/
+
+
+def _zip(folder: str, archive: str, stems: tuple[str, ...] = ("train", "dev", "test")) -> Download:
+    """A task published as one GLUE zip holding ``<folder>/<stem>.tsv`` for each of ``stems``."""
+    return Download(folder, "zip", ((archive, GLUE_URL),), tuple(f"{stem}.tsv" for stem in stems))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
-    """Everything that distinguishes one GLUE task's files."""
+    """Everything the code knows about one GLUE task: one row of ``TASKS``."""
 
     name: str
     labels: Optional[tuple[str, ...]]  # None: regression (STS-B)
     labeled: Optional[Columns]  # train and dev files
     test: Columns
+    metric: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # glue_metrics' function for the task
+    metric_label: str  # the metric(s) as the scoreboard heads them: "MCC", "F1/acc", ...
+    hf_name: str  # Hugging Face's `glue` name and benchmark.yaml's group: --stsb.epochs (a dash dies in argparse)
+    download: Download
+    aliases: tuple[str, ...] = ()  # further names download_glue.py takes (download_glue_data.py's sst, sts, ...)
     set_types: tuple[str, ...] = ("train", "dev", "test")
     test_set_types: tuple[str, ...] = ("test",)
     submissions: tuple[str, ...] = ()  # leaderboard file stem per test set type; () = the task name
@@ -152,6 +182,11 @@ class TaskSpec:
     @property
     def is_regression(self) -> bool:
         return self.labels is None
+
+    @property
+    def dev_set_types(self) -> tuple[str, ...]:
+        """The labeled validation files: ``dev`` (MNLI: ``dev_matched`` and ``dev_mismatched``; AX: none)."""
+        return tuple(name for name in self.set_types if name != "train" and name not in self.test_set_types)
 
     @property
     def trained_as(self) -> "TaskSpec":
@@ -171,6 +206,7 @@ _BINARY = ("0", "1")
 _NLI2 = ("entailment", "not_entailment")
 _NLI3 = ("contradiction", "entailment", "neutral")
 _PAIR_BY_INDEX = Columns(text_a=1, text_b=2, label=None, index=0)
+_MNLI_FILES = ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")
 
 TASKS: dict[str, TaskSpec] = {
     spec.name.lower(): spec
@@ -179,40 +215,58 @@ TASKS: dict[str, TaskSpec] = {
             "CoLA", _BINARY,
             labeled=Columns(text_a=3, text_b=None, label=1, index=None, header=False, width=4),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
+            metric=matthews_correlation, metric_label="MCC", hf_name="cola", download=_zip("CoLA", "CoLA.zip"),
         ),
         TaskSpec(
             "SST-2", _BINARY,
             labeled=Columns(text_a=0, text_b=None, label=1, index=None),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
+            metric=accuracy, metric_label="acc", hf_name="sst2", download=_zip("SST-2", "SST-2.zip"),
+            aliases=("sst",),
         ),
         TaskSpec(
             "MRPC", _BINARY,
             labeled=Columns(text_a=3, text_b=4, label=0, index=None),
             test=Columns(text_a=3, text_b=4, label=None, index=0),
+            metric=accuracy_and_f1, metric_label="F1/acc", hf_name="mrpc",
+            download=Download("MRPC", "mrpc", (("msr_paraphrase_train.txt", SENTEVAL_URL),
+                                               ("msr_paraphrase_test.txt", SENTEVAL_URL),
+                                               ("mrpc_dev_ids.tsv", GLUE_URL)), ("train.tsv", "dev.tsv", "test.tsv")),
         ),
         TaskSpec(
             "STS-B", None,
             labeled=Columns(text_a=7, text_b=8, label=-1, index=0),
             test=Columns(text_a=7, text_b=8, label=None, index=0),
+            metric=correlations, metric_label="Pearson/Spearman", hf_name="stsb", download=_zip("STS-B", "STS-B.zip"),
+            aliases=("sts",),
         ),
         TaskSpec(
             "QQP", _BINARY,
             labeled=Columns(text_a=3, text_b=4, label=5, index=0),
             test=_PAIR_BY_INDEX,
+            metric=accuracy_and_f1, metric_label="acc/F1", hf_name="qqp", download=_zip("QQP", "QQP-clean.zip"),
         ),
         TaskSpec(
             "MNLI", _NLI3,
             labeled=Columns(text_a=8, text_b=9, label=-1, index=0),
             test=Columns(text_a=8, text_b=9, label=None, index=0),
-            set_types=("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
+            metric=accuracy, metric_label="acc (m/mm)", hf_name="mnli", download=_zip("MNLI", "MNLI.zip", _MNLI_FILES),
+            set_types=_MNLI_FILES,
             test_set_types=("test_matched", "test_mismatched"),
             submissions=("MNLI-m", "MNLI-mm"),
         ),
-        TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
-        TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
-        TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX),
-        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX, set_types=("test", "diagnostic"),
-                 test_set_types=("test", "diagnostic"), submissions=("AX", "AX"), model_task="MNLI"),
+        TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
+                 metric=accuracy, metric_label="acc", hf_name="qnli", download=_zip("QNLI", "QNLIv2.zip")),
+        TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
+                 metric=accuracy, metric_label="acc", hf_name="rte", download=_zip("RTE", "RTE.zip")),
+        TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
+                 metric=accuracy, metric_label="acc", hf_name="wnli", download=_zip("WNLI", "WNLI.zip")),
+        # the diagnostic set: predicted by MNLI models, downloaded as one file into <data_dir>/diagnostic/
+        TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX,
+                 metric=matthews_correlation, metric_label="MCC", hf_name="ax",
+                 download=Download("diagnostic", "tsv", (("AX.tsv", GLUE_URL),), ("diagnostic.tsv",)),
+                 aliases=("diagnostic",), set_types=("test", "diagnostic"), test_set_types=("test", "diagnostic"),
+                 submissions=("AX", "AX"), model_task="MNLI"),
     )
 }
 
@@ -231,8 +285,9 @@ class GlueFormatError(ValueError):
 
 
 @dataclass
-class GlueProcessor(DataProcessor):
-    """Reads ``<input_dir>/<set_type>.tsv`` of one task into ``InputExample`` s (a pymarlin DataProcessor).
+class GlueProcessor:
+    """Reads ``<input_dir>/<set_type>.tsv`` of one task into ``InputExample`` s, with pymarlin's DataProcessor
+    interface but not its class (which loads torch; reading a file needs nothing of it).
 
     A row that does not fit the layout (wrong column count, unknown label, bad index) is an error naming
     file and line; with ``skip_malformed`` it is reported with its line number and left out instead (the
@@ -244,7 +299,6 @@ class GlueProcessor(DataProcessor):
     skipped: list[int] = field(default_factory=list, init=False)  # line numbers of skipped rows
 
     def __post_init__(self) -> None:
-        super().__init__()
         self.spec = get_task(self.task)
 
     def get_labels(self) -> Optional[tuple[str, ...]]:
@@ -252,6 +306,12 @@ class GlueProcessor(DataProcessor):
 
     def process(self, input_dir: str, set_type: str) -> list[InputExample]:
         return list(self.stream(input_dir, set_type))
+
+    def process_data(self, input_dir: str, set_type: str) -> list[InputExample]:
+        """``process``, then ``analyze`` (as pymarlin's DataProcessor does)."""
+        examples = self.process(input_dir, set_type)
+        self.analyze()
+        return examples
 
     def stream(self, input_dir: str, set_type: str) -> Iterator[InputExample]:
         """The examples one by one as the rows are parsed, so ``data.py`` tokenizes while it parses. The file is
@@ -314,7 +374,6 @@ class GlueProcessor(DataProcessor):
                         raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
                                               f"for {self.spec.name} {set_type}")
                     example = InputExample(
-                        guid=f"{set_type}-{number}",
                         text_a=fields[columns.text_a],
                         text_b=None if columns.text_b is None else fields[columns.text_b],
                         label=None if is_test else self._label(fields[columns.label]),

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from glue_processors import get_task  # noqa: E402
 from glue_support.atomic_write import atomic_path  # noqa: E402
 
 METRIC_NAMES = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
@@ -50,12 +51,6 @@ def run_score(folder: str, task: str) -> float:
     if results is None or results.get("task") != task:
         raise FileNotFoundError(f"{folder}: no results.json of a {task} run")
     return statistics.fmean(file_score(results[key]) for key in dev_files(results))
-
-
-def primary_metric(task: str) -> str:
-    """The metric(s) a task is scored by, as the scoreboard heads them."""
-    return {"CoLA": "MCC", "MRPC": "F1/acc", "QQP": "acc/F1", "STS-B": "Pearson/Spearman",
-            "MNLI": "acc (m/mm)"}.get(task, "acc")
 
 
 def mean_std(values: list[float]) -> dict[str, Any]:
@@ -111,7 +106,7 @@ def summarize(output_dir: str, runs_by_task: dict[str, list[dict[str, Any]]], mo
         settings = {key: value for key, value in runs[0]["record"]["settings"].items() if key not in ("task", "seed")}
         train_seconds = sum(run["record"]["wall_s"] for run in runs)
         summary["tasks"][task] = {
-            "metric": primary_metric(task), "score": mean_std(scores), "metrics": metrics,
+            "metric": get_task(task).metric_label, "score": mean_std(scores), "metrics": metrics,
             "seeds": [run["seed"] for run in runs], "settings": settings,
             "wall_s": {"featurize": featurize_seconds(output_dir, task, settings), "train": train_seconds,
                        "per_run": train_seconds / len(runs)},

@@ -18,6 +18,7 @@ import pytest
 
 import download_glue
 from conftest import FIXTURES, ROOT, python_env
+from glue_processors import TASKS
 
 SHARED_GLUE = ROOT.parent / "shared" / "glue_data"
 MSR_HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
@@ -309,14 +310,14 @@ def test_the_table_covers_the_five_reference_tasks_and_matches_the_shipped_rte()
     table_ = download_glue.load_checksums()
     assert sorted(table_) == ["CoLA", "MRPC", "RTE", "SST-2", "STS-B"]
     for task, files in table_.items():
-        assert sorted(files) == ["dev.tsv", "test.tsv", "train.tsv"] and task in download_glue.SOURCES
+        assert sorted(files) == ["dev.tsv", "test.tsv", "train.tsv"] and task.lower() in TASKS
         assert all(len(value) == 64 and int(value, 16) >= 0 for value in files.values())
     for name in ("train.tsv", "dev.tsv"):
         assert hashlib.sha256((ROOT / "RTE" / name).read_bytes()).hexdigest() == table_["RTE"][name]
 
 
 @pytest.mark.parametrize("tasks, expected", [
-    ("all", list(download_glue.SOURCES)),
+    ("all", ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI", "AX"]),
     ("RTE,MRPC", ["RTE", "MRPC"]),
     (" sst , STS,diagnostic,rte,RTE", ["SST-2", "STS-B", "AX", "RTE"]),
 ])
@@ -330,8 +331,8 @@ def test_an_unknown_task_is_refused_with_a_suggestion():
 
 
 def test_the_official_urls():
-    urls = {task: [download_glue.source_url(name, base, "") for name, base in source.downloads]
-            for task, source in download_glue.SOURCES.items()}
+    urls = {spec.name: [download_glue.source_url(name, base, "") for name, base in spec.download.downloads]
+            for spec in TASKS.values()}
     glue = "https://dl.fbaipublicfiles.com/glue/data/"
     assert urls["RTE"] == [glue + "RTE.zip"] and urls["QQP"] == [glue + "QQP-clean.zip"]
     assert urls["QNLI"] == [glue + "QNLIv2.zip"] and urls["AX"] == [glue + "AX.tsv"]

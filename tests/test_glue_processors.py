@@ -1,10 +1,18 @@
 """GlueProcessor reads the official file layouts exactly, and rejects malformed files naming file and line."""
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+import zipfile
+
 import pytest
 
-from conftest import FIXTURES, ROOT
-from glue_processors import TASKS, GlueFormatError, GlueProcessor, get_task
+import download_glue
+import glue_metrics
+from conftest import FIXTURES, ROOT, python_env
+from glue_processors import GLUE_URL, TASKS, Download, GlueFormatError, GlueProcessor, get_task
+from glue_support import scoreboard
 
 SHARED_GLUE = ROOT.parent / "shared" / "glue_data"
 
@@ -138,6 +146,52 @@ def test_the_task_table_covers_glue():
         "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI", "AX"}
     assert get_task("sts-b").is_regression and get_task("STS-B").labels is None
     assert get_task("mnli").labels == ("contradiction", "entailment", "neutral")
+
+
+@pytest.mark.parametrize("task, dev_set_types", [("RTE", ("dev",)), ("MNLI", ("dev_matched", "dev_mismatched")),
+                                                  ("AX", ())])
+def test_the_labeled_validation_files_leave_out_train_and_the_test_sets(task, dev_set_types):
+    assert get_task(task).dev_set_types == dev_set_types
+
+
+def test_adding_a_task_is_one_row(tmp_path, monkeypatch):
+    """One row added to TASKS (RTE's layout, its own metric, label, download and alias) is read by every script
+    that knows about tasks: the reader, the metrics, the scoreboard and the downloader."""
+    spec = dataclasses.replace(get_task("RTE"), name="RTE2", metric=glue_metrics.accuracy_and_f1,
+                               metric_label="F1/acc (RTE2)", hf_name="rte2", aliases=("rte-two",),
+                               download=Download("RTE2", "zip", (("RTE2.zip", GLUE_URL),),
+                                                 ("train.tsv", "dev.tsv", "test.tsv")))
+    monkeypatch.setitem(TASKS, "rte2", spec)
+    assert get_task("rte2") is spec and spec.dev_set_types == ("dev",)
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "RTE2.zip", "w") as bundle:
+        for name in spec.download.files:
+            bundle.write(FIXTURES / "RTE" / name, f"RTE2/{name}")
+    assert download_glue.resolve_tasks("rte-two,RTE2") == ["RTE2"]
+    [result] = download_glue.download("rte-two", str(tmp_path / "glue"), served.as_uri(), checksums={})
+    assert (result.task, result.status, result.folder) == ("RTE2", "downloaded", str(tmp_path / "glue" / "RTE2"))
+
+    examples = read("RTE2", tmp_path / "glue" / "RTE2", "dev")
+    assert len(examples) == 6 and examples[0].label == "not_entailment"
+    assert glue_metrics.compute("RTE2", [0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx(
+        {"accuracy": 0.75, "f1": 2 / 3, "combined_score": (0.75 + 2 / 3) / 2})
+    run = {"seed": 1, "record": {"settings": {"max_seq_len": 128}, "wall_s": 1.0},
+           "results": {"dev.tsv": {"accuracy": 0.5, "f1": 0.5}}}
+    summary = scoreboard.summarize(str(tmp_path), {"RTE2": [run]}, "model", str(tmp_path / "no-references.json"))
+    assert summary["tasks"]["RTE2"]["metric"] == "F1/acc (RTE2)"
+
+
+def test_the_task_table_loads_without_torch_transformers_sklearn_or_scipy():
+    """The commands that do not train read the table; they must start without the heavy libraries."""
+    code = ("import sys, glue_processors, glue_metrics, download_glue; "
+            "print(sorted({name.partition('.')[0] for name in sys.modules} & "
+            "{'torch', 'transformers', 'sklearn', 'scipy'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_every_set_type_of_every_task_has_an_official_layout_fixture():
