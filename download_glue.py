@@ -40,10 +40,9 @@ from typing import Optional, Union
 
 from tqdm import tqdm
 
-from glue_support.marlin import getlogger
-
 from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.atomic_write import FILE_MODE
+from glue_support.marlin import getlogger
 from glue_support.strict_config import ConfigError, answer_help, parse_config
 
 logger = getlogger(__name__)
@@ -197,7 +196,8 @@ def extract_zip(archive: str, name: str, files: tuple[str, ...], staging: str) -
                 with bundle.open(info) as source, open(target, "wb") as stream:
                     shutil.copyfileobj(source, stream, CHUNK)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as error:
-        raise DownloadError(f"{name} is not a complete zip archive (truncated or corrupted download: {error})") from None
+        raise DownloadError(f"{name} is not a complete zip archive (truncated or corrupted download: {error})"
+                            ) from None
 
 
 def build_mrpc(train_txt: str, test_txt: str, dev_ids_tsv: str, staging: str) -> None:
@@ -227,7 +227,8 @@ def build_mrpc(train_txt: str, test_txt: str, dev_ids_tsv: str, staging: str) ->
             source.readline()
             test_rows = rows("msr_paraphrase_test.txt", source)
     except UnicodeDecodeError as error:
-        raise DownloadError(f"MRPC source files: bytes that are not UTF-8 ({error.reason}): corrupted download") from None
+        raise DownloadError(f"MRPC source files: bytes that are not UTF-8 ({error.reason}): corrupted download"
+                            ) from None
     if not header.strip() or not train_rows or not test_rows:
         raise DownloadError("MRPC source files are empty or hold only a header (partial download)")
     header = header.rstrip("\r\n") + "\n"
@@ -361,7 +362,8 @@ def main() -> None:
     failed = [result for result in results if not result.ok]
     if failed:
         problems = [problem for result in failed for problem in result.problems]
-        raise SystemExit("download_glue.py: " + "\n  ".join([f"{len(failed)} of {len(results)} tasks failed:", *problems]))
+        lines = [f"{len(failed)} of {len(results)} tasks failed:", *problems]
+        raise SystemExit("download_glue.py: " + "\n  ".join(lines))
 
 
 if __name__ == "__main__":

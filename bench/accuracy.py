@@ -27,8 +27,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
 from training import COLUMNS, LABELS  # noqa: E402
+
+import common  # noqa: E402
 
 PRIMARY = {"RTE": "accuracy", "MRPC": "accuracy"}
 ALSO = {"MRPC": ["f1"]}
@@ -49,8 +50,15 @@ def child_peer(a: argparse.Namespace, task: str, seed: int) -> None:
     import datasets
     import numpy as np
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
     import glue_metrics
     torch.set_num_threads(a.threads)
     datasets.disable_progress_bars()
@@ -86,7 +94,8 @@ def child_peer(a: argparse.Namespace, task: str, seed: int) -> None:
 def run_ours(a: argparse.Namespace, task: str, seed: int, feats: str) -> dict:
     out = tempfile.mkdtemp(prefix="bench_acc_ours_")
     cmd = [common.PYTHON, "train.py", "--tmod.trainpath", os.path.join(feats, "train"),
-           "--tmod.valpath", os.path.join(feats, "dev"), "--tmod.output_dir", out, "--tmod.overwrite_output_dir", "true",
+           "--tmod.valpath", os.path.join(feats, "dev"), "--tmod.output_dir", out,
+           "--tmod.overwrite_output_dir", "true",
            "--tmod.seed", str(seed), "--tmod.max_lr", str(a.lr), "--trainer.epochs", str(a.epochs),
            "--trainer.train_batch_size", str(a.batch_size), "--trainer.writers", "stdout",
            "--trainer.disable_tqdm", "true"]

@@ -23,9 +23,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
 from accuracy import read  # noqa: E402
 from training import LABELS, featurize  # noqa: E402
+
+import common  # noqa: E402
 
 WEIGHT_DECAY = 0.01
 WARMUP = 0.1  # a ratio of the steps on both sides (transformers 5 reads warmup_steps < 1 as one)
@@ -50,6 +51,7 @@ def run_ours(a: argparse.Namespace, feats: str, out: str) -> dict:
     """train.py for a.steps steps with dropout off; its initial weights, batches, losses and dev metrics."""
     import copy
     import json
+
     import train
     run: dict = {"batches": [], "losses": []}
     original_setup, original_step = train.Recipe.setup_models, train.Recipe.train_step
@@ -73,7 +75,8 @@ def run_ours(a: argparse.Namespace, feats: str, out: str) -> dict:
                 "--trainer.train_batch_size", str(a.batch_size), "--tmod.max_lr", str(a.lr),
                 "--tmod.weight_decay", str(WEIGHT_DECAY), "--tmod.warmup_prop", str(WARMUP),
                 "--tmod.group_by_length", "false", "--tmod.seed", str(a.seed),
-                "--dproc.max_seq_len", str(a.max_seq_len), "--trainer.writers", "stdout", "--trainer.disable_tqdm", "true"]
+                "--dproc.max_seq_len", str(a.max_seq_len), "--trainer.writers", "stdout",
+                "--trainer.disable_tqdm", "true"]
     train.main()
     with open(os.path.join(out, "results.json")) as stream:
         run["metrics"] = json.load(stream)["dev.tsv"]
@@ -85,8 +88,14 @@ def run_peer(a: argparse.Namespace, ours: dict) -> dict:
     import datasets
     import numpy as np
     from torch.utils.data import SequentialSampler
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
     import glue_metrics
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(common.model_path())
@@ -114,7 +123,8 @@ def run_peer(a: argparse.Namespace, ours: dict) -> dict:
 
     out = tempfile.mkdtemp(prefix="bench_equiv_peer_")
     args = TrainingArguments(output_dir=out, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
-                             learning_rate=a.lr, weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP, lr_scheduler_type="linear",
+                             learning_rate=a.lr, weight_decay=WEIGHT_DECAY, warmup_steps=WARMUP,
+                             lr_scheduler_type="linear",
                              max_grad_norm=1.0, max_steps=a.steps, seed=a.seed, logging_strategy="no",
                              save_strategy="no", eval_strategy="no", report_to="none", use_cpu=True,
                              disable_tqdm=True)
@@ -128,8 +138,9 @@ def run_peer(a: argparse.Namespace, ours: dict) -> dict:
 
 
 def compare_tokenization(a: argparse.Namespace, feats: str) -> list[str]:
-    import data
     from transformers import AutoTokenizer
+
+    import data
     tokenizer = AutoTokenizer.from_pretrained(common.model_path())
     lines = []
     for split in ("train", "dev"):

@@ -108,7 +108,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max_seq_len", type=int, default=128)
     parser.add_argument("--padding", choices=["dynamic", "max_length"], default="dynamic",
-                        help="dynamic: unpadded features / map without padding (default); max_length: run_glue's default")
+                        help="dynamic: unpadded features / map without padding (default); "
+                             "max_length: run_glue's default")
     parser.add_argument("--workers", type=int, default=None,
                         help="data.py worker processes (default: data.py's, one process using the tokenizer's threads)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TASK"), help=argparse.SUPPRESS)

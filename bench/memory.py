@@ -113,9 +113,10 @@ def child_map(tsv: str, max_len: int) -> None:
 
 def child_baseline(steps: int, batch: int, max_len: int) -> None:
     common.setup_path()
-    import train  # noqa: F401  (the same imports as train.py)
     import torch
     from transformers import AutoModelForSequenceClassification
+
+    import train  # noqa: F401  (the same imports as train.py)
     model = AutoModelForSequenceClassification.from_pretrained(common.model_path(), num_labels=3)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
@@ -192,7 +193,8 @@ def main() -> None:
         extra = ours_train["pss_sum"] - base["pss_sum"]
         print(f"\ntrain.py above the model's own training footprint (PSS): {extra / GIB:.2f} GiB "
               f"(target <= 1.5 GB = {1.5e9 / GIB:.2f} GiB)")
-    print(f"data.py peak (PSS, all processes): {ours['pss_sum'] / GIB:.2f} GiB (target <= 1.5 GB = {1.5e9 / GIB:.2f} GiB)")
+    print(f"data.py peak (PSS, all processes): {ours['pss_sum'] / GIB:.2f} GiB "
+          f"(target <= 1.5 GB = {1.5e9 / GIB:.2f} GiB)")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ def throughput(stamps: list[float], warmup: int, batch: int) -> tuple[float, flo
 def child_ours(a: argparse.Namespace, features: str, grouped: bool, bf16: bool, record: str | None) -> None:
     common.setup_path()
     import numpy as np
+
     import train
     stamps: list[float] = []
     batches: list[list[int]] = []
@@ -93,6 +94,7 @@ def child_bare(a: argparse.Namespace, features: str, record: str, compiled: bool
     import torch
     from transformers import AutoModelForSequenceClassification, set_seed
     from transformers.optimization import get_linear_schedule_with_warmup
+
     import data
     dataset = data.TaskDataset(os.path.join(features, "train.tsv") if os.path.isdir(features) else features)
     by_index = {feature.index: feature for feature in dataset}
@@ -126,10 +128,19 @@ def child_bare(a: argparse.Namespace, features: str, record: str, compiled: bool
 
 def child_peer(a: argparse.Namespace, padding: str, grouped: bool, bf16: bool) -> None:
     import csv
+
     import datasets
     import torch  # noqa: F401
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainerCallback, TrainingArguments, default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
     datasets.disable_progress_bars()
     a_col, b_col, label_col = COLUMNS[a.task]
     with open(os.path.join(common.GLUE, a.task, "train.tsv"), encoding="utf-8-sig", newline="") as stream:
@@ -243,8 +254,8 @@ def main() -> None:
     rows = [[v, f"{med[v]:.2f}", " / ".join(f"{r['ex_per_s']:.2f}" for r in results[v]), f"{tok[v]:.0f}",
              f"{tps[v]:.0f}"] for v in variants]
     print()
-    print(f"{a.task}, batch {a.batch_size}, max_seq_len {a.max_seq_len}, {a.threads} thread(s), {a.steps} timed steps after "
-          f"{a.warmup_steps}; medians of {a.repeats} interleaved repeats")
+    print(f"{a.task}, batch {a.batch_size}, max_seq_len {a.max_seq_len}, {a.threads} thread(s), {a.steps} timed steps "
+          f"after {a.warmup_steps}; medians of {a.repeats} interleaved repeats")
     print(common.table(rows, ["variant", "examples/s (median)", "each repeat", "padded tokens/batch (median)",
                               "padded tokens/s (median)"]))
     pairs = [("ours_dyn_grouped", "peer_dyn", "target >= 1.5"), ("ours_dyn_grouped", "peer_dyn_grouped", ""),

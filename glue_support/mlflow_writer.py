@@ -10,7 +10,7 @@ import os
 import re
 from typing import Any
 
-from glue_support.marlin import getlogger, Writer
+from glue_support.marlin import Writer, getlogger
 
 logger = getlogger(__name__)
 

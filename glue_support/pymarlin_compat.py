@@ -151,7 +151,8 @@ def _is_dashed(text: str) -> bool:
 
 
 def list_overrides_without_eval() -> None:
-    """Fix 5: a list value is read as YAML (``[a, b]``), comma-separated (``a,b``) or dashed (``a-b``), never ``eval``-ed."""
+    """Fix 5: a list value is read as YAML (``[a, b]``), comma-separated (``a,b``) or dashed (``a-b``), never
+    ``eval``-ed."""
     parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
 
     def read_list(self: Any, text: Any, eval_type: type = float) -> list[Any]:

@@ -16,9 +16,8 @@ from typing import Any, Iterator, Optional
 
 import yaml
 
-from glue_support.marlin import CustomArgParser
-
 from glue_support.atomic_write import atomic_path
+from glue_support.marlin import CustomArgParser
 
 CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.yaml")
 PARSER_OPTIONS = ("config_path", "params")  # CustomArgParser's own options

@@ -16,8 +16,8 @@ import yaml
 pytest.importorskip("azure.ai.ml")
 
 import aml_submit  # noqa: E402
-from glue_support import strict_config  # noqa: E402
 from conftest import FIXTURES, ROOT, python_env  # noqa: E402
+from glue_support import strict_config  # noqa: E402
 
 # the SDK's own use of marshmallow, when it dumps a job
 pytestmark = pytest.mark.filterwarnings("ignore:The `context` parameter is deprecated:DeprecationWarning")

@@ -95,7 +95,8 @@ def msr_sources(mrpc: Path) -> dict[str, bytes]:
     mixed = [row for pair in zip(dev, train) for row in pair] + train[len(dev):] + dev[len(train):]
     return {
         "msr_paraphrase_train.txt": (header + "".join(row + "\n" for row in mixed)).encode(),
-        "msr_paraphrase_test.txt": (MSR_HEADER + "".join("1\t" + row.split("\t", 1)[1] + "\n" for row in test)).encode(),
+        "msr_paraphrase_test.txt": (MSR_HEADER + "".join("1\t" + row.split("\t", 1)[1] + "\n" for row in test)
+                                    ).encode(),
         "mrpc_dev_ids.tsv": "".join("\t".join(row.split("\t")[1:3]) + "\n" for row in dev).encode(),
     }
 
@@ -125,7 +126,8 @@ def test_the_diagnostic_set_is_one_tsv_saved_as_diagnostic_tsv(server, tmp_path)
     (folder / "AX.tsv").write_bytes((FIXTURES / "AX" / "diagnostic.tsv").read_bytes())
     [result] = download_glue.download(["diagnostic"], str(tmp_path), base_url, checksums={})
     assert (result.task, result.status, result.checksummed) == ("AX", "downloaded", False)
-    assert (tmp_path / "diagnostic" / "diagnostic.tsv").read_bytes() == (FIXTURES / "AX" / "diagnostic.tsv").read_bytes()
+    diagnostic = (tmp_path / "diagnostic" / "diagnostic.tsv").read_bytes()
+    assert diagnostic == (FIXTURES / "AX" / "diagnostic.tsv").read_bytes()
 
 
 # (2) truncated, partial, corrupted

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from glue_support import pymarlin_compat
 from conftest import ROOT, python_env
+from glue_support import pymarlin_compat
 
 
 def run(code: str, skip: str = "", *args: str) -> subprocess.CompletedProcess:
@@ -20,11 +20,12 @@ def run(code: str, skip: str = "", *args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-IMPORT_TRAINER = "from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin.core.trainer import Trainer, TrainerArguments; print('ok')"
-PARSE = ("import sys; from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin import CustomArgParser; "
+APPLY = "from glue_support import pymarlin_compat; pymarlin_compat.apply(); "  # as the gateway does, then pymarlin
+IMPORT_TRAINER = APPLY + "from pymarlin.core.trainer import Trainer, TrainerArguments; print('ok')"
+PARSE = (APPLY + "from pymarlin import CustomArgParser; "
          "c = CustomArgParser(default_yamlfile='config.yaml').parse(); "
          "print(repr(c['trainer']['max_train_steps_per_epoch']), repr(c['trainer']['writers']))")
-STDOUT_WRITER = ("from glue_support import pymarlin_compat; pymarlin_compat.apply(); from pymarlin.utils.writer import build_writer, WriterInitArguments; "
+STDOUT_WRITER = (APPLY + "from pymarlin.utils.writer import build_writer, WriterInitArguments; "
                  "build_writer('stdout', WriterInitArguments()).log_scalar('probe/metric', 0.5, 7)")
 
 
@@ -53,7 +54,7 @@ def test_list_overrides_are_not_evaluated():
         "['stdout', 'tensorboard']")
 
 
-DDP_ON_CPU = ("import sys, torch; from glue_support import pymarlin_compat; pymarlin_compat.apply(); "
+DDP_ON_CPU = ("import sys, torch; " + APPLY +
               "from pymarlin.core.trainer_backend import TrainerBackendArguments, build_trainer_backend; "
               "from pymarlin.utils.distributed import DistributedTrainingArguments; "
               "ranks = DistributedTrainingArguments(backend='gloo', init_method='file://' + sys.argv[1]); "

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from glue_support import strict_config
 from conftest import ROOT, python_env
+from glue_support import strict_config
 
 
 @pytest.mark.parametrize("args, message", [
@@ -95,7 +95,8 @@ def test_help_lists_every_option_with_its_default_and_meaning(argv, capsys):
     max_lr = next(line for line in lines if line.startswith("  --tmod.max_lr "))
     assert "5.0e-5" in max_lr and "peak learning rate of AdamW" in max_lr
     writers = lines.index(next(line for line in lines if line.startswith("  --trainer.writers ")))
-    assert "[stdout, tensorboard]" in lines[writers] and "also mlflow" in lines[writers + 1]  # a long default: meaning below
+    # a long default: its meaning starts on the next line
+    assert "[stdout, tensorboard]" in lines[writers] and "also mlflow" in lines[writers + 1]
     # a comment under a key continues its meaning; the comment above a group describes it
     workers = lines.index(next(line for line in lines if line.startswith("  --dproc.workers ")))
     assert "N > 1: N single-threaded processes" in lines[workers + 1]
