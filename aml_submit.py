@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
+from glue_support.runtime import multi_process_backend
 from glue_support.strict_config import CONFIG_PATH, ConfigError, answer_help, cli_value, parse_config, require_path
 
 if __name__ == "__main__":
@@ -120,10 +121,8 @@ def job_command(config: dict[str, Any], defaults: dict[str, Any], spec: TaskSpec
     train_args = ["--tmod.trainpath", f"{features}/train", "--tmod.valpath", f"{features}/dev",
                   "--tmod.output_dir", "${{outputs.output}}"]
     skip: tuple[str, ...] = ()
-    if nodes * processes > 1:  # pymarlin's multi-process backend of the same kind: sp -> ddp, sp-amp -> ddp-amp
-        backend = config["trainer"]["backend"]
-        backend = backend if backend.startswith("ddp") else "ddp" + backend.removeprefix("sp")
-        train_args += ["--trainer.backend", backend]
+    if nodes * processes > 1:
+        train_args += ["--trainer.backend", multi_process_backend(config["trainer"]["backend"])]
         skip = ("trainer.backend",)
     steps.append([*train_launcher(nodes, processes), "train.py", *train_args,
                   *overrides(config, defaults, TRAIN_GROUPS, skip=skip)])

@@ -28,13 +28,12 @@ from typing import Any, Iterator, Optional
 import yaml
 from tqdm import tqdm
 
-from glue_support.marlin import getlogger
-
-import data
-from glue_support import scoreboard
-from glue_support.atomic_write import atomic_path
 from glue_processors import TaskSpec, get_task
-from glue_support.strict_config import ConfigError, cli_value, parse_config, require_path
+from glue_support import scoreboard
+from glue_support.atomic_write import write_json
+from glue_support.marlin import getlogger
+from glue_support.runtime import on_stop_signals
+from glue_support.strict_config import CONFIG_PATH, ConfigError, answer_help, cli_value, parse_config, require_path
 
 logger = getlogger(__name__)
 
@@ -139,7 +138,12 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
     """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them
-    (data.featurize writes each file under a temporary name first, so a file present is complete)."""
+    (data.featurize writes each file under a temporary name first, so a file present is complete). Everything
+    but the task, file, tokenizer and length is config.yaml's ``dproc`` default, as ``python data.py`` uses it."""
+    import data  # here: featurizing loads torch and transformers, which --report_only, --help and --aml need not
+
+    with open(CONFIG_PATH, encoding="utf-8") as stream:
+        dproc = yaml.safe_load(stream)["dproc"]
     timings_path = os.path.join(run.features, "featurize_seconds.json")
     timings = scoreboard.read_json(timings_path) or {}
     for set_type in ("train", *run.spec.dev_set_types):
@@ -149,17 +153,17 @@ def build_features(args: BenchmarkArguments, run: Run) -> None:
         start = time.perf_counter()
         data.featurize(
             data.DataInterfaceArguments(input_dir=os.path.join(args.data_dir, run.spec.name), output_dir=folder),
-            data.DataProcessorArguments(task=run.spec.name, set_type=set_type, max_seq_len=run.settings.max_seq_len,
-                                        tokenizer=args.model, workers=None, tokenize_batch_size=1000,
-                                        skip_malformed=False, padding="dynamic"))
+            data.DataProcessorArguments(**{**dproc, "task": run.spec.name, "set_type": set_type,
+                                           "max_seq_len": run.settings.max_seq_len, "tokenizer": args.model}))
         timings[set_type] = time.perf_counter() - start
-        with atomic_path(timings_path) as temporary, open(temporary, "w") as stream:
-            json.dump(timings, stream, indent=2)
+        write_json(timings_path, timings)
 
 
 def reusable(path: str, model: str, max_seq_len: int) -> bool:
     """A features file built earlier for this tokenizer and length, in the format this data.py writes (one
     from an older data.py, or damaged, is built again)."""
+    import data  # see build_features
+
     try:
         metadata = data.read_metadata(path)
     except (OSError, ValueError):
@@ -250,18 +254,12 @@ def forward_signals(child: subprocess.Popen) -> Iterator[list[int]]:
         received.append(signum)
         child.send_signal(signum)
 
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with on_stop_signals(forward):
         yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def write_record(run: Run, record: dict[str, Any]) -> None:
-    os.makedirs(run.folder, exist_ok=True)
-    with atomic_path(os.path.join(run.folder, RUN_RECORD)) as temporary, open(temporary, "w") as stream:
-        json.dump(record, stream, indent=2)
+    write_json(os.path.join(run.folder, RUN_RECORD), record)
 
 
 def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
@@ -288,6 +286,7 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
 
 
 def main() -> None:
+    answer_help(BENCHMARK_CONFIG, short_group="bench")
     config = parse_config(BENCHMARK_CONFIG, short_group="bench")
     args = BenchmarkArguments(**config["bench"])
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")

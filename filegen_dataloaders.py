@@ -1,21 +1,26 @@
 """Dataloaders over folders of feature files written by ``data.py``, as in PyMarlin's GLUE example.
 
 ``FilesGenDataloader`` streams training batches file by file, holding one file in memory at a time, so a
-task larger than memory can be split into several feature files. ``FilesDictDataloader`` gives one
-validation loader per file, keyed by file name, so each file gets its own metrics (MNLI ``dev_matched.tsv``
-and ``dev_mismatched.tsv`` in one run).
+task larger than memory can be split into several feature files; ``DataOrder`` builds one per epoch and keeps
+where training stands in them, for exact resumes. ``FilesDictDataloader`` gives one validation loader per
+file, keyed by file name, so each file gets its own metrics (MNLI ``dev_matched.tsv`` and
+``dev_mismatched.tsv`` in one run).
 """
 from __future__ import annotations
 
 import itertools
 import math
 import os
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from data import TaskData, read_metadata
+from glue_support.checkpoints import rng_state, set_rng_state
+from glue_support.marlin import getlogger
+
+logger = getlogger(__name__)
 
 
 def feature_files(path: str) -> list[str]:
@@ -30,6 +35,12 @@ def feature_files(path: str) -> list[str]:
     if not files:
         raise FileNotFoundError(f"{path}: folder holds no feature files (write them with data.py)")
     return files
+
+
+def batches_per_process(counts: list[int], batch_size: int, processes: int) -> int:
+    """Batches of a whole epoch over files of ``counts`` examples for each of ``processes``
+    (``DistributedSampler`` pads to equal shares; each file ends with its own partial batch)."""
+    return sum(math.ceil(math.ceil(count / processes) / batch_size) for count in counts)
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -96,14 +107,11 @@ class FilesGenDataloader:
     def get_datacount(self) -> int:
         return sum(self.counts)
 
-    def batches_per_process(self, processes: int) -> int:
-        """Batches of a whole epoch for each of ``processes`` (``DistributedSampler`` pads to equal shares)."""
-        return sum(math.ceil(math.ceil(count / processes) / self.batch_size) for count in self.counts)
-
     def __len__(self) -> int:
         """Batches this process will yield (under DDP, its share)."""
         distributed = self._sampler_is(DistributedSampler) and torch.distributed.is_initialized()
-        return self.batches_per_process(torch.distributed.get_world_size() if distributed else 1) - self.skip_batches
+        processes = torch.distributed.get_world_size() if distributed else 1
+        return batches_per_process(self.counts, self.batch_size, processes) - self.skip_batches
 
     def _sampler_is(self, kind: type) -> bool:
         return isinstance(self.sampler, type) and issubclass(self.sampler, kind)
@@ -141,6 +149,73 @@ class FilesGenDataloader:
                                     collate_fn=dataset.collate_batch)
             yield from loader
             del dataset, loader
+
+
+class DataOrder:
+    """The training batches of each epoch, and how far training has come through them: what a checkpoint holds so
+    that a resumed run, even one stopped mid-epoch, trains on the batches the uninterrupted run would have, in the
+    same order, with the same dropout.
+
+    An epoch's order is drawn from the random state at its start. ``state()`` records the epoch, the batches of it
+    trained on, and the random states at the epoch's start and now. After ``resume(state)``, the epoch the state
+    was taken in starts again from its first random state, its loader passes over the batches already trained on,
+    and the random state of the checkpoint comes back before the first new one; a state taken at an epoch's end
+    only brings back the random state the next epoch starts from.
+    """
+
+    def __init__(self, datamodule: TaskData, path: str, group_by_length: bool, seed: int):
+        self.datamodule = datamodule
+        self.path = path
+        self.group_by_length = group_by_length
+        self.seed = seed
+        self.epoch = 0  # the epoch under way, from 1 (validation after it reports it completed); 0 before training
+        self.batches = 0  # batches of this epoch trained on, those before a resume included
+        self.skip = 0  # batches of this epoch a resumed run passes over
+        self.rng_epoch_start: Optional[dict[str, Any]] = None
+        self.rng_at_checkpoint: Optional[dict[str, Any]] = None
+        self.resumed: Optional[dict[str, Any]] = None  # a checkpoint's state(), until the next epoch begins
+
+    def begin_epoch(self, epoch: int) -> None:
+        """pymarlin's epoch ``epoch`` (from 0) begins: its random state is fixed (a resumed one's restored)."""
+        self.epoch = epoch + 1
+        resumed, self.resumed = self.resumed, None
+        self.skip = 0
+        if resumed and resumed["epoch"] == epoch and resumed["batches"]:
+            # mid-epoch: the epoch's data order again, then its first batches passed over
+            set_rng_state(resumed["rng_epoch_start"])
+            self.skip = resumed["batches"]
+            self.rng_at_checkpoint = resumed["rng"]
+            logger.info(f"Resuming epoch {self.epoch} after its first {self.skip} batches")
+        elif resumed:
+            set_rng_state(resumed["rng"])
+        self.batches = self.skip
+        self.rng_epoch_start = rng_state()
+
+    def loader(self, sampler: Callable[..., Sampler], batch_size: int,
+               max_batches: Optional[int] = None) -> FilesGenDataloader:
+        """This epoch's batches (``sampler``: the class pymarlin passes). ``max_batches``, the batches a step cap
+        allows the whole epoch, limits a resumed epoch to those it has left: pymarlin counts the cap again from
+        the resume."""
+        return FilesGenDataloader(self.datamodule, self.path, batch_size, sampler,
+                                  group_by_length=self.group_by_length, skip_batches=self.skip,
+                                  on_resumed=self._restore_checkpoint_rng if self.skip else None,
+                                  epoch=self.epoch, seed=self.seed,
+                                  max_batches=max_batches - self.skip if self.skip and max_batches else None)
+
+    def _restore_checkpoint_rng(self) -> None:
+        set_rng_state(self.rng_at_checkpoint)
+
+    def count_batch(self) -> None:
+        """One more batch trained on."""
+        self.batches += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch - 1, "batches": self.batches, "rng_epoch_start": self.rng_epoch_start,
+                "rng": rng_state()}
+
+    def resume(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's ``state()`` when the next epoch begins."""
+        self.resumed = state
 
 
 class FilesDictDataloader:

@@ -2,11 +2,12 @@
 features file, results file or model behind."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def _read_umask() -> int:
@@ -50,3 +51,10 @@ def atomic_files_into(folder: str) -> Iterator[str]:
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_json(path: str, content: Any) -> None:
+    """``content`` as indented JSON at ``path``, atomically: a reader (the scoreboard, a resumed benchmark) never
+    finds half a file."""
+    with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as stream:
+        json.dump(content, stream, indent=2)

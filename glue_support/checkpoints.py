@@ -4,27 +4,38 @@ pymarlin's ``DefaultCheckpointer`` saves once per epoch, names files by epoch, w
 the write leaves a truncated file that resuming then picks) and loads with ``torch.load``'s defaults.
 ``StepCheckpointer`` keeps pymarlin's interface and settings (``ckpt`` in config.yaml) but names each file by
 its optimizer step (``marlin_glue_step00000120.pt``), writes it atomically, can be asked for a checkpoint at
-any optimizer step (``ckpt.period_steps``, or on SIGTERM), and loads with ``weights_only=True``, so a
-checkpoint from elsewhere cannot run code.
+any optimizer step, and loads with ``weights_only=True``, so a checkpoint from elsewhere cannot run code.
+``CheckpointingTrainer`` is pymarlin's Trainer asking for those checkpoints: every ``ckpt.period_steps``
+optimizer steps, and when SIGTERM or Ctrl-C asks the run to stop (``StopRequest``).
 
-What makes a mid-epoch resume exact is in the module's state (``train.Recipe.get_state``): the epoch, the
-batches it has consumed, and the random-number state at the start of the epoch (which fixes the data order)
-and at the checkpoint (which fixes dropout from there on). ``rng_state``/``set_rng_state`` capture and restore
-those generators in a form ``weights_only`` loading accepts.
+What makes a mid-epoch resume exact is in the module's state (``filegen_dataloaders.DataOrder``, which
+``train.Recipe.get_state`` saves): the epoch, the batches it has consumed, and the random-number state at the
+start of the epoch (which fixes the data order) and at the checkpoint (which fixes dropout from there on).
+``rng_state``/``set_rng_state`` capture and restore those generators in a form ``weights_only`` loading accepts.
 """
 from __future__ import annotations
 
 import os
 import random
 import re
-from typing import Any, Optional
+import signal
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-from glue_support.marlin import Checkpoint, DefaultCheckpointer, getlogger
-
 from glue_support.atomic_write import atomic_path
+from glue_support.marlin import (
+    CallbackInterface,
+    Checkpoint,
+    DefaultCheckpointer,
+    DefaultCheckpointerArguments,
+    ModuleInterface,
+    Trainer,
+    TrainerArguments,
+    TrainerBackend,
+    getlogger,
+)
 
 logger = getlogger(__name__)
 
@@ -55,21 +66,42 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value
 
 
+def latest_checkpoint(folder: str, file_prefix: str, file_ext: str) -> Optional[str]:
+    """The checkpoint of the highest step in ``folder``; None if there is none."""
+    pattern = re.compile(rf"{re.escape(file_prefix)}_step(\d+)\.{re.escape(file_ext)}$")
+    found = [(int(match.group(1)), name) for name in os.listdir(folder) if (match := pattern.match(name))
+             ] if os.path.isdir(folder) else []
+    return os.path.join(folder, max(found)[1]) if found else None
+
+
+def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultCheckpointerArguments:
+    """pymarlin's checkpointer arguments from config.yaml's ``ckpt`` group (less ``period_steps`` and ``resume``,
+    which are this project's). Checkpoints left "" go to ``<output_dir>/checkpoints``; ``ckpt.resume`` reads the
+    newest there (or in ``ckpt.load_dir``), and starts from the beginning when there is none."""
+    if (ckpt["resume"] or ckpt["load_dir"]) and ckpt["delete_existing_checkpoints"]:
+        raise SystemExit("ckpt.resume with ckpt.delete_existing_checkpoints true would delete the checkpoint to "
+                         "resume from: leave delete_existing_checkpoints false")
+    arguments = {key: value for key, value in ckpt.items() if key not in ("period_steps", "resume")}
+    arguments["save_dir"] = arguments["save_dir"] or os.path.join(output_dir, "checkpoints")
+    if ckpt["resume"]:
+        arguments["load_dir"] = arguments["load_dir"] or arguments["save_dir"]
+        if not latest_checkpoint(arguments["load_dir"], arguments["file_prefix"], arguments["file_ext"]):
+            logger.info(f"Nothing to resume in {arguments['load_dir']}: starting from the beginning")
+            arguments["load_dir"] = ""
+    return DefaultCheckpointerArguments(**arguments)
+
+
 class StepCheckpointer(DefaultCheckpointer):
     """pymarlin's checkpointer, keyed by optimizer step, written atomically and loaded safely."""
 
-    gradient_accumulation = 1  # micro-batches per optimizer step; train.py sets it from the Trainer
+    def due(self, index: int, force: bool = False) -> bool:
+        """Whether the end of epoch ``index`` (from 0) is checkpointed: ``ckpt.checkpoint`` is on and the epoch is
+        due by ``ckpt.period``, or ``force`` (the end of training)."""
+        return self.args.checkpoint and ((index + 1) % self.args.period == 0 or force)
 
     def save(self, checkpoint_state: Checkpoint, index: int, force: bool = False) -> Optional[str]:
-        """pymarlin's end-of-epoch call: saves when ``ckpt.checkpoint`` is on and the epoch is due, unless the epoch
-        ended inside a gradient accumulation (its pending gradients are not part of a checkpoint; the next step
-        boundary is a consistent point)."""
-        if not (self.args.checkpoint and ((index + 1) % self.args.period == 0 or force)):
-            return None
-        if checkpoint_state.trainer_backend_state["batches_completed"] % self.gradient_accumulation:
-            logger.info("Epoch ended inside a gradient accumulation: no checkpoint until the next optimizer step")
-            return None
-        return self.write(checkpoint_state)
+        """pymarlin's end-of-epoch call: saves when the epoch is ``due``."""
+        return self.write(checkpoint_state) if self.due(index, force) else None
 
     def write(self, checkpoint_state: Checkpoint) -> str:
         """Write a checkpoint now, named by its optimizer step; it appears only when complete."""
@@ -80,19 +112,12 @@ class StepCheckpointer(DefaultCheckpointer):
         logger.info(f"Saved a resumable checkpoint at step {step} to {path}")
         return path
 
-    def latest(self, folder: str) -> Optional[str]:
-        """The checkpoint of the highest step in ``folder``; None if there is none."""
-        pattern = re.compile(rf"{re.escape(self.args.file_prefix)}_step(\d+)\.{re.escape(self.args.file_ext)}$")
-        found = [(int(match.group(1)), name) for name in os.listdir(folder) if (match := pattern.match(name))
-                 ] if os.path.isdir(folder) else []
-        return os.path.join(folder, max(found)[1]) if found else None
-
     def load(self) -> Checkpoint:
         """The checkpoint named by ``ckpt.load_dir`` (and ``ckpt.load_filename``), or an empty one."""
         if not self.args.load_dir:
             return Checkpoint()
         path = (os.path.join(self.args.load_dir, self.args.load_filename) if self.args.load_filename
-                else self.latest(self.args.load_dir))
+                else latest_checkpoint(self.args.load_dir, self.args.file_prefix, self.args.file_ext))
         if path is None or not os.path.isfile(path):
             raise FileNotFoundError(f"{path or self.args.load_dir}: no checkpoint to resume from "
                                     f"(expected {self.args.file_prefix}_step<N>.{self.args.file_ext})")
@@ -102,3 +127,87 @@ class StepCheckpointer(DefaultCheckpointer):
             raise ValueError(f"{path}: not a loadable marlin-glue checkpoint ({error})") from None
         logger.info(f"Resuming from {path} (step {state['trainer_backend_state']['global_step_completed']})")
         return Checkpoint(**state)
+
+
+class StopRequest:
+    """SIGTERM (a scheduler's preemption) or Ctrl-C while training: the current optimizer step finishes, then a
+    resumable checkpoint is written and the run exits non-zero; a second signal stops at once. ``handle`` is the
+    signal handler (``runtime.on_stop_signals``)."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+        logger.warning(f"{signal.Signals(signum).name}: saving a checkpoint after this step, then stopping")
+
+    def agreed(self, device: torch.device) -> Optional[int]:
+        """The signal that stops training after this step, if any. Under DDP a stop asked of any process stops
+        them all: one that went on alone would wait forever for the others at its next step."""
+        if torch.distributed.is_initialized():
+            stop = torch.tensor([self.signal or 0], device=device)
+            torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            self.signal = int(stop.item()) or None
+        return self.signal
+
+
+class CheckpointingTrainer(Trainer):
+    """pymarlin's Trainer, also checkpointing between epochs: after every ``period_steps`` optimizer steps (None:
+    only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run.
+
+    pymarlin's backends report each optimizer step to the callback the Trainer hands them, which is the module
+    itself in pymarlin; here it is ``_ModuleThenTrainer``, so the module's hooks run first, then this trainer's."""
+
+    def __init__(self, module: ModuleInterface, args: TrainerArguments, trainer_backend: TrainerBackend,
+                 checkpointer: StepCheckpointer, period_steps: Optional[int], stop: StopRequest):
+        super().__init__(module=module, args=args, trainer_backend=trainer_backend, checkpointer=checkpointer)
+        # set after pymarlin's __init__, which logs every attribute the Trainer has by then as a hyperparameter
+        self.period_steps = period_steps
+        self.stop = stop
+
+    def train_epoch(self) -> list[torch.Tensor]:
+        dataloader = self.module.get_train_dataloader(batch_size=self.train_step_batch_size, sampler=self.train_sampler)
+        return self.trainer_backend.train_dl(dataloader, _ModuleThenTrainer(self.module, self.after_optimizer_step))
+
+    def after_optimizer_step(self, global_step: int) -> None:
+        stop = self.stop.agreed(self.device)
+        if stop is not None:
+            path = self.write_checkpoint()
+            raise SystemExit(f"Stopped by {signal.Signals(stop).name} after step {global_step}; "
+                             f"resume with --ckpt.resume true (checkpoint {path})")
+        if self.period_steps and global_step % self.period_steps == 0:
+            self.write_checkpoint()
+
+    def write_checkpoint(self) -> str:
+        """The whole training state now, as the main process writes it; its path ("" on the other processes)."""
+        if not self.is_main_process:
+            return ""
+        return self.checkpointer.write(Checkpoint(
+            module_interface_state=self.module.get_state(), trainer_state=self.get_state(),
+            trainer_backend_state=self.trainer_backend.get_state()))
+
+    def save_checkpoint(self, force: bool = False) -> None:
+        """pymarlin's end-of-epoch checkpoint, unless the epoch ended inside a gradient accumulation: its pending
+        gradients are not part of a checkpoint, so the next optimizer step is the first consistent point."""
+        if self.trainer_backend.get_batches_completed() % self.gradient_accumulation == 0:
+            super().save_checkpoint(force)
+        elif self.is_main_process and self.checkpointer.due(self.last_epoch, force):
+            logger.info("Epoch ended inside a gradient accumulation: no checkpoint until the next optimizer step")
+
+
+class _ModuleThenTrainer(CallbackInterface):
+    """The callback pymarlin's backends call while training an epoch: the module's hooks, then ``after_step``
+    after each optimizer step."""
+
+    def __init__(self, module: ModuleInterface, after_step: Callable[[int], None]):
+        self.module = module
+        self.after_step = after_step
+
+    def on_end_backward(self, global_step: int, loss_tensor: torch.Tensor) -> None:
+        self.module.on_end_backward(global_step, loss_tensor)
+
+    def on_end_train_step(self, global_step: int, *train_step_collated_outputs: torch.Tensor) -> None:
+        self.module.on_end_train_step(global_step, *train_step_collated_outputs)
+        self.after_step(global_step)

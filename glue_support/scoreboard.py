@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from glue_processors import get_task  # noqa: E402
-from glue_support.atomic_write import atomic_path  # noqa: E402
+from glue_support.atomic_write import atomic_path, write_json  # noqa: E402
 
 METRIC_NAMES = {"matthews_correlation": "MCC", "accuracy": "acc", "f1": "F1", "pearson": "Pearson",
                 "spearmanr": "Spearman"}
@@ -220,8 +220,7 @@ def write(output_dir: str, tasks: list[str], model: str, references_path: str) -
     summary = summarize(output_dir, runs_by_task, model, references_path)
     os.makedirs(output_dir, exist_ok=True)
     paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in ("json", "md", "png")}
-    with atomic_path(paths["json"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(summary, stream, indent=2)
+    write_json(paths["json"], summary)
     with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
         stream.write(markdown(summary))
     if summary["tasks"]:

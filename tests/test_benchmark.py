@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import benchmark
+import data
 from glue_support import scoreboard
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
 
@@ -76,7 +77,7 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
     def refuse(*args, **kwargs):
         raise AssertionError("nothing should be featurized or trained again")
 
-    monkeypatch.setattr(benchmark.data, "featurize", refuse)
+    monkeypatch.setattr(data, "featurize", refuse)
     monkeypatch.setattr(benchmark.subprocess, "Popen", refuse)
     benchmark.main()
     assert json.loads((output / "results.json").read_text())["tasks"] == summary["tasks"]
@@ -218,4 +219,4 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     train_file.write_bytes(b"features of another format")
     benchmark.build_features(args, run)
     assert train_file.read_bytes() == built
-    assert benchmark.data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
+    assert data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64

@@ -58,8 +58,9 @@ def test_two_process_training_writes_rank_zero_outputs_once(tiny_bert, rte, tmp_
     output = tmp_path / "out"
     test = featurize(FIXTURES / "RTE", tmp_path / "test", tiny_bert, "RTE", "test").parent
     result = torchrun("--model.hf_model", tiny_bert, "--tmod.trainpath", rte["train"], "--tmod.valpath", rte["dev"],
-                      "--tmod.predictpath", test, "--tmod.output_dir", output, "--trainer.epochs", 2, "--trainer.train_batch_size", 8,
-                      "--ckpt.checkpoint", "true", "--tmod.max_lr", "1.0e-3", cwd=tmp_path)
+                      "--tmod.predictpath", test, "--tmod.output_dir", output, "--trainer.epochs", 2,
+                      "--trainer.train_batch_size", 8, "--ckpt.checkpoint", "true", "--tmod.max_lr", "1.0e-3",
+                      cwd=tmp_path)
     results = json.loads((output / "results.json").read_text())["dev.tsv"]
     # global batch 8 over 2 processes: 4 per process, 40 examples -> 5 optimizer steps an epoch
     assert (results["epoch"], results["step"], results["examples"]) == (2, 10, 25)

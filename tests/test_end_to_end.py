@@ -10,9 +10,8 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import data
-from glue_support import embedded_model
-
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
+from glue_support import embedded_model
 
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:

@@ -19,6 +19,9 @@ from transformers import AutoModelForSequenceClassification
 import data
 import train
 from conftest import FIXTURES, config_defaults, featurize, write_rte_subset
+from glue_support import runtime
+from glue_support.marlin import DistributedTrainingArguments, Trainer
+from glue_support.submission import SubmissionWriter
 
 
 def featurize_splits(raw, output, tokenizer, set_types=("train", "dev"), task="RTE") -> dict:
@@ -85,13 +88,14 @@ def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides)
         "tmod", trainpath=str(features["train"]), valpath=str(features.get("dev", "")),
         predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1))
     model_args = train.ModelArguments(**config_defaults("model", hf_model=str(model), **(model_overrides or {})))
-    trainer_args = train.TrainerArguments(**{"train_batch_size": 8, **trainer_overrides})
+    trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
+                                             "distributed_training_args": DistributedTrainingArguments(),
+                                             **trainer_overrides})
     return train.Recipe(args, model_args, trainer_args, data.TaskData())
 
 
 def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
     module = recipe(tiny_bert, features, tmp_path)
-    module.get_train_dataloader(SequentialSampler, 8)
     [optimizer], _ = module.get_optimizers_schedulers(0, 2)
     names = {id(p): n for n, p in module.model.named_parameters()}
     decayed = {names[id(p)] for p in optimizer.param_groups[0]["params"]}
@@ -105,9 +109,7 @@ def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
 @pytest.mark.parametrize("overrides, steps", [({}, 12), ({"max_train_steps_per_epoch": 4}, 8),
                                               ({"gpu_batch_size_limit": 4}, 12)])
 def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, features, tmp_path, overrides, steps):
-    module = recipe(tiny_bert, features, tmp_path, **overrides)
-    micro = min(8, overrides.get("gpu_batch_size_limit", 8))
-    module.get_train_dataloader(SequentialSampler, micro)
+    module = recipe(tiny_bert, features, tmp_path, **overrides)  # sized from the features, before any loader
     [optimizer], [scheduler] = module.get_optimizers_schedulers(0, 2)
     assert module.optimizer_steps(2) == steps
     lrs = []
@@ -251,14 +253,18 @@ def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_exits_non_zero_and_resum
     full = run_train(argv, tiny_bert, features, tmp_path / "full").results["dev.tsv"]
     train_step = train.Recipe.train_step
 
+    sent = []
+
     def terminated_at_step_9(self, global_step, batch, device):
-        if global_step == 9 and self.stop_signal is None:
+        if global_step == 9 and not sent:
+            sent.append(stop)
             os.kill(os.getpid(), stop)  # as a scheduler's preemption, or Ctrl-C, would
         return train_step(self, global_step, batch, device)
 
     monkeypatch.setattr(train.Recipe, "train_step", terminated_at_step_9)
     output = tmp_path / "run"
-    with pytest.raises(SystemExit, match=rf"Stopped by {stop.name} after step 9; resume with --ckpt.resume true") as exit:
+    stopped = rf"Stopped by {stop.name} after step 9; resume with --ckpt.resume true"
+    with pytest.raises(SystemExit, match=stopped) as exit:
         run_train(argv, tiny_bert, features, output)
     assert exit.value.code != 0
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
@@ -311,12 +317,16 @@ def test_stsb_submissions_are_clipped_sorted_by_index_and_each_example_once(tiny
     """Outputs gathered under DDP come interleaved by process, with the first examples repeated as padding."""
     folders = featurize_splits(FIXTURES / "STS-B", tmp_path, tiny_bert, ("train", "test"), task="STS-B")
     module = recipe(tiny_bert, folders, tmp_path)
-    module.predicting = True
-    module.on_end_val_epoch(0, torch.tensor([[-1.0], [2.5], [7.0], [0.1234], [5.0], [4.9999], [-1.0], [2.5]]),
-                            torch.tensor([5, 4, 3, 2, 1, 0, 5, 4]), key="test.tsv")
+    gathered = [torch.tensor([[-1.0], [2.5], [7.0], [0.1234], [5.0], [4.9999], [-1.0], [2.5]]),
+                torch.tensor([5, 4, 3, 2, 1, 0, 5, 4])]
+    backend = types.SimpleNamespace(validate_dl=lambda loader: gathered)  # as pymarlin's DDP backend returns them
+    trainer = types.SimpleNamespace(trainer_backend=backend, val_sampler=SequentialSampler, val_step_batch_size=8)
+    writer = SubmissionWriter(module.spec, {"test.tsv": data.read_metadata(str(folders["test"] / "test.tsv"))},
+                              str(tmp_path), is_main_process=True)
+    train.predict(trainer, module, writer)
     assert read_submission(tmp_path / "submission" / "STS-B.tsv") == [
         ("0", "5.000"), ("1", "5.000"), ("2", "0.123"), ("3", "5.000"), ("4", "2.500"), ("5", "0.000")]
-    assert module.submissions == {"test.tsv": str(tmp_path / "submission" / "STS-B.tsv")}
+    assert writer.written == {"test.tsv": str(tmp_path / "submission" / "STS-B.tsv")}
 
 
 @pytest.fixture
@@ -350,7 +360,8 @@ def test_mnli_validates_matched_and_mismatched_in_one_run_and_writes_three_submi
         batch = data.TaskDataset.collate(list(data.TaskDataset(str(mnli["test"] / features))))
         with torch.no_grad():
             logits = module.model(**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits
-        expected = [(str(i), module.spec.labels[p]) for i, p in zip(batch["index"].tolist(), logits.argmax(-1).tolist())]
+        expected = [(str(i), module.spec.labels[p])
+                    for i, p in zip(batch["index"].tolist(), logits.argmax(-1).tolist())]
         assert read_submission(output / "submission" / name) == expected
 
 
@@ -359,7 +370,8 @@ def test_prediction_alone_from_a_saved_model(argv, tiny_bert, mnli, tmp_path):
     argv("--model.hf_model", tmp_path / "trained", "--tmod.predictpath", mnli["test"] / "test_matched.tsv",
          "--tmod.output_dir", tmp_path / "predicted", "--trainer.disable_tqdm", "true")
     module = train.main()
-    assert module.results == {} and list(module.submissions) == ["test_matched.tsv"]
+    assert module.results == {} and [path.name for path in (tmp_path / "predicted" / "submission").iterdir()] == [
+        "MNLI-m.tsv"]
     rows = read_submission(tmp_path / "predicted" / "submission" / "MNLI-m.tsv")
     assert len(rows) == 3 and {label for _, label in rows} <= {"contradiction", "entailment", "neutral"}
 
@@ -402,7 +414,8 @@ def test_a_checkpoint_with_the_labels_in_another_order_gets_its_head_reordered(m
 def test_a_checkpoint_for_other_labels_needs_ignore_mismatched_sizes(mnli, tiny_bert, features, tmp_path, caplog):
     checkpoint = save_classifier(tmp_path / "mnli-model", ["contradiction", "entailment", "neutral"])
     with pytest.raises(ValueError, match=r"fine-tuned for labels \['contradiction', 'entailment', 'neutral'\], but "
-                                         r"RTE has \['entailment', 'not_entailment'\]; --model.ignore_mismatched_sizes"):
+                                         r"RTE has \['entailment', 'not_entailment'\]; "
+                                         r"--model.ignore_mismatched_sizes"):
         recipe(checkpoint, features, tmp_path / "out")
     with caplog.at_level("WARNING"):
         module = recipe(checkpoint, features, tmp_path / "out", {"ignore_mismatched_sizes": True})
@@ -439,9 +452,9 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
         run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
 
     trained = []
-    monkeypatch.setattr(train.Trainer, "train", lambda self: trained.append(1))
-    monkeypatch.setattr(train.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
-                                                                                          2 ** 20))
+    monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
+    monkeypatch.setattr(runtime.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
+                                                                                            2 ** 20))
     with pytest.raises(SystemExit, match=r"out: 1 MiB free on its disk; the fine-tuned model and checkpoints need "
                                          r"about \d+ MiB"):
         run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
@@ -527,10 +540,19 @@ def test_resume_inside_the_second_training_file_matches(argv, tiny_bert, tmp_pat
     assert resumed == full and full["step"] == 12
 
 
-def test_under_ddp_the_schedule_spans_each_process_s_real_steps(tiny_bert, tmp_path, monkeypatch):
+def test_under_ddp_the_schedule_spans_each_process_s_real_steps(tiny_bert, tmp_path):
     """36 examples over 2 processes: 18 each, micro-batch 4 (global batch 8) -> 5 steps an epoch, not 36/8."""
     raw = write_rte_subset(tmp_path / "RTE36", train_rows=36, dev_rows=4)
-    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it for every process
-    module = recipe(tiny_bert, featurize_splits(raw, tmp_path / "f36", tiny_bert), tmp_path)
-    module.get_train_dataloader(SequentialSampler, 4)
+    ranks = DistributedTrainingArguments(world_size=2)  # either process of two, as torchrun starts them
+    module = recipe(tiny_bert, featurize_splits(raw, tmp_path / "f36", tiny_bert), tmp_path,
+                    distributed_training_args=ranks)
     assert module.train_batches_per_epoch == 5 and module.optimizer_steps(2) == 10
+
+
+@pytest.mark.parametrize("batch, processes, limit", [(16, 1, 512), (8, 1, 4), (6, 1, 4), (48, 1, 10), (8, 2, 512),
+                                                     (12, 2, 4), (100, 4, 7)])
+def test_the_recipe_s_micro_batch_is_the_one_pymarlin_trains_with(batch, processes, limit):
+    arguments = train.TrainerArguments(train_batch_size=batch, gpu_batch_size_limit=limit,
+                                       distributed_training_args=DistributedTrainingArguments(world_size=processes))
+    pymarlin = types.SimpleNamespace(args=arguments, pergpu_global_batch_size=batch // processes)
+    assert train.micro_batch_size(arguments) == Trainer.train_step_batch_size.fget(pymarlin)
