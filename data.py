@@ -22,7 +22,7 @@ import os
 import pickle
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional, Sized, Union
+from typing import Any, Callable, Iterable, Optional, Sized, Union
 
 import numpy as np
 import torch
@@ -40,7 +40,9 @@ from glue_support.strict_config import parse_config, require_path
 
 logger = getlogger(__name__)
 
-FEATURES_FORMAT = "marlin-glue-features/2"  # 1: a list of InputFeatures; 2: one FeatureTable
+# 1: a list of InputFeatures; 2: one FeatureTable; 3: the metadata also records the source file's size and SHA-256
+# and the arrays' checksum, and indexes are unique
+FEATURES_FORMAT = "marlin-glue-features/3"
 
 
 @dataclass
@@ -176,52 +178,96 @@ def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    """The metadata record at the start of a features file (cheap: the features are not read)."""
+    """The metadata record at the start of a features file, checked against its checksum (cheap: the features
+    are neither read nor checked; ``verify_features`` does that)."""
     with open(path, "rb") as stream:
         return _load_metadata(stream, path)
 
 
 def _load_metadata(stream: Any, path: str) -> dict[str, Any]:
-    try:
-        metadata = _FeaturesUnpickler(stream).load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"{path}: not a marlin-glue features file written by data.py ({error})") from None
+    metadata = _unpickle(stream, lambda why: ValueError(
+        f"{path}: not a marlin-glue features file written by data.py, or a damaged one ({why})"))
     found = metadata.get("format") if isinstance(metadata, dict) else None
     if isinstance(found, str) and found.startswith("marlin-glue-features/") and found != FEATURES_FORMAT:
         raise ValueError(f"{path}: features file in format {found}, written by an older data.py; this version "
                          f"reads {FEATURES_FORMAT}: rerun data.py to rewrite it")
     if found != FEATURES_FORMAT:
         raise ValueError(f"{path}: not a marlin-glue features file (expected format {FEATURES_FORMAT})")
+    try:
+        intact = metadata_checksum(metadata) == metadata.get("metadata_sha256")
+    except ValueError as error:
+        raise _damaged(path, str(error)) from None
+    if not intact:
+        raise _damaged(path, "the metadata record does not match the checksum data.py recorded for it")
     return metadata
 
 
+def metadata_checksum(metadata: dict[str, Any]) -> str:
+    """SHA-256 of every metadata field but ``metadata_sha256`` itself, as JSON with sorted keys. It covers
+    ``arrays_sha256`` too, so the two together vouch for the whole file; ``read_metadata`` checks this one, so
+    a changed task, length or tokenizer is refused as damage before anything relies on it."""
+    fields = {key: value for key, value in metadata.items() if key != "metadata_sha256"}
+    try:
+        canonical = json.dumps(fields, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"metadata that are not plain JSON values: {error}") from None
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _unpickle(stream: Any, refusal: Callable[[str], ValueError]) -> Any:
+    """The next pickle of ``stream``, or ``refusal(why)`` raised: a file cut short or damaged can fail in many
+    ways (EOFError, UnpicklingError, a KeyError from a broken memo, ...) and each means the same thing. ``why``
+    is the error's message on one line (some of pickle's span two)."""
+    try:
+        return _FeaturesUnpickler(stream).load()
+    except Exception as error:
+        raise refusal(" ".join(str(error).split()) or type(error).__name__) from None
+
+
+def _damaged(path: str, what: str) -> ValueError:
+    return ValueError(f"{path}: damaged features file ({what}); rerun data.py to rewrite it")
+
+
 def write_features(path: str, metadata: dict[str, Any], table: FeatureTable) -> None:
-    """Write the metadata record, then the table, as two pickles; the file appears only when complete."""
+    """Write the metadata record (with the table's size, the arrays' checksum and its own), then the table, as two
+    pickles; the file appears only when complete."""
     table.check()
+    record = {**metadata, "format": FEATURES_FORMAT, "count": len(table), "arrays_sha256": table.checksum()}
+    record["metadata_sha256"] = metadata_checksum(record)
     with atomic_path(path) as temporary, open(temporary, "wb") as stream:
-        pickle.dump({**metadata, "format": FEATURES_FORMAT, "count": len(table)}, stream)
+        pickle.dump(record, stream)
         pickle.dump(table, stream, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_features(path: str) -> tuple[dict[str, Any], FeatureTable]:
-    """The metadata and the table of a features file, checked: a file from elsewhere that is damaged or
-    inconsistent is refused here rather than failing (or silently misreading) mid-training."""
+    """The metadata and the table of a features file, checked: a file from elsewhere that is damaged,
+    inconsistent, cut short or followed by more bytes is refused here rather than failing (or silently
+    misreading) mid-training."""
     with open(path, "rb") as stream:
         metadata = _load_metadata(stream, path)
-        try:
-            table = _FeaturesUnpickler(stream).load()
-        except (pickle.UnpicklingError, EOFError) as error:
-            raise ValueError(f"{path}: damaged features file ({error})") from None
+        table = _unpickle(stream, lambda why: _damaged(path, f"its feature table does not load: {why}"))
+        if stream.read(1):
+            raise _damaged(path, "more bytes after the feature table: two files concatenated, or an append?")
     if not isinstance(table, FeatureTable):
-        raise ValueError(f"{path}: damaged features file (a {type(table).__name__} where a FeatureTable belongs)")
+        raise _damaged(path, f"a {type(table).__name__} where a FeatureTable belongs")
     try:
         table.check()
     except ValueError as error:
-        raise ValueError(f"{path}: damaged features file ({error})") from None
+        raise _damaged(path, str(error)) from None
     if len(table) != metadata.get("count"):
-        raise ValueError(f"{path}: damaged features file ({len(table)} features, the metadata says "
-                         f"{metadata.get('count')})")
+        raise _damaged(path, f"{len(table)} features, the metadata says {metadata.get('count')}")
+    if table.checksum() != metadata.get("arrays_sha256"):
+        raise _damaged(path, "the arrays do not match the checksum data.py recorded for them")
     return metadata, table
+
+
+def verify_features(path: str) -> dict[str, Any]:
+    """Read one features file in full and check everything ``read_features`` does (format, both pickles whole
+    and nothing after them, the arrays consistent with unique indexes and matching their recorded checksum);
+    returns its metadata. A bad file raises ValueError, one line naming the file; an unreadable one OSError.
+    ``read_metadata`` alone does not read the features: call this on every file before the first training
+    step, so a damaged one stops the run before any work instead of at the first validation."""
+    return read_features(path)[0]
 
 
 class TaskDataset(Dataset):
@@ -321,6 +367,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
                 "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
                 "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source,
+                "source_bytes": processor.source_bytes, "source_sha256": processor.source_sha256,
                 "skipped_lines": processor.skipped}
     write_features(output_path, metadata, table)
     logger.info(f"Wrote {len(table)} features to {output_path} ({parallelism}; tokens per example: "

@@ -12,6 +12,7 @@ characters, so lines are split on tabs with no quote handling (``csv`` would mer
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class FeatureTable:
     segment 2 on XLNet's final [CLS]), with no assumption about it. ``labels`` are int64 class ids, float32
     scores (STS-B), or None for test files."""
 
+    COLUMNS = ("input_ids", "token_type_ids", "offsets", "labels", "indexes")  # the order ``checksum`` hashes
+
     input_ids: np.ndarray  # int32, every example's ids end to end
     token_type_ids: np.ndarray  # int8, aligned with input_ids
     offsets: np.ndarray  # int64, one more than there are examples; offsets[0] == 0
@@ -106,6 +109,8 @@ class FeatureTable:
     def check(self) -> None:
         """Raise ValueError unless the arrays fit together as ``data.py`` writes them: a table read from a
         file is checked once, so indexing it later cannot go out of bounds or hand out wrong dtypes."""
+        if sorted(vars(self)) != sorted(self.COLUMNS):  # unpickling sets whatever fields the file names
+            raise ValueError(f"a table with fields {', '.join(vars(self))}, expected {', '.join(self.COLUMNS)}")
         columns = {"input_ids": (self.input_ids, (np.int32,)), "token_type_ids": (self.token_type_ids, (np.int8,)),
                    "offsets": (self.offsets, (np.int64,)), "indexes": (self.indexes, (np.int64,))}
         if self.labels is not None:
@@ -121,6 +126,24 @@ class FeatureTable:
             raise ValueError(f"{len(self.input_ids)} input ids but {len(self.token_type_ids)} token type ids")
         if self.offsets[0] != 0 or self.offsets[-1] != len(self.input_ids) or (np.diff(self.offsets) < 0).any():
             raise ValueError("offsets do not cut input_ids into consecutive examples")
+        ordered = np.sort(self.indexes)
+        repeats = ordered[1:][ordered[1:] == ordered[:-1]]
+        if repeats.size:  # predictions and scores are keyed by index: a repeat would be scored once
+            raise ValueError(f"index {repeats[0]} is on more than one example; every example needs its own index")
+
+    def checksum(self) -> str:
+        """SHA-256 of the arrays, as ``data.py`` records it: per column in ``COLUMNS`` order, its name, dtype and
+        length, then its bytes (absent labels: a marker), so a changed byte, a swapped column or an array read
+        with another dtype all change it. Call ``check`` first: it hashes 1-D numpy arrays."""
+        digest = hashlib.sha256()
+        for name in self.COLUMNS:
+            column = getattr(self, name)
+            if column is None:
+                digest.update(f"{name}:none;".encode())
+                continue
+            digest.update(f"{name}:{column.dtype.str}:{len(column)};".encode())
+            digest.update(np.ascontiguousarray(column))
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -291,12 +314,18 @@ class GlueProcessor:
 
     A row that does not fit the layout (wrong column count, unknown label, bad index) is an error naming
     file and line; with ``skip_malformed`` it is reported with its line number and left out instead (the
-    official QQP train file has a few rows with missing fields)."""
+    official QQP train file has a few rows with missing fields). An index that repeats an earlier row's is an
+    error either way: it is not a malformed row to leave out, but a sign of a wrong file (two concatenated).
+
+    ``source_bytes`` and ``source_sha256`` are the size and SHA-256 of the bytes last read, so features can
+    record exactly which file they were made from."""
 
     task: str
     skip_malformed: bool = False
     examples: list[InputExample] = field(default_factory=list, init=False)
     skipped: list[int] = field(default_factory=list, init=False)  # line numbers of skipped rows
+    source_bytes: Optional[int] = field(default=None, init=False)
+    source_sha256: Optional[str] = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.spec = get_task(self.task)
@@ -342,13 +371,16 @@ class GlueProcessor:
         logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
 
     def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
-        """Reads the file and checks its header now; the rows are parsed, and kept in ``self.examples``, as the
-        returned iterator is consumed."""
+        """Reads and hashes the file and checks its header now; the rows are parsed, and kept in
+        ``self.examples``, as the returned iterator is consumed."""
         try:
-            with open(path, encoding="utf-8-sig", newline="") as stream:
-                lines = stream.read().split("\n")
+            with open(path, "rb") as stream:
+                raw = stream.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such file (expected the {self.spec.name} {set_type}.tsv)") from None
+        self.source_bytes, self.source_sha256 = len(raw), hashlib.sha256(raw).hexdigest()  # the bytes parsed
+        try:
+            lines = raw.decode("utf-8-sig").split("\n")  # "\r" is stripped per row: CRLF files read the same
         except UnicodeDecodeError as error:
             line = error.object[: error.start].count(b"\n") + 1
             raise GlueFormatError(f"{path}, line {line}: bytes that are not UTF-8 ({error.reason})") from None
@@ -365,6 +397,8 @@ class GlueProcessor:
                 raise GlueFormatError(f"{path}, line 1: the header has {width} tab-separated columns, a "
                                       f"{self.spec.name} {set_type} file has at least {columns.min_width} "
                                       "(is this file from another task?)")
+
+        lines_of: dict[int, int] = {}  # index -> its line, for files with an index column (else: row numbers)
 
         def parsed() -> Iterator[InputExample]:
             for number, line in enumerate(lines[first:], start=first + 1):
@@ -386,6 +420,8 @@ class GlueProcessor:
                     logger.warning(f"{path}, line {number}: skipped: {error}")
                     self.skipped.append(number)
                     continue
+                if columns.index is not None:
+                    self._claim_index(lines_of, example.index, number, path)
                 self.examples.append(example)
                 yield example
             if not self.examples:
@@ -403,6 +439,16 @@ class GlueProcessor:
         elif value not in self.spec.labels:
             raise GlueFormatError(f"label {value!r} is not one of {', '.join(self.spec.labels)}")
         return value
+
+    @staticmethod
+    def _claim_index(lines_of: dict[int, int], index: int, number: int, path: str) -> None:
+        """Line ``number`` holds ``index``; one seen before is an error, even with ``skip_malformed``: predictions
+        and scores are keyed by index, so a repeat would be scored once and the row it hides silently dropped."""
+        first = lines_of.setdefault(index, number)
+        if first != number:
+            raise GlueFormatError(f"{path}, line {number}: index {index} repeats line {first}'s (two files "
+                                  "concatenated?); every example needs its own index (an error even with "
+                                  "--dproc.skip_malformed true)")
 
     @staticmethod
     def _index(value: str) -> int:

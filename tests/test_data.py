@@ -1,6 +1,7 @@
 """The featurizer, the features file and TaskDataset."""
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import subprocess
@@ -82,6 +83,16 @@ def table(lengths: list[int], labels=None, indexes=None) -> FeatureTable:
                         indexes=np.array(indexes if indexes is not None else range(len(lengths)), dtype=np.int64))
 
 
+def write_around(path, metadata: dict, body) -> None:
+    """A features file written around ``write_features``' checks: ``metadata`` in this version's format with a
+    matching metadata checksum (so ``read_metadata`` accepts it), then ``body`` as the second pickle."""
+    record = {**metadata, "format": data.FEATURES_FORMAT}
+    record["metadata_sha256"] = data.metadata_checksum(record)
+    with open(path, "wb") as stream:
+        pickle.dump(record, stream)
+        pickle.dump(body, stream)
+
+
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     dump = pickle.dump
 
@@ -116,17 +127,13 @@ class _RunsCode:
 def test_a_features_file_that_would_run_code_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "train.tsv"
-    with open(path, "wb") as stream:
-        pickle.dump({"format": data.FEATURES_FORMAT, "count": 1, "task": "RTE"}, stream)
-        pickle.dump([_RunsCode(str(marker))], stream)
+    write_around(path, {"count": 1, "task": "RTE"}, [_RunsCode(str(marker))])
     with pytest.raises(ValueError, match="refusing to load posix.system"):
         data.TaskDataset(str(path))
     assert not marker.exists()
     hidden = table([2, 3])
     hidden.labels = _RunsCode(str(marker))  # inside an otherwise genuine table
-    with open(path, "wb") as stream:
-        pickle.dump({"format": data.FEATURES_FORMAT, "count": 2, "task": "RTE"}, stream)
-        pickle.dump(hidden, stream)
+    write_around(path, {"count": 2, "task": "RTE"}, hidden)
     with pytest.raises(ValueError, match="refusing to load posix.system"):
         data.TaskDataset(str(path))
     assert not marker.exists()
@@ -320,22 +327,26 @@ def test_tables_concatenate_in_order():
         FeatureTable.concatenate([first, table([1])])
 
 
-def test_a_features_file_of_the_old_format_asks_for_data_py_again(tmp_path):
+@pytest.mark.parametrize("version, body", [
+    (1, [InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)]),  # before the table
+    (2, table([2, 3], labels=[0, 1])),  # before the checksums
+])
+def test_a_features_file_of_an_old_format_asks_for_data_py_again(tmp_path, version, body):
     path = tmp_path / "train.tsv"
-    with open(path, "wb") as stream:  # as data.py wrote it before the FeatureTable
-        pickle.dump({"format": "marlin-glue-features/1", "count": 1, "task": "RTE"}, stream)
-        pickle.dump([InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)], stream)
-    for read in (data.read_metadata, data.TaskDataset):
-        with pytest.raises(ValueError, match=f"{path}: features file in format marlin-glue-features/1, written by an "
-                                             "older data.py; .* rerun data.py to rewrite it"):
+    with open(path, "wb") as stream:
+        pickle.dump({"format": f"marlin-glue-features/{version}", "count": 2, "task": "RTE"}, stream)
+        pickle.dump(body, stream)
+    assert data.FEATURES_FORMAT == "marlin-glue-features/3"
+    for read in (data.read_metadata, data.verify_features, data.TaskDataset):
+        with pytest.raises(ValueError, match=f"{path}: features file in format marlin-glue-features/{version}, "
+                                             "written by an older data.py; .* rerun data.py to rewrite it"):
             read(str(path))
 
 
 def test_a_foreign_class_in_a_features_file_is_refused(tmp_path):
-    path = tmp_path / "train.tsv"
-    with open(path, "wb") as stream:  # the current header over the old body: InputFeatures are no longer admitted
-        pickle.dump({"format": data.FEATURES_FORMAT, "count": 1, "task": "RTE"}, stream)
-        pickle.dump([InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)], stream)
+    path = tmp_path / "train.tsv"  # the current header over the old body: InputFeatures are no longer admitted
+    write_around(path, {"count": 1, "task": "RTE"},
+                 [InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 0, 0)])
     with pytest.raises(ValueError, match="refusing to load glue_processors.InputFeatures"):
         data.TaskDataset(str(path))
 
@@ -345,14 +356,14 @@ def test_a_foreign_class_in_a_features_file_is_refused(tmp_path):
     (lambda t: setattr(t, "input_ids", t.input_ids.astype(np.int64)), "input_ids is not a 1-D array of int32"),
     (lambda t: setattr(t, "labels", t.labels[:1]), "2 indexes, 3 offsets, 1 labels"),
     (lambda t: setattr(t, "token_type_ids", t.token_type_ids[:-1]), "5 input ids but 4 token type ids"),
+    (lambda t: setattr(t, "indexes", np.array([7, 7])), "index 7 is on more than one example; every example needs"),
+    (lambda t: setattr(t, "extra", 1), "a table with fields input_ids, .*, extra, expected input_ids, "),
 ])
 def test_an_inconsistent_table_is_refused_naming_the_file(tmp_path, damage, message):
     damaged = table([2, 3], labels=[0, 1])
     damage(damaged)
     path = tmp_path / "train.tsv"
-    with open(path, "wb") as stream:  # write_features checks the table, so write around it
-        pickle.dump({"format": data.FEATURES_FORMAT, "count": 2, "task": "RTE"}, stream)
-        pickle.dump(damaged, stream)
+    write_around(path, {"count": 2, "task": "RTE"}, damaged)  # write_features checks the table
     with pytest.raises(ValueError, match=f"{path}: damaged features file \\({message}"):
         data.TaskDataset(str(path))
     with pytest.raises(ValueError, match=message):
@@ -362,8 +373,88 @@ def test_an_inconsistent_table_is_refused_naming_the_file(tmp_path, damage, mess
 
 def test_a_count_that_disagrees_with_the_table_is_refused(tmp_path):
     path = tmp_path / "train.tsv"
-    with open(path, "wb") as stream:
-        pickle.dump({"format": data.FEATURES_FORMAT, "count": 3, "task": "RTE"}, stream)
-        pickle.dump(table([2, 3]), stream)
+    write_around(path, {"count": 3, "task": "RTE"}, table([2, 3]))
     with pytest.raises(ValueError, match="damaged features file \\(2 features, the metadata says 3\\)"):
         data.TaskDataset(str(path))
+
+
+def test_features_record_the_source_file_and_are_byte_identical_for_identical_input(tiny_bert, rte_subset, tmp_path):
+    path = featurize(rte_subset, tmp_path / "first", tiny_bert, "RTE", "dev")
+    metadata = data.verify_features(str(path))
+    source = (rte_subset / "dev.tsv").read_bytes()
+    assert metadata["source"] == str(rte_subset / "dev.tsv")
+    assert metadata["source_bytes"] == len(source) and metadata["source_sha256"] == hashlib.sha256(source).hexdigest()
+    assert set(metadata) == {"task", "set_type", "labels", "tokenizer", "vocab", "max_seq_len", "padding", "source",
+                             "source_bytes", "source_sha256", "skipped_lines", "format", "count", "arrays_sha256",
+                             "metadata_sha256"}
+    assert featurize(rte_subset, tmp_path / "again", tiny_bert, "RTE", "dev").read_bytes() == path.read_bytes()
+    # the same rows with CRLF line ends and a byte-order mark: the same features, from other bytes
+    crlf = tmp_path / "crlf"
+    crlf.mkdir()
+    (crlf / "dev.tsv").write_bytes(b"\xef\xbb\xbf" + source.replace(b"\n", b"\r\n"))
+    other_metadata = data.verify_features(str(featurize(crlf, tmp_path / "crlf-features", tiny_bert, "RTE", "dev")))
+    assert other_metadata["arrays_sha256"] == metadata["arrays_sha256"]
+    assert other_metadata["source_sha256"] != metadata["source_sha256"]
+    assert other_metadata["source_bytes"] == len(source) + 3 + source.count(b"\n")
+
+
+@pytest.mark.parametrize("skip_malformed", ["false", "true"])
+def test_a_file_concatenated_with_itself_stops_data_py_naming_both_lines(argv, tiny_bert, rte_subset, tmp_path,
+                                                                         skip_malformed):
+    """Read as it is, the 24 repeated indexes would be scored once each; with skip_malformed the second header is
+    left out as a malformed row, but the repeated indexes are not."""
+    dev = rte_subset / "dev.tsv"
+    dev.write_bytes(dev.read_bytes() * 2)
+    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.set_type", "dev",
+         "--dproc.tokenizer", tiny_bert, "--dproc.skip_malformed", skip_malformed)
+    with pytest.raises(SystemExit) as stop:
+        data.main()
+    expected = ("line 26: label 'label' is not one of entailment, not_entailment (--dproc.skip_malformed true "
+                "leaves such rows out)" if skip_malformed == "false" else
+                "line 27: index 0 repeats line 2's (two files concatenated?); every example needs its own index "
+                "(an error even with --dproc.skip_malformed true)")
+    assert str(stop.value.code) == f"data.py: {dev}, {expected}"
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+@pytest.fixture
+def features_path(tiny_bert, rte_subset, tmp_path):
+    return featurize(rte_subset, tmp_path / "features", tiny_bert, "RTE", "dev")
+
+
+def test_a_changed_byte_in_the_arrays_is_refused_by_every_full_read(features_path):
+    """A changed input id leaves a consistent table, so only the checksum can tell; ``read_metadata`` does not
+    read the arrays, which is why ``verify_features`` exists."""
+    ids = data.read_features(str(features_path))[1].input_ids.tobytes()
+    content = bytearray(features_path.read_bytes())
+    assert content.count(ids) == 1
+    content[content.index(ids) + 40] ^= 0x01
+    features_path.write_bytes(content)
+    assert data.read_metadata(str(features_path))["count"] == 24
+    for read in (data.verify_features, data.read_features, data.TaskDataset):
+        with pytest.raises(ValueError, match=f"^{features_path}: damaged features file \\(the arrays do not match the "
+                                             "checksum data.py recorded for them\\); rerun data.py to rewrite it$"):
+            read(str(features_path))
+
+
+def test_a_changed_metadata_value_is_refused_by_read_metadata(features_path):
+    content = features_path.read_bytes()
+    assert content.count(b"dynamic") == 1
+    features_path.write_bytes(content.replace(b"dynamic", b"dynamiC"))
+    for read in (data.read_metadata, data.verify_features):
+        with pytest.raises(ValueError, match=f"^{features_path}: damaged features file \\(the metadata record does not "
+                                             "match the checksum data.py recorded for it\\); rerun data.py"):
+            read(str(features_path))
+
+
+@pytest.mark.parametrize("tail, what", [(b"\x00", "a stray byte"), (None, "the file twice")])
+def test_anything_after_the_table_is_refused(features_path, tail, what):
+    content = features_path.read_bytes()
+    features_path.write_bytes(content + (content if tail is None else tail))
+    with pytest.raises(ValueError, match=f"^{features_path}: damaged features file \\(more bytes after the feature "
+                                         "table: two files concatenated, or an append\\?\\)"):
+        data.verify_features(str(features_path))
+
+
+def test_verify_features_returns_the_metadata_of_a_sound_file(features_path):
+    assert data.verify_features(str(features_path)) == data.read_metadata(str(features_path))

@@ -113,6 +113,22 @@ def test_test_files_have_no_labels_and_keep_their_index(tmp_path):
     assert [(e.label, e.index) for e in examples] == [(None, 7), (None, 3)]
 
 
+@pytest.mark.parametrize("skip_malformed", [False, True])
+@pytest.mark.parametrize("set_type, header, row", [
+    ("dev", "index\tsentence1\tsentence2\tlabel", "{}\ta\tb\tentailment"),
+    ("test", "index\tsentence1\tsentence2", "{}\ta\tb"),
+])
+def test_a_repeated_index_is_an_error_naming_both_lines_even_when_skipping_malformed_rows(tmp_path, set_type, header,
+                                                                                          row, skip_malformed):
+    """Predictions and scores are keyed by index: a repeat would be scored once and the row it hides lost."""
+    path = tmp_path / f"{set_type}.tsv"
+    path.write_text("\n".join([header, *(row.format(index) for index in (17, 3, 8, 17, 3))]) + "\n", encoding="utf-8")
+    with pytest.raises(GlueFormatError) as error:
+        GlueProcessor("RTE", skip_malformed=skip_malformed).process(str(tmp_path), set_type)
+    assert str(error.value) == (f"{path}, line 5: index 17 repeats line 2's (two files concatenated?); every example "
+                                "needs its own index (an error even with --dproc.skip_malformed true)")
+
+
 @pytest.mark.parametrize("content, message", [
     ("index\tsentence1\tsentence2\tlabel\n0\tonly two\tentailment\n", "line 2: 3 tab-separated columns, expected 4"),
     ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n", "line 3: label 'maybe' is not one of"),

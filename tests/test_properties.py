@@ -7,7 +7,9 @@ separators that ``str.splitlines`` would split on (U+2028, U+0085, VT, FF, ...).
 """
 from __future__ import annotations
 
+import io
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from typing import Optional
@@ -179,13 +181,20 @@ def assert_reads_as(examples: list[InputExample], lay: Layout, expected: list[tu
         assert got.index == (line - lay.first_data_line if want.index is None else want.index)
 
 
+def index_key(row: tuple[list[str], Optional[Expected]]) -> object:
+    """``unique_by`` key of a generated row: a valid row's index, which must not repeat in a file; rows without
+    one (bad rows, rows of files numbered by position) never clash."""
+    want = row[1]
+    return object() if want is None or want.index is None else want.index
+
+
 # ------------------------------------------------------------------------------------- 1. round trip
 
 
 @st.composite
 def valid_files(draw):
     lay = draw(st.sampled_from(LAYOUTS))
-    rows = draw(st.lists(valid_rows(lay), min_size=1, max_size=10))
+    rows = draw(st.lists(valid_rows(lay), min_size=1, max_size=10, unique_by=index_key))
     return lay, rows, draw(STYLES)
 
 
@@ -221,7 +230,8 @@ def test_valid_rows_read_back_verbatim(file):
 @st.composite
 def files_with_bad_rows(draw):
     lay = draw(st.sampled_from(LAYOUTS))
-    rows = draw(st.lists(st.one_of(valid_rows(lay), bad_rows(lay).map(lambda fields: (fields, None))), max_size=10))
+    rows = draw(st.lists(st.one_of(valid_rows(lay), bad_rows(lay).map(lambda fields: (fields, None))), max_size=10,
+                         unique_by=index_key))
     rows.insert(draw(st.integers(0, len(rows))), (draw(bad_rows(lay)), None))  # at least one bad row
     return lay, rows, draw(STYLES)
 
@@ -275,6 +285,34 @@ def test_a_header_narrower_than_the_layout_is_a_format_error(lay, data):
             assert path in str(error.value)
 
 
+@st.composite
+def files_with_a_repeated_index(draw):
+    """A valid file of a layout with an index column, and a later row that repeats an earlier row's index (spelt
+    as ``int`` reads it, maybe with spaces): (layout, rows, position of the first, position of the repeat, style)."""
+    lay = draw(st.sampled_from([lay for lay in LAYOUTS if lay.columns.index is not None]))
+    rows = draw(st.lists(valid_rows(lay), min_size=1, max_size=8, unique_by=index_key))
+    first = draw(st.integers(0, len(rows) - 1))
+    fields, want = draw(valid_rows(lay))
+    fields[lay.column(lay.columns.index)] = draw(st.sampled_from(["{}", " {}", "{} "])).format(rows[first][1].index)
+    repeat = draw(st.integers(first + 1, len(rows)))
+    rows.insert(repeat, (fields, want))
+    return lay, rows, first, repeat, draw(STYLES)
+
+
+@settings(max_examples=50, deadline=None)
+@given(file=files_with_a_repeated_index())
+def test_a_repeated_index_is_an_error_naming_both_lines_even_when_skipping_malformed_rows(file):
+    lay, rows, first, repeat, style = file
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_glue_file(folder, lay, [fields for fields, _ in rows], style)
+        for skip in (False, True):
+            with pytest.raises(GlueFormatError) as error:
+                GlueProcessor(lay.spec.name, skip_malformed=skip).process(folder, lay.set_type)
+            assert str(error.value).startswith(
+                f"{path}, line {lay.first_data_line + repeat}: index {rows[first][1].index} repeats line "
+                f"{lay.first_data_line + first}'s (two files concatenated?)")
+
+
 NOT_FINITE = st.tuples(st.sampled_from(["", " "]), st.sampled_from(["", "+", "-"]),
                        st.sampled_from(["nan", "NaN", "inf", "Infinity", "INF", "1e999"])).map("".join)
 OUT_OF_RANGE = st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not 0 <= x <= 5).map(repr)
@@ -315,7 +353,8 @@ def example_lists(draw):
         label = SCORE if labels is None else st.sampled_from(labels)
     examples = draw(st.lists(st.builds(
         lambda a, b, label_, index: InputExample(a, b, label_, index),
-        FEATURE_TEXT, FEATURE_TEXT if pair else st.none(), label, st.integers(0, 10**9)), min_size=1, max_size=6))
+        FEATURE_TEXT, FEATURE_TEXT if pair else st.none(), label, st.integers(0, 10**9)), min_size=1, max_size=6,
+        unique_by=lambda example_: example_.index))
     return labels, examples
 
 
@@ -356,7 +395,79 @@ def test_features_are_what_the_tokenizer_gives_truncated_to_max_seq_len(tokenize
         assert feature.index == example_.index
 
 
-# ---------------------------------------------------------------------------------------- 4. collate
+# ------------------------------------------------------------------------------------- 4. features files
+
+
+@pytest.fixture(scope="module")
+def features_file(tiny_bert, tmp_path_factory) -> bytes:
+    """The bytes of a small features file, as data.py writes it (RTE dev: pairs, labels)."""
+    from conftest import featurize
+
+    return featurize(FIXTURES / "RTE", tmp_path_factory.mktemp("features"), tiny_bert, "RTE", "dev").read_bytes()
+
+
+def metadata_end(content: bytes) -> int:
+    """Where the metadata pickle ends and the table's begins."""
+    stream = io.BytesIO(content)
+    pickle.load(stream)
+    return stream.tell()
+
+
+def assert_refused(content: bytes) -> None:
+    """Every reader of a whole features file refuses ``content`` with one line naming the file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "dev.tsv")
+        with open(path, "wb") as stream:
+            stream.write(content)
+        for read in (data.verify_features, data.read_features, data.TaskDataset):
+            with pytest.raises(ValueError) as error:
+                read(path)
+            assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data_=st.data())
+def test_a_features_file_cut_anywhere_is_refused_in_one_line_naming_it(features_file, data_):
+    boundary = metadata_end(features_file)
+    cut = data_.draw(st.one_of(st.sampled_from([0, 1, boundary - 1, boundary, boundary + 1, len(features_file) - 1]),
+                               st.integers(0, len(features_file) - 1)))
+    assert_refused(features_file[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data_=st.data())
+def test_a_changed_byte_is_refused_in_one_line_or_changes_nothing_read(features_file, data_):
+    """The metadata and the arrays are checksummed and the pickles around them break when damaged, so a changed
+    byte is refused, or leaves every value as it was (a few bytes are flags that make no difference, like the
+    ``copy`` argument of a dtype)."""
+    position = data_.draw(st.one_of(st.integers(0, len(features_file) - 1),
+                                    st.integers(metadata_end(features_file), len(features_file) - 1)))
+    changed = bytearray(features_file)
+    changed[position] ^= data_.draw(st.integers(1, 255))
+    with tempfile.TemporaryDirectory() as folder:
+        original, path = os.path.join(folder, "original.tsv"), os.path.join(folder, "changed.tsv")
+        for name, content in ((original, features_file), (path, changed)):
+            with open(name, "wb") as stream:
+                stream.write(content)
+        try:
+            metadata, table = data.read_features(path)
+        except ValueError as error:
+            assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
+            return
+        expected_metadata, expected = data.read_features(original)
+    assert metadata == expected_metadata
+    for name in FeatureTable.COLUMNS:
+        got, want = getattr(table, name), getattr(expected, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+
+
+@settings(max_examples=50, deadline=None)
+@given(tail=st.binary(min_size=1, max_size=64) | st.just(b"copy"))
+def test_a_features_file_with_anything_after_its_table_is_refused(features_file, tail):
+    assert_refused(features_file + (features_file if tail == b"copy" else tail))
+
+
+# ---------------------------------------------------------------------------------------- 5. collate
 
 LABELS = st.sampled_from(["class", "score", "none"])
 
