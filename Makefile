@@ -43,6 +43,7 @@ $(AML_INSTALLED): requirements-aml.txt $(INSTALLED)
 	touch $@
 
 test: $(INSTALLED) $(AML_INSTALLED)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 clean:

@@ -26,16 +26,15 @@ from typing import Any, Callable, Iterable, Optional, Sized, Union
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-
-from glue_support.marlin import DataInterface, DataProcessor, getlogger
-from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
 from glue_support import embedded_model
 from glue_support.atomic_write import atomic_path
-from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
+from glue_support.marlin import DataInterface, DataProcessor, getlogger
 from glue_support.strict_config import parse_config, require_path
 
 logger = getlogger(__name__)
@@ -330,7 +329,8 @@ class TaskData(DataInterface):
 
 
 def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArguments) -> str:
-    """Read ``<input_dir>/<set_type>.tsv``, featurize it and write ``<output_dir>/<set_type>.tsv``; returns that path."""
+    """Read ``<input_dir>/<set_type>.tsv``, featurize it and write ``<output_dir>/<set_type>.tsv``; returns that
+    path."""
     source = os.path.abspath(os.path.join(data_args.input_dir, f"{proc_args.set_type}.tsv"))
     output_path = os.path.join(data_args.output_dir, f"{proc_args.set_type}.tsv")
     if os.path.realpath(output_path) == os.path.realpath(source):

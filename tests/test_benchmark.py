@@ -16,8 +16,8 @@ import yaml
 
 import benchmark
 import data
-from glue_support import scoreboard
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
+from glue_support import scoreboard
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +91,8 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
 def test_an_interrupted_benchmark_resumes_to_the_result_of_an_uninterrupted_one(argv, tiny_bert, glue_dir, tmp_path):
     settings = {"tasks": "RTE", "seeds": 1, "rte.epochs": 3, "rte.batch_size": 4, "checkpoint_steps": 3}
     command = [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, tmp_path / "cut", **settings)]
-    process = subprocess.Popen(command, env={**python_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env={**python_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "cut" / "runs" / "RTE" / "seed42" / "checkpoints"
     while not (checkpoints.exists() and any(checkpoints.iterdir())):
         assert process.poll() is None, process.communicate()
@@ -103,7 +104,8 @@ def test_an_interrupted_benchmark_resumes_to_the_result_of_an_uninterrupted_one(
     record = json.loads((checkpoints.parent / "benchmark_run.json").read_text())
     assert record["status"] == "running" and record["attempts"] == 1
 
-    resumed = subprocess.run(command, env={**python_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command, env={**python_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                             timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming epoch" in (checkpoints.parent / "train.log").read_text()
     argv(*options(tiny_bert, glue_dir, tmp_path / "whole", **settings))

@@ -63,13 +63,15 @@ def test_data_py_writes_one_complete_file_named_after_its_input(tiny_bert, rte_s
 
 def test_collate_pads_each_batch_to_its_longest_member():
     features = [InputFeatures(np.array([101, 5, 102], dtype=np.int32), np.zeros(3, dtype=np.int8), 1, 0),
-                InputFeatures(np.array([101, 6, 7, 8, 102], dtype=np.int32), np.array([0, 0, 0, 1, 1], dtype=np.int8), 0, 1)]
+                InputFeatures(np.array([101, 6, 7, 8, 102], dtype=np.int32), np.array([0, 0, 0, 1, 1], dtype=np.int8),
+                              0, 1)]
     batch = data.TaskDataset.collate(features)
     assert batch["input_ids"].tolist() == [[101, 5, 102, 0, 0], [101, 6, 7, 8, 102]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
     assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
-    regression = data.TaskDataset.collate([InputFeatures(np.array([101, 102], dtype=np.int32), np.zeros(2, dtype=np.int8), 3.5, 0)])
+    regression = data.TaskDataset.collate([InputFeatures(np.array([101, 102], dtype=np.int32),
+                                                         np.zeros(2, dtype=np.int8), 3.5, 0)])
     assert regression["labels"].dtype == torch.float
 
 
@@ -154,7 +156,8 @@ RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
                                                             "not_entailment"),
     ("STS-B", "train", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
                        "0\tg\tf\t2012\t1\tn\tn\tA b.\tC d.\tfive\n", "line 2: score 'five' is not a number"),
-    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\n0\ta\t\xe9\tentailment\n", "line 2: bytes that are not UTF-8"),
+    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\n0\ta\t\xe9\tentailment\n",
+     "line 2: bytes that are not UTF-8"),
     ("RTE", "train", "", "train.tsv: empty file (expected a header line)"),
     ("RTE", "train", RTE_HEADER, "train.tsv: no data rows (expected a RTE train file)"),
     ("RTE", "dev", None, "dev.tsv: no such file (expected the RTE dev.tsv)"),
@@ -234,7 +237,8 @@ def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_
     assert result.stderr.strip().splitlines()[-1] == (
         f"data.py: {raw / 'train.tsv'}, line 2: label 'maybe' is not one of entailment, not_entailment "
         "(--dproc.skip_malformed true leaves such rows out)")
-    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(), capture_output=True,
+    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(),
+                            capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].endswith(f"did you mean {raw}?")
     assert not (tmp_path / "out").exists()

@@ -24,10 +24,12 @@ FIRST_ROWS = {
     ("SST-2", "train"): (6, ("hide new secretions from the parental units ", None, "0", 0)),
     ("SST-2", "dev"): (6, ("it 's a charming and often affecting journey . ", None, "1", 0)),
     ("SST-2", "test"): (6, ("uneasy mishmash of styles and genres .", None, None, 0)),
-    ("MRPC", "train"): (6, ("Amrozi accused his brother , whom he called \" the witness \" , of deliberately distorting his "
-                            "evidence .", "Referring to him as only \" the witness \" , Amrozi accused his brother of "
+    ("MRPC", "train"): (6, ("Amrozi accused his brother , whom he called \" the witness \" , of deliberately "
+                            "distorting his evidence .",
+                            "Referring to him as only \" the witness \" , Amrozi accused his brother of "
                             "deliberately distorting his evidence .", "1", 0)),
-    ("MRPC", "dev"): (6, ("He said the foodservice pie business doesn 't fit the company 's long-term growth strategy .",
+    ("MRPC", "dev"): (6, ("He said the foodservice pie business doesn 't fit the company 's long-term growth "
+                          "strategy .",
                           "\" The foodservice pie business does not fit our long-term growth strategy .", "1", 0)),
     ("MRPC", "test"): (6, ("PCCW 's chief operating officer , Mike Butcher , and Alex Arena , the chief financial "
                            "officer , will report directly to Mr So .", "Current Chief Operating Officer Mike Butcher "
@@ -67,7 +69,8 @@ FIRST_ROWS = {
                           "case.", "Shukla is related to Mangla.", None, 0)),
     ("WNLI", "train"): (5, ("I stuck a pin through a carrot. When I pulled the pin out, it had a hole.",
                             "The carrot had a hole.", "1", 0)),
-    ("WNLI", "dev"): (3, ("The drain is clogged with hair. It has to be cleaned.", "The hair has to be cleaned.", "0", 0)),
+    ("WNLI", "dev"): (3, ("The drain is clogged with hair. It has to be cleaned.", "The hair has to be cleaned.",
+                          "0", 0)),
     ("WNLI", "test"): (2, ("Maude and Dora had seen the trains rushing across the prairie, with long, rolling puffs "
                            "of black smoke streaming back from the engine. Their roars and their wild, clear whistles "
                            "could be heard from far away. Horses ran away when they came in sight.",
@@ -131,7 +134,8 @@ def test_a_repeated_index_is_an_error_naming_both_lines_even_when_skipping_malfo
 
 @pytest.mark.parametrize("content, message", [
     ("index\tsentence1\tsentence2\tlabel\n0\tonly two\tentailment\n", "line 2: 3 tab-separated columns, expected 4"),
-    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n", "line 3: label 'maybe' is not one of"),
+    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n",
+     "line 3: label 'maybe' is not one of"),
     ("index\tsentence1\tsentence2\tlabel\n", "no data rows"),
     ("", "empty file"),
 ])
@@ -143,7 +147,8 @@ def test_malformed_files_name_file_line_and_expectation(tmp_path, content, messa
 
 
 def test_bytes_that_are_not_utf8_are_reported_with_their_line(tmp_path):
-    (tmp_path / "train.tsv").write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\t\xff\tb\tentailment\n")
+    (tmp_path / "train.tsv").write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
+                                         b"1\t\xff\tb\tentailment\n")
     with pytest.raises(GlueFormatError, match="line 3: bytes that are not UTF-8"):
         read("RTE", tmp_path, "train")
 

@@ -23,8 +23,16 @@ from transformers import AutoTokenizer
 
 import data
 from conftest import FIXTURES, config_defaults
-from glue_processors import (TASKS, Columns, FeatureTable, GlueFormatError, GlueProcessor, InputExample,
-                             InputFeatures, TaskSpec)
+from glue_processors import (
+    TASKS,
+    Columns,
+    FeatureTable,
+    GlueFormatError,
+    GlueProcessor,
+    InputExample,
+    InputFeatures,
+    TaskSpec,
+)
 
 # ---------------------------------------------------------------------------------------------------- texts
 
@@ -389,7 +397,8 @@ def test_features_are_what_the_tokenizer_gives_truncated_to_max_seq_len(tokenize
         if example_.label is None:
             assert feature.label is None
         elif labels is None:
-            assert isinstance(feature.label, float) and feature.label == float(np.float32(example_.label))  # stored as float32
+            # stored as float32
+            assert isinstance(feature.label, float) and feature.label == float(np.float32(example_.label))
         else:
             assert isinstance(feature.label, int) and labels[feature.label] == example_.label
         assert feature.index == example_.index
