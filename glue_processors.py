@@ -16,11 +16,10 @@ import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from glue_metrics import accuracy, accuracy_and_f1, correlations, matthews_correlation
 from glue_support.marlin import getlogger
 
 logger = getlogger(__name__)
@@ -192,7 +191,7 @@ class TaskSpec:
     labels: Optional[tuple[str, ...]]  # None: regression (STS-B)
     labeled: Optional[Columns]  # train and dev files
     test: Columns
-    metric: Callable[[np.ndarray, np.ndarray], dict[str, float]]  # glue_metrics' function for the task
+    metric: str  # the function of glue_metrics.METRICS that scores the task
     metric_label: str  # the metric(s) as the scoreboard heads them: "MCC", "F1/acc", ...
     hf_name: str  # Hugging Face's `glue` name and benchmark.yaml's group: --stsb.epochs (a dash dies in argparse)
     download: Download
@@ -238,20 +237,20 @@ TASKS: dict[str, TaskSpec] = {
             "CoLA", _BINARY,
             labeled=Columns(text_a=3, text_b=None, label=1, index=None, header=False, width=4),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
-            metric=matthews_correlation, metric_label="MCC", hf_name="cola", download=_zip("CoLA", "CoLA.zip"),
+            metric="matthews_correlation", metric_label="MCC", hf_name="cola", download=_zip("CoLA", "CoLA.zip"),
         ),
         TaskSpec(
             "SST-2", _BINARY,
             labeled=Columns(text_a=0, text_b=None, label=1, index=None),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
-            metric=accuracy, metric_label="acc", hf_name="sst2", download=_zip("SST-2", "SST-2.zip"),
+            metric="accuracy", metric_label="acc", hf_name="sst2", download=_zip("SST-2", "SST-2.zip"),
             aliases=("sst",),
         ),
         TaskSpec(
             "MRPC", _BINARY,
             labeled=Columns(text_a=3, text_b=4, label=0, index=None),
             test=Columns(text_a=3, text_b=4, label=None, index=0),
-            metric=accuracy_and_f1, metric_label="F1/acc", hf_name="mrpc",
+            metric="accuracy_and_f1", metric_label="F1/acc", hf_name="mrpc",
             download=Download("MRPC", "mrpc", (("msr_paraphrase_train.txt", SENTEVAL_URL),
                                                ("msr_paraphrase_test.txt", SENTEVAL_URL),
                                                ("mrpc_dev_ids.tsv", GLUE_URL)), ("train.tsv", "dev.tsv", "test.tsv")),
@@ -260,33 +259,33 @@ TASKS: dict[str, TaskSpec] = {
             "STS-B", None,
             labeled=Columns(text_a=7, text_b=8, label=-1, index=0),
             test=Columns(text_a=7, text_b=8, label=None, index=0),
-            metric=correlations, metric_label="Pearson/Spearman", hf_name="stsb", download=_zip("STS-B", "STS-B.zip"),
+            metric="correlations", metric_label="Pearson/Spearman", hf_name="stsb", download=_zip("STS-B", "STS-B.zip"),
             aliases=("sts",),
         ),
         TaskSpec(
             "QQP", _BINARY,
             labeled=Columns(text_a=3, text_b=4, label=5, index=0),
             test=_PAIR_BY_INDEX,
-            metric=accuracy_and_f1, metric_label="acc/F1", hf_name="qqp", download=_zip("QQP", "QQP-clean.zip"),
+            metric="accuracy_and_f1", metric_label="acc/F1", hf_name="qqp", download=_zip("QQP", "QQP-clean.zip"),
         ),
         TaskSpec(
             "MNLI", _NLI3,
             labeled=Columns(text_a=8, text_b=9, label=-1, index=0),
             test=Columns(text_a=8, text_b=9, label=None, index=0),
-            metric=accuracy, metric_label="acc (m/mm)", hf_name="mnli", download=_zip("MNLI", "MNLI.zip", _MNLI_FILES),
-            set_types=_MNLI_FILES,
+            metric="accuracy", metric_label="acc (m/mm)", hf_name="mnli",
+            download=_zip("MNLI", "MNLI.zip", _MNLI_FILES), set_types=_MNLI_FILES,
             test_set_types=("test_matched", "test_mismatched"),
             submissions=("MNLI-m", "MNLI-mm"),
         ),
         TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric=accuracy, metric_label="acc", hf_name="qnli", download=_zip("QNLI", "QNLIv2.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="qnli", download=_zip("QNLI", "QNLIv2.zip")),
         TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric=accuracy, metric_label="acc", hf_name="rte", download=_zip("RTE", "RTE.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="rte", download=_zip("RTE", "RTE.zip")),
         TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric=accuracy, metric_label="acc", hf_name="wnli", download=_zip("WNLI", "WNLI.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="wnli", download=_zip("WNLI", "WNLI.zip")),
         # the diagnostic set: predicted by MNLI models, downloaded as one file into <data_dir>/diagnostic/
         TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX,
-                 metric=matthews_correlation, metric_label="MCC", hf_name="ax",
+                 metric="matthews_correlation", metric_label="MCC", hf_name="ax",
                  download=Download("diagnostic", "tsv", (("AX.tsv", GLUE_URL),), ("diagnostic.tsv",)),
                  aliases=("diagnostic",), set_types=("test", "diagnostic"), test_set_types=("test", "diagnostic"),
                  submissions=("AX", "AX"), model_task="MNLI"),
