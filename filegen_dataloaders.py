@@ -4,7 +4,7 @@
 task larger than memory can be split into several feature files; ``DataOrder`` builds one per epoch and keeps
 where training stands in them, for exact resumes. ``FilesDictDataloader`` gives one validation loader per
 file, keyed by file name, so each file gets its own metrics (MNLI ``dev_matched.tsv`` and
-``dev_mismatched.tsv`` in one run).
+``dev_mismatched.tsv`` in one run), its batches longest first (``LengthOrderedBatchSampler``).
 """
 from __future__ import annotations
 
@@ -74,6 +74,32 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         for position in torch.randperm(len(batches), generator=self.generator).tolist():
             yield batches[position]
         yield from partial
+
+
+class LengthOrderedBatchSampler(Sampler[list[int]]):
+    """Validation and prediction batches in length order, longest first: a dynamically padded batch costs its
+    longest member, so batches of alike lengths spend almost nothing on padding, and the first batch is the
+    largest, so memory peaks at once (a batch size that does not fit fails at the start, not at the end).
+
+    It orders the examples ``sampler`` gives, so under DDP each process keeps its share (with the repeats
+    ``DistributedSampler`` pads the shares with, which the example index lets the results drop). Ties keep the
+    sampler's order. Outputs carry their example index and results are put back in index order, so the order
+    changes results only by float rounding (an example padded to another length goes through matrix products of
+    other shapes, as with another batch size in file order).
+    """
+
+    def __init__(self, sampler: Sampler, lengths: list[int], batch_size: int):
+        self.sampler = sampler
+        self.lengths = lengths
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = sorted(self.sampler, key=self.lengths.__getitem__, reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
 
 
 class FilesGenDataloader:
@@ -219,16 +245,24 @@ class DataOrder:
 
 
 class FilesDictDataloader:
-    """One validation ``DataLoader`` per feature file under ``path``, keyed by file name."""
+    """One validation (or prediction) ``DataLoader`` per feature file under ``path``, keyed by file name; batches
+    longest first (``LengthOrderedBatchSampler``), or in file order with ``by_length=False``."""
 
-    def __init__(self, datamodule: TaskData, path: str):
+    def __init__(self, datamodule: TaskData, path: str, by_length: bool = True):
         self.datamodule = datamodule
         self.files = feature_files(path)
+        self.by_length = by_length
 
     def get_dataloaders(self, sampler: Callable[..., Sampler], batch_size: int) -> dict[str, DataLoader]:
+        """``sampler``: the class pymarlin passes (``SequentialSampler``, or a ``DistributedSampler`` under DDP)."""
         loaders = {}
         for file in self.files:
             dataset = self.datamodule.get_val_dataset(file)
-            loaders[os.path.basename(file)] = DataLoader(dataset, batch_size=batch_size, sampler=sampler(dataset),
-                                                         collate_fn=dataset.collate_batch)
+            if self.by_length:
+                batches = LengthOrderedBatchSampler(sampler(dataset), dataset.lengths.tolist(), batch_size)
+                loader = DataLoader(dataset, batch_sampler=batches, collate_fn=dataset.collate_batch)
+            else:
+                loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler(dataset),
+                                    collate_fn=dataset.collate_batch)
+            loaders[os.path.basename(file)] = loader
         return loaders

@@ -236,13 +236,15 @@ class Recipe(ModuleInterface):
         return self.order.loader(sampler, batch_size, cap * self.micro_batches_per_step(batch_size) if cap else None)
 
     def get_val_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
-        """One loader per validation file, keyed by file name."""
+        """One loader per validation file, keyed by file name, batches longest first (``on_end_val_epoch`` puts the
+        outputs back in index order)."""
         if not self.args.valpath:
             return {}
         return FilesDictDataloader(self.datamodule, self.args.valpath).get_dataloaders(sampler, batch_size)
 
     def get_test_dataloaders(self, sampler: type, batch_size: int) -> dict[str, DataLoader]:
-        """One loader per test file, keyed by file name (``predict`` runs them)."""
+        """One loader per test file, keyed by file name, batches longest first (``predict`` runs them and writes
+        the predictions in index order)."""
         if not self.args.predictpath:
             return {}
         return FilesDictDataloader(self.datamodule, self.args.predictpath).get_dataloaders(sampler, batch_size)
@@ -297,10 +299,12 @@ class Recipe(ModuleInterface):
         self.order.count_batch()
         return self._forward(batch, device).loss
 
+    @torch.inference_mode()
     def val_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device
                  ) -> tuple[torch.Tensor, ...]:
         """Logits and example indexes; for labeled data also the gold labels and per-example losses (so the mean
-        loss is exact whatever the batch sizes)."""
+        loss is exact whatever the batch sizes). In inference mode, a step beyond pymarlin's ``no_grad``: the
+        outputs only feed metrics and predictions, never autograd, so torch need not track their versions."""
         logits = self._forward({k: v for k, v in batch.items() if k != "labels"}, device).logits
         outputs = (logits, batch["index"].to(device))
         if "labels" not in batch:

@@ -136,7 +136,7 @@ def test_val_step_returns_logits_indexes_labels_and_per_example_losses(tiny_bert
         logits, index, labels, losses = module.val_step(0, batch, torch.device("cpu"))
         mean = module.model(**{k: v for k, v in batch.items() if k != "index"}).loss
     assert losses.shape == (5,) and logits.shape == (5, 2) and labels.shape == (5,)
-    assert index.tolist() == [0, 1, 2, 3, 4]
+    assert index.tolist() == batch["index"].tolist()
     assert losses.mean().item() == pytest.approx(mean.item(), rel=1e-5)
 
 
