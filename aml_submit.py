@@ -27,7 +27,15 @@ import yaml
 
 from glue_processors import TaskSpec, get_task
 from glue_support.runtime import multi_process_backend
-from glue_support.strict_config import CONFIG_PATH, ConfigError, answer_help, cli_value, parse_config, require_path
+from glue_support.strict_config import (
+    CONFIG_PATH,
+    ConfigError,
+    answer_help,
+    cli_value,
+    parse_config,
+    require_path,
+    run_main,
+)
 
 if __name__ == "__main__":
     answer_help()  # before the Azure ML SDK loads (seconds), and even where it is not installed
@@ -165,9 +173,6 @@ def build_job(config: dict[str, Any]) -> CommandJob:
     with open(CONFIG_PATH, encoding="utf-8") as stream:
         defaults = yaml.safe_load(stream)
     aml = config["aml"]
-    for key in ("instance_count", "processes_per_node"):
-        if aml[key] < 1:
-            raise ConfigError(f"--aml.{key} must be at least 1, not {aml[key]}")
     spec, set_types = task_files(config["dproc"]["task"])
     return CommandJob(
         display_name=f"GLUE {spec.name}",
@@ -274,4 +279,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

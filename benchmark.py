@@ -4,14 +4,16 @@
 
 Options and per-task hyperparameters are in ``benchmark.yaml``. For each task, ``data.featurize`` builds the
 training and labeled dev features once per tokenizer and length (``<output_dir>/features/``, reused by later
-runs); then each seed is one ``train.py`` process (under ``torchrun`` with ``bench.nproc_per_node`` > 1) writing
-``<output_dir>/runs/<Task>/seed<N>/``. Runs go seed by seed across the tasks, so a benchmark stopped early
-still has every task scored. Running the same command again skips finished runs and resumes an interrupted one
-from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
+runs while the GLUE files' bytes are those they were made from); then each seed is one ``train.py`` process
+(under ``torchrun`` with ``bench.nproc_per_node`` > 1) writing ``<output_dir>/runs/<Task>/seed<N>/``. Runs go
+seed by seed across the tasks, so a benchmark stopped early still has every task scored. Running the same
+command again skips finished runs (refusing one made with other settings or data) and resumes an interrupted
+one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
 ``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,11 +31,19 @@ import yaml
 from tqdm import tqdm
 
 from glue_processors import TaskSpec, get_task
-from glue_support import scoreboard
+from glue_support import provenance, scoreboard
 from glue_support.atomic_write import write_json
 from glue_support.marlin import getlogger
 from glue_support.runtime import on_stop_signals
-from glue_support.strict_config import CONFIG_PATH, ConfigError, answer_help, cli_value, parse_config, require_path
+from glue_support.strict_config import (
+    CONFIG_PATH,
+    ConfigError,
+    answer_help,
+    cli_value,
+    parse_config,
+    require_path,
+    run_main,
+)
 
 logger = getlogger(__name__)
 
@@ -80,6 +90,9 @@ class Run:
     settings: TaskSettings
     features: str  # <output_dir>/features/<Task>/<tokenizer>-len<L>: train/ and dev/ inside
     folder: str
+    # the task's files by name (train.tsv, dev.tsv, ...): size and SHA-256, read once per invocation (hash_sources);
+    # None where they are not read: an Azure ML pipeline is planned without its data
+    sources: Optional[dict[str, dict[str, Any]]] = None
 
     @property
     def name(self) -> str:
@@ -98,6 +111,11 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/"))[-80:]
 
 
+def splits(spec: TaskSpec) -> tuple[str, ...]:
+    """The set types a benchmark run reads: the training set and every labeled dev set."""
+    return ("train", *spec.dev_set_types)
+
+
 def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
     """The tasks named in ``bench.tasks``; with ``check_files``, each with its train and dev files present in
     ``bench.data_dir``."""
@@ -109,7 +127,7 @@ def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
             raise ConfigError(f"--bench.tasks: {error}") from None
         if spec.labeled is None:
             raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
-        for set_type in ("train", *spec.dev_set_types) if check_files else ():
+        for set_type in splits(spec) if check_files else ():
             path = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
             if not os.path.exists(path):
                 raise ConfigError(f"{path}: no such file; get the GLUE files with "
@@ -120,8 +138,18 @@ def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
     return specs
 
 
-def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> list[Run]:
-    """Every (task, seed) run, seed-major: all tasks' first seed, then all tasks' second, ..."""
+def hash_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Size and SHA-256 of every file the runs read, by task and file name: what features and finished runs are
+    checked against before they are reused. Read once per invocation, not once per run."""
+    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(os.path.join(args.data_dir, spec.name,
+                                                                                  f"{set_type}.tsv"))
+                        for set_type in splits(spec)} for spec in specs}
+
+
+def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
+         sources: Optional[dict[str, dict[str, dict[str, Any]]]] = None) -> list[Run]:
+    """Every (task, seed) run, seed-major: all tasks' first seed, then all tasks' second, ...; ``sources``:
+    ``hash_sources``."""
     runs = []
     for number in range(args.seeds):
         for spec in specs:
@@ -131,25 +159,33 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
             seed = args.first_seed + number
             features = os.path.join(args.output_dir, "features", spec.name,
                                     f"{model_slug(args.model)}-len{settings.max_seq_len}")
-            runs.append(Run(spec, seed, settings, features, os.path.join(args.output_dir, "runs", spec.name,
-                                                                         f"seed{seed}")))
+            folder = os.path.join(args.output_dir, "runs", spec.name, f"seed{seed}")
+            runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None))
     return runs
 
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
-    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them
-    (data.featurize writes each file under a temporary name first, so a file present is complete). Everything
-    but the task, file, tokenizer and length is config.yaml's ``dproc`` default, as ``python data.py`` uses it."""
+    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them from the
+    same bytes (data.featurize writes each file under a temporary name first, so a file present is complete).
+    Everything but the task, file, tokenizer and length is config.yaml's ``dproc`` default, as ``python data.py``
+    uses it."""
     import data  # here: featurizing loads torch and transformers, which --report_only, --help and --aml need not
 
     with open(CONFIG_PATH, encoding="utf-8") as stream:
         dproc = yaml.safe_load(stream)["dproc"]
     timings_path = os.path.join(run.features, "featurize_seconds.json")
     timings = scoreboard.read_json(timings_path) or {}
-    for set_type in ("train", *run.spec.dev_set_types):
+    for set_type in splits(run.spec):
         folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
-        if reusable(os.path.join(folder, f"{set_type}.tsv"), args.model, run.settings.max_seq_len):
+        source = run.sources[f"{set_type}.tsv"]
+        expected = {"task": run.spec.name, "set_type": set_type, "tokenizer": args.model,
+                    "vocab": vocabulary(args.model), "max_seq_len": run.settings.max_seq_len,
+                    "padding": dproc["padding"], "source_bytes": source["bytes"], "source_sha256": source["sha256"]}
+        why = stale(os.path.join(folder, f"{set_type}.tsv"), expected,
+                    os.path.join(args.data_dir, run.spec.name, f"{set_type}.tsv"))
+        if why is None:
             continue
+        logger.info(f"{run.spec.name} {set_type} features: building them ({why})")
         start = time.perf_counter()
         data.featurize(
             data.DataInterfaceArguments(input_dir=os.path.join(args.data_dir, run.spec.name), output_dir=folder),
@@ -159,23 +195,44 @@ def build_features(args: BenchmarkArguments, run: Run) -> None:
         write_json(timings_path, timings)
 
 
-def reusable(path: str, model: str, max_seq_len: int) -> bool:
-    """A features file built earlier for this tokenizer and length, in the format this data.py writes (one
-    from an older data.py, or damaged, is built again)."""
+@functools.cache
+def vocabulary(model: str) -> str:
+    """The fingerprint data.py records of ``model``'s vocabulary. Cached: every run of a task would load the
+    tokenizer again for the same answer."""
+    from transformers import AutoTokenizer
+
+    import data  # see build_features
+    from glue_support import embedded_model
+
+    return data.vocab_fingerprint(AutoTokenizer.from_pretrained(embedded_model.resolve(model)))
+
+
+def stale(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
+    """Why the features file at ``path`` cannot serve a run that needs ``expected`` (fields of its metadata), or
+    None if it can: one that is missing, from an older data.py, damaged, or made from other bytes of ``source``
+    (the GLUE file), another tokenizer or length is built again."""
     import data  # see build_features
 
+    if not os.path.exists(path):
+        return "none built yet"
     try:
         metadata = data.read_metadata(path)
-    except (OSError, ValueError):
-        return False
-    return metadata["tokenizer"] == model and metadata["max_seq_len"] == max_seq_len
+    except (OSError, ValueError) as error:
+        return str(error)
+    changed = [key for key, value in expected.items() if metadata.get(key) != value]
+    if "source_sha256" in changed or "source_bytes" in changed:
+        return (f"{source} is not the file they were made from: {metadata['source_bytes']} -> "
+                f"{expected['source_bytes']} bytes, sha256 {metadata['source_sha256'][:12]} -> "
+                f"{expected['source_sha256'][:12]}")
+    return ", ".join(f"{key} {metadata.get(key)!r} -> {expected[key]!r}" for key in changed) or None
 
 
 def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
-    """What makes two runs the same experiment: a finished run is reused only if these match."""
+    """What makes two runs the same experiment: a finished run is reused only if these match. ``data`` is each
+    file's size and SHA-256, not its folder: the same bytes elsewhere are the same data."""
     return {"task": run.spec.name, "seed": run.seed, "model": args.model,
             **{key: value for key, value in asdict(run.settings).items() if key != "seeds"},
-            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options}
+            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, "data": run.sources}
 
 
 def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
@@ -196,21 +253,30 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
 
 
 def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any]]:
-    """The record of this run from an earlier invocation, if any; refused if it was run with other settings."""
+    """The record of this run from an earlier invocation, if any; refused if it was run with other settings or
+    made from other data, naming the files whose checksum differs."""
     settings = run_settings(args, run)
     record = run.record()
-    if record is not None and record["settings"] != settings:
-        changed = ", ".join(f"{key} {record['settings'].get(key)!r} -> {value!r}" for key, value in settings.items()
-                            if record["settings"].get(key) != value)
-        raise ConfigError(f"{run.folder} holds a {run.name} run with other settings ({changed}): choose another "
-                          f"--bench.output_dir, or delete that folder to run it again")
-    return record
+    if record is None or record["settings"] == settings:
+        return record
+    recorded = record["settings"]
+    files = {name: ((recorded.get("data") or {}).get(name), identity) for name, identity in settings["data"].items()}
+    data = [f"{os.path.join(args.data_dir, run.spec.name, name)} sha256 "
+            f"{old['sha256'][:12] if old else 'not recorded'} -> {new['sha256'][:12]}"
+            for name, (old, new) in files.items() if old != new]
+    others = [f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}" for key in dict.fromkeys([*settings, *recorded])
+              if key != "data" and recorded.get(key) != settings.get(key)]
+    what = " and ".join(kind for kind, found in (("data", data), ("settings", others)) if found)
+    raise ConfigError(f"{run.folder} holds a {run.name} run with other {what} ({', '.join(data + others)}): "
+                      "choose another --bench.output_dir, or delete that folder to run it again")
 
 
 def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]]) -> dict[str, Any]:
     """One train.py run to the end, resumed if ``record`` (``earlier_record``) says it was started; its record."""
     resume = record is not None
-    record = record or {"settings": run_settings(args, run), "status": "running", "wall_s": 0.0, "attempts": 0}
+    # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
+    record = record or {"settings": run_settings(args, run), "data_dir": args.data_dir, "status": "running",
+                        "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
     log_path = os.path.join(run.folder, "train.log")
@@ -297,11 +363,11 @@ def main() -> None:
     references = args.references or os.path.join(HERE, "glue_references.json")
     if not args.report_only:
         require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
-        runs = plan(args, config, specs)
+        runs = plan(args, config, specs, hash_sources(args, specs))
         logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                     f"into {args.output_dir}")
-        for run in tqdm(runs, desc="benchmark runs", unit="run"):
-            record = earlier_record(args, run)
+        records = [earlier_record(args, run) for run in runs]  # every refusal before any work
+        for run, record in tqdm(zip(runs, records), desc="benchmark runs", unit="run", total=len(runs)):
             if record is not None and record["status"] == "done":
                 logger.info(f"{run.name}: finished earlier, skipped")
                 continue
@@ -317,4 +383,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

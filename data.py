@@ -30,12 +30,13 @@ from tokenizers import Tokenizer
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
 from glue_support import embedded_model
 from glue_support.atomic_write import atomic_path
 from glue_support.marlin import DataInterface, DataProcessor, getlogger
-from glue_support.strict_config import parse_config, require_path
+from glue_support.strict_config import ConfigError, parse_config, require_folder, require_writable_folder, run_main
 
 logger = getlogger(__name__)
 
@@ -330,23 +331,20 @@ class TaskData(DataInterface):
 
 def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArguments) -> str:
     """Read ``<input_dir>/<set_type>.tsv``, featurize it and write ``<output_dir>/<set_type>.tsv``; returns that
-    path."""
+    path. ``proc_args`` are within the ranges config.yaml declares (``parse_config`` checks them)."""
     source = os.path.abspath(os.path.join(data_args.input_dir, f"{proc_args.set_type}.tsv"))
     output_path = os.path.join(data_args.output_dir, f"{proc_args.set_type}.tsv")
     if os.path.realpath(output_path) == os.path.realpath(source):
         raise ValueError(f"{output_path}: the features file would replace the GLUE file it is made from; "
                          "choose a --dmod.output_dir other than --dmod.input_dir")
-    if proc_args.padding not in ("dynamic", "max_length"):
-        raise ValueError(f"dproc.padding {proc_args.padding!r}: expected dynamic or max_length")
-    if proc_args.tokenize_batch_size < 1:
-        raise ValueError(f"dproc.tokenize_batch_size {proc_args.tokenize_batch_size}: expected 1 or more")
     processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
     # the file is read and its header checked now; its rows are tokenized as they are parsed (pymarlin's
     # process_data would parse them all first)
     examples = processor.stream(data_args.input_dir, proc_args.set_type)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
+    check_max_seq_len(proc_args, tokenizer)
     featurizer = Featurizer(proc_args, processor.get_labels(), tokenizer)
-    workers = max(1, proc_args.workers or 1)
+    workers = proc_args.workers or 1
     if workers > 1:
         examples = list(examples)
         workers = min(workers, len(examples))
@@ -375,19 +373,25 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     return output_path
 
 
+def check_max_seq_len(proc_args: DataProcessorArguments, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Examples longer than the model has positions for would featurize fine and crash its first training step:
+    a ``max_seq_len`` over the tokenizer's ``model_max_length`` is refused before tokenizing (unless that is
+    transformers' "no limit" sentinel)."""
+    limit = tokenizer.model_max_length
+    if limit < VERY_LARGE_INTEGER and proc_args.max_seq_len > limit:
+        raise ConfigError(f"--dproc.max_seq_len {proc_args.max_seq_len}: {proc_args.tokenizer} takes at most {limit} "
+                          f"tokens per example (its model_max_length); give --dproc.max_seq_len {limit} or less")
+
+
 def main() -> None:
     config = parse_config()
     data_args = DataInterfaceArguments(**config["dmod"])
     proc_args = DataProcessorArguments(**config["dproc"])
     logger.info(f"data.py: {asdict(data_args)} {asdict(proc_args)}")
-    require_path("--dmod.input_dir", data_args.input_dir, "the folder holding the task's <set_type>.tsv files")
-    if not data_args.output_dir:
-        raise SystemExit("data.py needs --dmod.output_dir (the folder for the features file)")
-    try:
-        featurize(data_args, proc_args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: one line naming file and line, no traceback
-        raise SystemExit(f"data.py: {error}") from None
+    require_folder("--dmod.input_dir", data_args.input_dir, "the folder holding the task's <set_type>.tsv files")
+    require_writable_folder("--dmod.output_dir", data_args.output_dir, "the folder for the features file")
+    featurize(data_args, proc_args)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

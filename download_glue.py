@@ -16,8 +16,9 @@ Each task is downloaded to a temporary file in ``data_dir``, checked (the byte c
 zip's integrity and the expected file names), extracted to a temporary folder, checked against the SHA-256
 table, and only then moved into ``<data_dir>/<task>/`` (the diagnostic set into ``<data_dir>/diagnostic/``, its
 folder in the GLUE download). A partial or corrupted download or a checksum mismatch is removed, reported with
-the task, the file and the expected and actual hashes, and the script exits 1. Tasks whose files are already
-there and match the table are skipped. QQP, MNLI, QNLI, WNLI and AX have no reference hashes in the table:
+the task, the file and the expected and actual hashes, and the script exits 1; what a killed run left (hidden
+``.<file>.*.part`` files and ``.<task>.*.staging`` folders in ``data_dir``) the next run removes. Tasks whose files
+are already there and match the table are skipped. QQP, MNLI, QNLI, WNLI and AX have no reference hashes in the table:
 they are checked for completeness only and reported as "not checksummed".
 """
 from __future__ import annotations
@@ -41,9 +42,9 @@ from typing import Optional, Union
 from tqdm import tqdm
 
 from glue_processors import TASKS, TaskSpec, get_task
-from glue_support.atomic_write import FILE_MODE
+from glue_support.atomic_write import FILE_MODE, remove_leftovers
 from glue_support.marlin import getlogger
-from glue_support.strict_config import ConfigError, answer_help, parse_config
+from glue_support.strict_config import ConfigError, answer_help, parse_config, run_main
 
 logger = getlogger(__name__)
 
@@ -338,6 +339,10 @@ def download(tasks: Union[str, list[str]], data_dir: str, base_url: str = "",
     names = resolve_tasks(tasks)
     table = load_checksums() if checksums is None else checksums
     os.makedirs(data_dir, exist_ok=True)
+    # what a killed download left: download_task's partial files (.<file>.<random>.part) and staging folders
+    removed = remove_leftovers(data_dir, files=".*.part", folders=".*.staging")
+    if removed:
+        logger.info(f"{data_dir}: removed what an interrupted download left ({', '.join(removed)})")
     return [download_task(get_task(name), data_dir, base_url, table.get(name), timeout) for name in names]
 
 
@@ -348,8 +353,6 @@ def main() -> None:
         raise ConfigError("--download.data_dir is required: the folder to put the task folders in")
     if config["base_url"] and "://" not in config["base_url"]:
         raise ConfigError(f"--download.base_url {config['base_url']}: not a URL (e.g. http://127.0.0.1:8000/)")
-    if config["timeout"] <= 0:
-        raise ConfigError(f"--download.timeout {config['timeout']}: must be a positive number of seconds")
     tasks = resolve_tasks(config["tasks"])
     checksums = load_checksums(config["checksums"] or CHECKSUMS_PATH)
     logger.info(f"download_glue.py: {', '.join(tasks)} into {os.path.abspath(config['data_dir'])} from "
@@ -367,4 +370,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -379,10 +379,15 @@ class GlueProcessor:
             raise FileNotFoundError(f"{path}: no such file (expected the {self.spec.name} {set_type}.tsv)") from None
         self.source_bytes, self.source_sha256 = len(raw), hashlib.sha256(raw).hexdigest()  # the bytes parsed
         try:
-            lines = raw.decode("utf-8-sig").split("\n")  # "\r" is stripped per row: CRLF files read the same
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as error:
             line = error.object[: error.start].count(b"\n") + 1
             raise GlueFormatError(f"{path}, line {line}: bytes that are not UTF-8 ({error.reason})") from None
+        if "\n" not in text and "\r" in text.rstrip("\r"):  # rows are cut at "\n" only: this would be one row
+            raise GlueFormatError(f"{path}: its lines end in a carriage return alone (old Mac line endings), so the "
+                                  "whole file reads as one line; convert them to newlines, e.g. with "
+                                  f"sed -i 's/\\r/\\n/g' {path}")
+        lines = text.split("\n")  # "\r" is stripped per row: CRLF files read the same
         if lines and lines[-1] == "":
             lines.pop()  # the final newline
         width = columns.width
@@ -403,6 +408,9 @@ class GlueProcessor:
             for number, line in enumerate(lines[first:], start=first + 1):
                 fields = line.rstrip("\r").split("\t")
                 try:
+                    if len(fields) != width and not line.strip():
+                        raise GlueFormatError(f"blank line, expected {width} tab-separated columns for "
+                                              f"{self.spec.name} {set_type}")
                     if len(fields) != width:
                         raise GlueFormatError(f"{len(fields)} tab-separated columns, expected {width} "
                                               f"for {self.spec.name} {set_type}")

@@ -37,14 +37,21 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 
 import glue_metrics
-from data import TaskData, read_metadata, vocab_fingerprint
+from data import TaskData, read_metadata, verify_features, vocab_fingerprint
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
 from glue_processors import TaskSpec, get_task
-from glue_support import embedded_model, runtime
+from glue_support import embedded_model, provenance, runtime
 from glue_support.atomic_write import atomic_files_into, write_json
 from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
-from glue_support.marlin import ModuleInterface, TrainerArguments, getlogger, global_stats, rank_zero_only
-from glue_support.strict_config import parse_config, require_path, save_config
+from glue_support.marlin import (
+    DistributedTrainingArguments,
+    ModuleInterface,
+    TrainerArguments,
+    getlogger,
+    global_stats,
+    rank_zero_only,
+)
+from glue_support.strict_config import ConfigError, parse_config, require_path, run_main, save_config
 from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)
@@ -81,8 +88,10 @@ class ModuleInterfaceArguments:
 
 
 def features_metadata(args: ModuleInterfaceArguments) -> dict[str, dict[str, Any]]:
-    """The metadata of every feature file under ``trainpath``, ``valpath`` and ``predictpath``, by file."""
-    return {file: read_metadata(file) for path in args.feature_paths().values() for file in feature_files(path)}
+    """The metadata of every feature file under ``trainpath``, ``valpath`` and ``predictpath``, by file, each file
+    read whole and checked against its checksums first: a damaged one stops the run now, not at the first
+    validation or at the end."""
+    return {file: verify_features(file) for path in args.feature_paths().values() for file in feature_files(path)}
 
 
 def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> TaskSpec:
@@ -139,6 +148,18 @@ def check_vocabulary(found: dict[str, dict[str, Any]], tokenizer: Any, model_nam
                              f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
 
 
+def check_positions(found: dict[str, dict[str, Any]], model_name: str) -> None:
+    """Examples longer than the model has position embeddings for crash its first step: features made with a
+    larger ``max_seq_len`` are refused before the weights load (the model's config alone says how many positions it
+    has; a model without absolute positions has no such limit)."""
+    positions = getattr(AutoConfig.from_pretrained(embedded_model.resolve(model_name)), "max_position_embeddings", None)
+    for file, metadata in found.items():
+        if positions and metadata["max_seq_len"] > positions:
+            raise ValueError(f"{file}: features of up to {metadata['max_seq_len']} tokens (its max_seq_len), but "
+                             f"{model_name} has {positions} positions (max_position_embeddings): featurize again "
+                             f"with --dproc.max_seq_len {positions}")
+
+
 def micro_batch_size(trainer_args: TrainerArguments) -> int:
     """The micro-batch pymarlin's Trainer trains with (its ``train_step_batch_size``), from the same arguments: each
     process's share of ``train_batch_size``, or, when that exceeds ``gpu_batch_size_limit``, the limit if it
@@ -166,6 +187,7 @@ class Recipe(ModuleInterface):
         found = features_metadata(args)
         self.spec = task_of_features(args, found)
         check_split_kinds(args, found)
+        check_positions(found, model_args.hf_model)
         ranks = trainer_args.distributed_training_args
         self.is_main_process = ranks.global_rank == 0
         self.world_size = ranks.world_size
@@ -182,6 +204,10 @@ class Recipe(ModuleInterface):
         self.train_counts = [found[file]["count"] for file in feature_files(args.trainpath)] if args.trainpath else []
         if args.trainpath:
             logger.info(f"Training on {sum(self.train_counts)} examples from {len(self.train_counts)} file(s)")
+        # what the numbers are made from, written beside them: each option's files (source, checksum, examples)
+        self.made_from = {"data": {option: provenance.features_data({file: found[file] for file in feature_files(path)})
+                                   for option, path in args.feature_paths().items()},
+                          "versions": provenance.versions()}
 
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
         """The model with the task's labels, in the task's order, written into its config (and so into the saved
@@ -373,7 +399,7 @@ class Recipe(ModuleInterface):
             logger.info(f"{self.spec.name} {key} after epoch {self.order.epoch}, step {global_step}: "
                         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
             write_json(os.path.join(self.args.output_dir, "results.json"),
-                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.results})
+                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.results, **self.made_from})
 
     def on_end_train(self, global_step: int) -> None:
         self.log_training_loss(global_step)
@@ -426,7 +452,7 @@ def main() -> Recipe:
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
     if not args.feature_paths():
-        raise SystemExit("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
+        raise ConfigError("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
                          "and/or --tmod.predictpath (to write test-set predictions)")
     for option, path in args.feature_paths().items():
         require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
@@ -434,21 +460,30 @@ def main() -> Recipe:
     config = runtime.with_process_backend(config, ranks)
     distributed = runtime.distributed_arguments(config, ranks)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
-    runtime.prepare_output_dir(args.output_dir, args.overwrite_output_dir or resuming)
+    with runtime.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks) as output:
+        return fine_tune(config, args, model_args, ranks, distributed, output)
+
+
+def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args: ModelArguments,
+              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: runtime.OwnedOutputDir
+              ) -> Recipe:
+    """The run in the output folder it owns: built and checked first, then the earlier run it replaces set aside
+    before its first write (so a refused run leaves that run in place), then trained, validated and/or predicted."""
     checkpointer_args = checkpointer_arguments(config["ckpt"], args.output_dir)
     trainer_args = runtime.trainer_arguments(config, args.output_dir, distributed, checkpointer_args)
     # pymarlin's guard for rank-0-only functions is a module global its Trainer sets only when it reads the ranks
     # itself; given them, it leaves the global at 0 in every process
     rank_zero_only.rank = ranks.global_rank
-    if ranks.is_main:
-        logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
-                    f"full config in {save_config(config, args.output_dir)}")
-
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
     runtime.check_free_space(args.output_dir, recipe.model, trainer_args)
+    backend = runtime.build_backend(config)
+    output.set_aside_earlier()
+    if ranks.is_main:
+        logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
+                    f"full config in {save_config(config, args.output_dir)}")
     stop = StopRequest()
-    trainer = CheckpointingTrainer(recipe, trainer_args, runtime.build_backend(config),
+    trainer = CheckpointingTrainer(recipe, trainer_args, backend,
                                    StepCheckpointer(checkpointer_args), period_steps=config["ckpt"]["period_steps"],
                                    stop=stop)
     if args.trainpath:
@@ -467,4 +502,4 @@ def main() -> Recipe:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

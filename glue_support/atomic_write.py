@@ -1,7 +1,9 @@
 """Outputs appear under their final name only when complete: a killed run never leaves a half-written
-features file, results file or model behind."""
+features file, results file or model behind. What it does leave, hidden temporaries, ``remove_leftovers`` finds by
+their names."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -18,6 +20,10 @@ def _read_umask() -> int:
 
 # Read once, at import: changing the umask later, even briefly, would race with other threads' files.
 FILE_MODE = 0o666 & ~_read_umask()
+
+# The names of the temporaries below: ``.<final name>.<random>.tmp`` files and ``.staging.<random>`` folders.
+TEMPORARY_FILES = ".*.tmp"
+STAGING_FOLDERS = ".staging.*"
 
 
 @contextmanager
@@ -51,6 +57,23 @@ def atomic_files_into(folder: str) -> Iterator[str]:
             os.replace(os.path.join(staging, name), os.path.join(folder, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_leftovers(folder: str, files: str = TEMPORARY_FILES, folders: str = STAGING_FOLDERS) -> list[str]:
+    """Remove the temporaries killed writers left directly in ``folder``: files named like ``files`` and folders
+    named like ``folders`` (shell patterns; by default this module's), nothing else. Only for a folder no live
+    process writes to: a live writer's temporaries look the same. The names removed."""
+    removed = []
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if fnmatch.fnmatchcase(name, folders):
+                shutil.rmtree(path)
+                removed.append(name)
+        elif fnmatch.fnmatchcase(name, files):
+            os.unlink(path)
+            removed.append(name)
+    return removed
 
 
 def write_json(path: str, content: Any) -> None:

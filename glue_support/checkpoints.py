@@ -15,6 +15,7 @@ start of the epoch (which fixes the data order) and at the checkpoint (which fix
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import re
@@ -36,6 +37,7 @@ from glue_support.marlin import (
     TrainerBackend,
     getlogger,
 )
+from glue_support.strict_config import ConfigError
 
 logger = getlogger(__name__)
 
@@ -79,7 +81,7 @@ def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultChec
     which are this project's). Checkpoints left "" go to ``<output_dir>/checkpoints``; ``ckpt.resume`` reads the
     newest there (or in ``ckpt.load_dir``), and starts from the beginning when there is none."""
     if (ckpt["resume"] or ckpt["load_dir"]) and ckpt["delete_existing_checkpoints"]:
-        raise SystemExit("ckpt.resume with ckpt.delete_existing_checkpoints true would delete the checkpoint to "
+        raise ConfigError("ckpt.resume with ckpt.delete_existing_checkpoints true would delete the checkpoint to "
                          "resume from: leave delete_existing_checkpoints false")
     arguments = {key: value for key, value in ckpt.items() if key not in ("period_steps", "resume")}
     arguments["save_dir"] = arguments["save_dir"] or os.path.join(output_dir, "checkpoints")
@@ -91,8 +93,24 @@ def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultChec
     return DefaultCheckpointerArguments(**arguments)
 
 
+def weights_mismatch(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> str:
+    """How a checkpoint's weights differ from a module's, in a few words; "" if they fit."""
+    shapes = [name for name in current if name in saved and saved[name].shape != current[name].shape]
+    if shapes:
+        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
+        return (f"{shapes[0]} is {list(saved[shapes[0]].shape)} in it, {list(current[shapes[0]].shape)} in this "
+                f"model{more}")
+    missing, extra = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
+    if missing or extra:
+        return (f"{len(missing)} weights of this model are not in it, {len(extra)} of its weights are not in this "
+                f"model (e.g. {(missing or extra)[0]})")
+    return ""
+
+
 class StepCheckpointer(DefaultCheckpointer):
     """pymarlin's checkpointer, keyed by optimizer step, written atomically and loaded safely."""
+
+    loaded_from: Optional[str] = None  # the file ``load`` read
 
     def due(self, index: int, force: bool = False) -> bool:
         """Whether the end of epoch ``index`` (from 0) is checkpointed: ``ckpt.checkpoint`` is on and the epoch is
@@ -125,7 +143,11 @@ class StepCheckpointer(DefaultCheckpointer):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a damaged or foreign file: name it, whatever torch raised
             raise ValueError(f"{path}: not a loadable marlin-glue checkpoint ({error})") from None
+        if not isinstance(state, dict) or set(state) != {field.name for field in dataclasses.fields(Checkpoint)}:
+            raise ValueError(f"{path}: a PyTorch file, but not a marlin-glue checkpoint (no training state: a "
+                             "model's weights?); resume from a file train.py wrote into its checkpoints folder")
         logger.info(f"Resuming from {path} (step {state['trainer_backend_state']['global_step_completed']})")
+        self.loaded_from = path
         return Checkpoint(**state)
 
 
@@ -166,6 +188,19 @@ class CheckpointingTrainer(Trainer):
         # set after pymarlin's __init__, which logs every attribute the Trainer has by then as a hyperparameter
         self.period_steps = period_steps
         self.stop = stop
+
+    def load_checkpoints(self) -> Checkpoint:
+        """pymarlin's, with the checkpoint's weights checked against the module's before pymarlin loads them: a
+        checkpoint of another model or task is refused in one line naming the file, where torch would list every
+        tensor that differs."""
+        checkpoint = super().load_checkpoints()
+        saved = (checkpoint.module_interface_state or {}).get("model")  # train.Recipe.get_state keeps them there
+        mismatch = weights_mismatch(saved, self.module.state_dict()) if saved else ""
+        if mismatch:
+            raise ValueError(f"{self.checkpointer.loaded_from}: checkpoint of another model or task: {mismatch}; "
+                             "resume from a checkpoint of this model and task, or leave out --ckpt.resume and "
+                             "--ckpt.load_dir to start afresh")
+        return checkpoint
 
     def train_epoch(self) -> list[torch.Tensor]:
         dataloader = self.module.get_train_dataloader(batch_size=self.train_step_batch_size, sampler=self.train_sampler)

@@ -3,7 +3,9 @@
 Scores are x100, as GLUE reports them. A task's score is its official metric; where GLUE reports two (MRPC and
 QQP: F1 and accuracy; STS-B: Pearson and Spearman) it is their mean, as on the GLUE leaderboard, and a task with
 several dev files (MNLI matched and mismatched) scores the mean over them. Each task shows the mean and sample
-standard deviation over its seeds, and the GLUE average is the mean of the task means over the tasks run.
+standard deviation over its seeds, and the GLUE average is the mean of the task means over the tasks run. Beside the
+scores stands what they were made from, as the runs' results.json record it: each task's files (folder, SHA-256,
+examples) and the library versions.
 """
 from __future__ import annotations
 
@@ -42,7 +44,9 @@ def file_score(result: dict[str, Any]) -> float:
 
 
 def dev_files(results: dict[str, Any]) -> list[str]:
-    return sorted(key for key, value in results.items() if isinstance(value, dict))
+    """The validation files of a run's results.json: its values that hold official metrics (``data`` and
+    ``versions`` are dicts too, so being a dict is not enough)."""
+    return sorted(key for key, value in results.items() if isinstance(value, dict) and file_metrics(value))
 
 
 def run_score(folder: str, task: str) -> float:
@@ -86,16 +90,41 @@ def featurize_seconds(output_dir: str, task: str, settings: dict[str, Any]) -> f
     return total
 
 
+def task_data(runs: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The files a task's runs were made from, by file (training first): source path, size, SHA-256 and examples,
+    as results.json records them; None for runs from before it did. benchmark.py refuses to mix data in one
+    output folder, so the seeds share their data and the first one's stands for all."""
+    data = runs[0]["results"].get("data")
+    return None if data is None else {name: file for files in data.values() for name, file in files.items()}
+
+
+def versions_used(runs_by_task: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Each set of library versions the runs were made with, with the runs that used it: one set, unless an output
+    folder was resumed after an upgrade (``versions`` None: runs from before results.json recorded them)."""
+    groups: list[dict[str, Any]] = []
+    for task, runs in runs_by_task.items():
+        for run in runs:
+            versions = run["results"].get("versions")
+            group = next((known for known in groups if known["versions"] == versions), None)
+            if group is None:
+                group = {"versions": versions, "runs": []}
+                groups.append(group)
+            group["runs"].append(f"{task} seed {run['seed']}")
+    return groups
+
+
 def reference_score(scores: Any) -> float:
     return statistics.fmean(scores.values()) if isinstance(scores, dict) else float(scores)
 
 
 def summarize(output_dir: str, runs_by_task: dict[str, list[dict[str, Any]]], model: str,
               references_path: str) -> dict[str, Any]:
-    """results.json's content: per task the seeds' scores and metrics, settings, wall time, references."""
+    """results.json's content: per task the seeds' scores and metrics, settings, data, wall time, references; the
+    library versions of the runs."""
     references = (read_json(references_path) or {"references": []})["references"]
     summary: dict[str, Any] = {"model": model, "tasks": {}, "references": [
-        {key: reference[key] for key in ("model", "about", "source")} for reference in references]}
+        {key: reference[key] for key in ("model", "about", "source")} for reference in references],
+        "versions": versions_used(runs_by_task)}
     for task, runs in runs_by_task.items():
         if not runs:
             continue
@@ -103,11 +132,12 @@ def summarize(output_dir: str, runs_by_task: dict[str, list[dict[str, Any]]], mo
         metrics = {f"{key}/{name}": mean_std([100 * run["results"][key][name] for run in runs])
                    for key in files for name in file_metrics(runs[0]["results"][key])}
         scores = [100 * statistics.fmean(file_score(run["results"][key]) for key in files) for run in runs]
-        settings = {key: value for key, value in runs[0]["record"]["settings"].items() if key not in ("task", "seed")}
+        settings = {key: value for key, value in runs[0]["record"]["settings"].items()
+                    if key not in ("task", "seed", "data")}  # data: in "data", with the example counts
         train_seconds = sum(run["record"]["wall_s"] for run in runs)
         summary["tasks"][task] = {
             "metric": get_task(task).metric_label, "score": mean_std(scores), "metrics": metrics,
-            "seeds": [run["seed"] for run in runs], "settings": settings,
+            "seeds": [run["seed"] for run in runs], "settings": settings, "data": task_data(runs),
             "wall_s": {"featurize": featurize_seconds(output_dir, task, settings), "train": train_seconds,
                        "per_run": train_seconds / len(runs)},
             "references": {reference["model"]: reference_score(reference["scores"][task])
@@ -156,10 +186,32 @@ def markdown(summary: dict[str, Any]) -> str:
             if len(scored) == len(summary["tasks"]):
                 line += f"; {name} on the same tasks: {statistics.fmean(scored):.1f}"
         lines += ["", line]
+    lines += made_from(summary)
     lines += ["", "References (published dev results, other training setups):"]
     lines += [f"- **{reference['model']}**: {reference['about']} Source: {reference['source']}"
               for reference in summary["references"]]
     return "\n".join(lines) + "\n"
+
+
+def made_from(summary: dict[str, Any]) -> list[str]:
+    """results.md's account of what the scores were made from: each task's files with their examples and SHA-256,
+    and the library versions (with the runs of each set, when they differ)."""
+    if not summary["tasks"]:
+        return []
+    lines = ["", "Data: the files the features were made from (sizes in results.json):", "",
+             "| task | folder | file | examples | SHA-256 |", "|---|---|---|---|---|"]
+    for task, entry in summary["tasks"].items():
+        if entry["data"] is None:
+            lines.append(f"| {task} | not recorded (runs from before results.json named their data) | | | |")
+        for file in (entry["data"] or {}).values():
+            lines.append(f"| {task} | {os.path.dirname(file['source'])} | {os.path.basename(file['source'])} | "
+                         f"{file['examples']} | `{file['sha256']}` |")
+    made = [(", ".join(f"{name} {version}" for name, version in (group["versions"] or {}).items())
+             or "versions not recorded", group["runs"]) for group in summary["versions"]]
+    if len(made) == 1:
+        return [*lines, "", f"Made with {made[0][0]}."]
+    return [*lines, "", "Made with different versions:",
+            *(f"- {versions}: {', '.join(runs)}" for versions, runs in made)]
 
 
 def chart(summary: dict[str, Any], runs_by_task: dict[str, list[dict[str, Any]]], path: str) -> None:

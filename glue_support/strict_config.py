@@ -3,16 +3,22 @@
 pymarlin's ``CustomArgParser`` does the merge and types each value like its default; on its own it only warns
 about an unknown key (``--tmod.lerning_rate 3e-5`` would train with the default rate) and silently drops
 ``--key=value``. ``parse_config`` checks the command line against config.yaml first and stops with the closest
-known key instead. ``require_path`` does the same for paths a script cannot run without.
+known key instead, then checks every value against the range its comment declares (``Range``).
+``require_path`` and its kin do the same for paths a script cannot run without, and ``run_main`` turns every
+refusal into one line and an exit code.
 """
 from __future__ import annotations
 
 import difflib
 import json
+import math
+import operator
 import os
+import re
 import sys
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
@@ -24,7 +30,8 @@ PARSER_OPTIONS = ("config_path", "params")  # CustomArgParser's own options
 
 
 class ConfigError(SystemExit):
-    """A command line or config value the scripts cannot run with; exits non-zero with the message."""
+    """A command line the scripts cannot run with: an unknown option, a value of the wrong type or out of its
+    range, a path that names nothing. Exits with the message; under ``run_main`` with exit code 2."""
 
 
 def config_keys(config: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -90,6 +97,57 @@ def expand_params(argv: list[str]) -> list[str]:
     return argv[:position] + argv[position + 2:] + expanded
 
 
+# The values an option takes end its comment in config.yaml or benchmark.yaml, in brackets, so that --help shows
+# them and parse_config checks them: bounds that must all hold, "or null" where null is allowed, "integer" where a
+# null default gives the value no type; or a fixed set of names:
+#   [> 0]   [>= 1]   [>= 0, < 1]   [integer >= 1 or null]   [one of: dynamic, max_length]
+RANGE_AT_END = re.compile(r"\[([^\[\]]+)\]$")
+BOUND = re.compile(r"(>=|<=|>|<) (-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)")
+COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values one option takes, as the bracket ending its comment declares them (``RANGE_AT_END``)."""
+
+    bounds: tuple[tuple[str, str], ...] = ()  # (comparison, number as written)
+    choices: tuple[str, ...] = ()
+    integer: bool = False
+    null: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Range:
+        """``text`` inside the brackets; a ValueError for anything but the forms above (a typo in a config file's
+        comment must not silently drop its check)."""
+        if text.startswith("one of: "):
+            return cls(choices=tuple(name.strip() for name in text.removeprefix("one of: ").split(",")))
+        parts = text.removeprefix("integer ").removesuffix(" or null").split(", ")
+        bounds = [BOUND.fullmatch(part) for part in parts]
+        if not all(bounds):
+            raise ValueError(f"[{text}] is not a range: write e.g. [> 0], [>= 0, < 1], [integer >= 1 or null], "
+                             "[one of: a, b]")
+        return cls(tuple(bound.groups() for bound in bounds), integer=text.startswith("integer "),
+                   null=text.endswith(" or null"))
+
+    def admits(self, value: Any) -> bool:
+        if value is None:
+            return self.null
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False  # a bool is an int to Python, not a number to the user; nan and inf train nothing
+        if self.integer and not isinstance(value, int):
+            return False
+        return all(COMPARE[comparison](value, float(bound)) for comparison, bound in self.bounds)
+
+    def __str__(self) -> str:
+        """What a refusal says was expected: ``a number >= 0 and < 1``, ``an integer >= 1, or null``, ..."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        limits = " and ".join(f"{comparison} {bound}" for comparison, bound in self.bounds)
+        return f"{'an integer' if self.integer else 'a number'} {limits}" + (", or null" if self.null else "")
+
+
 @dataclass
 class OptionHelp:
     """One key of a config file as ``--help`` shows it: its default as written there, and its comment."""
@@ -97,6 +155,12 @@ class OptionHelp:
     key: str
     default: str
     meaning: list[str] = field(default_factory=list)
+
+    @property
+    def range(self) -> Optional[Range]:
+        """The values the option takes: the bracket that ends its comment (``[> 0]``); None if there is none."""
+        match = RANGE_AT_END.search(" ".join(self.meaning))
+        return Range.parse(match.group(1)) if match else None
 
 
 @dataclass
@@ -122,15 +186,24 @@ def _split_comment(text: str) -> tuple[str, str]:
     return text.rstrip(), ""
 
 
+def _explanations(comment: list[str]) -> dict[str, str]:
+    """The ``key: meaning`` lines of a comment, by key."""
+    lines = (line.partition(": ") for line in comment)
+    return {key: meaning for key, separator, meaning in lines if separator and key.isidentifier()}
+
+
 def documented_options(path: str) -> list[GroupHelp]:
     """The groups and keys of a config file with their comments, in the file's order. The comment lines right
     above a group describe it; a key's meaning is the comment on its line and the indented comment lines under
-    it. A group written on one line (``rte: {epochs: 5, ...}  # comment``) gets that line's comment. The comments
-    are the one place options are explained: ``--help`` reads them instead of repeating them."""
+    it. A group written on one line (``rte: {epochs: 5, ...}  # comment``) gets that line's comment; its keys
+    are explained once, by ``key: meaning`` lines in the comment above the first such group. The comments are the
+    one place options are explained: ``--help`` reads them instead of repeating them, ``parse_config`` their
+    ranges."""
     with open(path, encoding="utf-8") as stream:
         lines = stream.read().splitlines()
     groups: list[GroupHelp] = []
     above: list[str] = []
+    explained: dict[str, str] = {}  # the keys of one-line groups
     for line in lines:
         text = line.strip()
         indented = line[:1].isspace()
@@ -147,7 +220,9 @@ def documented_options(path: str) -> list[GroupHelp]:
             value, comment = _split_comment(rest.strip())
             group = GroupHelp(name, above + ([comment] if comment else []), inline=bool(value))
             if value:  # a flow mapping on the group's line
-                group.options = [OptionHelp(f"{name}.{key}", cli_value(default))
+                explained.update(_explanations(group.about))
+                group.options = [OptionHelp(f"{name}.{key}", cli_value(default),
+                                            [explained[key]] if key in explained else [])
                                  for key, default in yaml.safe_load(value).items()]
             groups.append(group)
             above = []
@@ -244,8 +319,9 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     """config.yaml (beside this script, or ``--config_path``) merged with the command line's overrides.
     ``short_group``: the script's own group, whose keys may also be given as ``--key``.
 
-    Values are typed like their defaults by pymarlin's parser, which exits with the key's name on a value of
-    the wrong type (``--trainer.epochs three``)."""
+    Values are typed like their defaults by pymarlin's parser (a value of the wrong type, ``--trainer.epochs
+    three``, is refused naming the key), then each is checked against the range its comment in
+    ``default_yamlfile`` declares (``check_ranges``): all before a script does any work."""
     argv = expand_params(sys.argv[1:])
     path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else default_yamlfile
     try:
@@ -261,10 +337,31 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     command_line, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         # keys were checked above; its own warnings would only misread values that hold spaces ("--a 1 --b 2")
-        config = CustomArgParser(default_yamlfile=default_yamlfile, log_level="ERROR").parse()
+        parser = CustomArgParser(default_yamlfile=default_yamlfile, log_level="ERROR")
+        parser.parser.error = _refuse_value
+        config = parser.parse()
     finally:
         sys.argv = command_line
-    return {group: values for group, values in config.items() if group not in PARSER_OPTIONS}
+    config = {group: values for group, values in config.items() if group not in PARSER_OPTIONS}
+    check_ranges(config, default_yamlfile)
+    return config
+
+
+def _refuse_value(message: str) -> None:
+    """argparse's ``error`` for a value of the wrong type: one line, like every refusal (argparse's own prints
+    its usage of every option first)."""
+    raise ConfigError(message)
+
+
+def check_ranges(config: dict[str, Any], path: str) -> None:
+    """Every value within the range its comment in ``path`` declares (``Range``); the first one outside stops the
+    script: ``--trainer.max_grad_norm -1: expected a number > 0``."""
+    values = {f"{group}.{key}": value for group, keys in config.items() for key, value in keys.items()}
+    for option in (option for group in documented_options(path) for option in group.options):
+        accepted, value = option.range, values.get(option.key)
+        if accepted and option.key in values and not accepted.admits(value):
+            shown = f"{value:g}" if isinstance(value, float) else cli_value(value)  # -1 as typed, not -1.0
+            raise ConfigError(f"--{option.key} {shown}: expected {accepted}")
 
 
 def save_config(config: dict[str, Any], output_dir: str) -> str:
@@ -286,3 +383,48 @@ def require_path(option: str, path: str, what: str) -> str:
     close = difflib.get_close_matches(os.path.basename(os.path.normpath(path)), siblings, n=1, cutoff=0.6)
     hint = f"; did you mean {os.path.join(os.path.dirname(path), close[0])}?" if close else ""
     raise ConfigError(f"{option} {path}: no such file or folder ({what}){hint}")
+
+
+def require_folder(option: str, path: str, what: str) -> str:
+    """``require_path`` for a folder: a file given instead is named as one, with the folder it is in as the fix."""
+    require_path(option, path, what)
+    if not os.path.isdir(path):
+        raise ConfigError(f"{option} {path}: a file, expected a folder ({what}); did you mean "
+                          f"{option} {os.path.dirname(path) or '.'}?")
+    return path
+
+
+def require_writable_folder(option: str, path: str, what: str) -> str:
+    """A folder a script will write into, refused now if it cannot be made or written (a file in its way, no
+    permission, a read-only disk) rather than once the work is done. Nothing is created: the test file goes into
+    the nearest folder that exists."""
+    if not path:
+        raise ConfigError(f"{option} is required: {what}")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{option} {path}: {existing} is a file, expected a folder ({what})")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{option} {path}: cannot write in {existing} ({error.strerror}); choose a folder "
+                          "you can write to") from None
+    return path
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Run a script's ``main`` as a command. A refusal ends it with one line on stderr, ``<script>: <what>``: exit
+    code 2 for a command line it cannot run with (``ConfigError``), 1 for input it cannot use (a file, features, a
+    checkpoint: ``ValueError`` or ``OSError``, whose messages name the file). Anything else is a bug and keeps
+    its traceback."""
+    try:
+        main()
+        return
+    except ConfigError as error:
+        message, code = error.code, 2
+    except (ValueError, OSError) as error:
+        message, code = error, 1
+    print(f"{os.path.basename(sys.argv[0])}: {' '.join(str(message).split())}", file=sys.stderr)
+    raise SystemExit(code)

@@ -213,8 +213,9 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     args = benchmark.BenchmarkArguments(tasks="RTE", data_dir=str(glue_dir), model=tiny_bert, seeds=1, first_seed=42,
                                         output_dir=str(tmp_path / "bench"), nproc_per_node=1, train_options="",
                                         checkpoint_steps=0, keep_models=False, report_only=False, references="")
+    specs = [benchmark.get_task("RTE")]
     run = benchmark.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
-                                        "seeds": 0}}, [benchmark.get_task("RTE")])[0]
+                                        "seeds": 0}}, specs, benchmark.hash_sources(args, specs))[0]
     benchmark.build_features(args, run)
     train_file = Path(run.features) / "train" / "train.tsv"
     built = train_file.read_bytes()

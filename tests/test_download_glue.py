@@ -379,8 +379,8 @@ def test_the_script_downloads_from_base_url_end_to_end(server, tmp_path):
 
 def test_options_of_the_download_group_also_go_without_the_group_name():
     result = run_cli("--tasks", "RTE", "--download.base_url", "127.0.0.1:8000")
-    assert result.returncode == 1 and "--download.base_url 127.0.0.1:8000: not a URL" in result.stderr
+    assert result.returncode == 2 and "--download.base_url 127.0.0.1:8000: not a URL" in result.stderr
     result = run_cli("--task", "RTE")
-    assert result.returncode == 1 and "unknown option --task; did you mean --download.tasks?" in result.stderr
+    assert result.returncode == 2 and "unknown option --task; did you mean --download.tasks?" in result.stderr
     result = run_cli("--tasks", "RTE", "--download.tasks", "CoLA")
-    assert result.returncode == 1 and "--download.tasks is given twice" in result.stderr
+    assert result.returncode == 2 and "--download.tasks is given twice" in result.stderr

@@ -436,13 +436,17 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
     run_train(argv, tiny_bert, features, output, epochs=1)
     first = (output / "results.json").read_text()
     assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
-    with pytest.raises(SystemExit, match=r"already holds a run's outputs \(results.json, config.json\).*"
-                                         r"--tmod.overwrite_output_dir true"):
+    with pytest.raises(SystemExit, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
+                                         r"model.safetensors, .*\): choose another --tmod.output_dir, or pass "
+                                         r"--tmod.overwrite_output_dir true to replace them$"):
         run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
     assert (output / "results.json").read_text() == first
     second = run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, "--tmod.overwrite_output_dir", "true",
                        epochs=1)
     assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
+    # the earlier run's outputs, TensorBoard logs included, were set aside, then removed
+    assert len(list((output / "logs").iterdir())) == 1
+    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [runtime.LOCK_FILE]
 
 
 def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
@@ -477,7 +481,7 @@ def test_amp_on_cpu_trains_in_bfloat16_and_ignores_float16_with_a_warning(argv, 
                          "--amp.dtype", "float16", epochs=1).results["dev.tsv"]
     assert "amp.dtype float16 needs a GPU: ignored on CPU (training in float32)" in caplog.text
     assert fp16 == plain
-    with pytest.raises(SystemExit, match="amp.dtype 'fp8': expected one of float16, bfloat16"):
+    with pytest.raises(SystemExit, match="--amp.dtype fp8: expected one of float16, bfloat16"):
         run_train(argv, tiny_bert, features, tmp_path / "bad", "--amp.dtype", "fp8", epochs=1)
 
 
