@@ -45,8 +45,8 @@ def batches_per_process(counts: list[int], batch_size: int, processes: int) -> i
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Batches of similar length, in random order: the cost of a dynamically padded batch is set by its
-    longest member, so grouping lengths cuts the padding work (RTE: mean 67 tokens, but most random batches
-    hold a 128-token pair).
+    longest member, so grouping lengths cuts the padding work (GLUE's lengths are skewed: most random batches
+    hold one long example; bench/RESULTS.md (b)).
 
     The examples come in the order of ``sampler`` (random; under DDP, this process's share); each run of
     ``group_batches`` batches is sorted by length and cut into batches, and all full batches are shuffled.

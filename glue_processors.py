@@ -51,8 +51,8 @@ class InputFeatures:
 @dataclass
 class FeatureTable:
     """The features of many examples as five flat arrays: a few large arrays pickle, load and sit in memory
-    at the cost of their bytes, where one ``InputFeatures`` per example costs ~2 KB of object overhead and
-    a pickling round trip each.
+    at the cost of their bytes, where one ``InputFeatures`` per example costs its object overhead (several times
+    its ids: bench/RESULTS.md, finding 2) and a pickling round trip each.
 
     Example ``i`` is ``input_ids[offsets[i]:offsets[i + 1]]``. ``token_type_ids`` are stored, aligned with the
     ids, rather than derived from a first-segment length: one byte per token (a fifth of the ids) keeps every
