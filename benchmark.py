@@ -4,16 +4,21 @@
 
 Options and per-task hyperparameters are in ``benchmark.yaml``. For each task, ``data.featurize`` builds the
 training and labeled dev features once per tokenizer and length (``<output_dir>/features/``, reused by later
-runs while the GLUE files' bytes are those they were made from); then each seed is one ``train.py`` process
-(under ``torchrun`` with ``bench.nproc_per_node`` > 1) writing ``<output_dir>/runs/<Task>/seed<N>/``. Runs go
-seed by seed across the tasks, so a benchmark stopped early still has every task scored. Running the same
+runs while the GLUE files' bytes are those they were made from); then each seed of each cell of the task's grid
+(every combination of its per-task values: ``--rte.max_lr 2.0e-5,3.0e-5``) is one ``train.py`` process (under
+``torchrun`` with ``bench.nproc_per_node`` > 1) writing ``<output_dir>/runs/<Task>/<cell>/seed<N>/``, the cell
+named by its settings (``lr5e-05-bs16-ep5-len128``), so a grid given more values runs only the new cells. Runs go
+seed by seed across the tasks, so a benchmark stopped early still has every task and cell scored. Running the same
 command again skips finished runs (refusing one made with other settings or data) and resumes an interrupted
 one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
-``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``.
+``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``, choosing each task's
+cell by its mean (``bench.select``: or median) dev score over seeds.
 """
 from __future__ import annotations
 
 import functools
+import glob
+import itertools
 import json
 import os
 import re
@@ -31,7 +36,7 @@ import yaml
 from tqdm import tqdm
 
 from glue_processors import TaskSpec, get_task
-from glue_support import provenance, scoreboard
+from glue_support import provenance, scoreboard, submission
 from glue_support.atomic_write import write_json
 from glue_support.marlin import getlogger
 from glue_support.runtime import on_stop_signals
@@ -68,11 +73,14 @@ class BenchmarkArguments:
     keep_models: bool
     report_only: bool
     references: str
+    check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
+    select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
 
 
 @dataclass
 class TaskSettings:
-    """One task's group in benchmark.yaml, named by the task's ``hf_name`` (``rte``, ``stsb``, ...)."""
+    """One cell of a task's grid: one value of each key of its group in benchmark.yaml, named by the task's
+    ``hf_name`` (``rte``, ``stsb``, ...)."""
 
     epochs: int
     max_lr: float
@@ -81,22 +89,41 @@ class TaskSettings:
     seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
 
 
+GRID_KEYS = ("max_lr", "batch_size", "epochs", "max_seq_len")  # a task's keys that take several values
+
+
+def task_cells(group: dict[str, Any]) -> list[TaskSettings]:
+    """A task's grid: every combination of the values of its ``GRID_KEYS`` (a list, or one value), in the order
+    given, each value once."""
+    values = [list(dict.fromkeys(group[key] if isinstance(group[key], list) else [group[key]])) for key in GRID_KEYS]
+    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"])
+            for combination in itertools.product(*values)]
+
+
+def cell_name(settings: TaskSettings) -> str:
+    """The folder of a cell's runs, named by its settings (``lr5e-05-bs16-ep5-len128``): the same settings find
+    the same folder however the grid around them grows."""
+    return (f"lr{float(settings.max_lr)!r}-bs{settings.batch_size}-ep{settings.epochs}"
+            f"-len{settings.max_seq_len}")
+
+
 @dataclass
 class Run:
-    """One fine-tune: a task and a seed, with the features it reads and the folder it writes."""
+    """One fine-tune: a task, a cell of its grid and a seed, with the features it reads and the folder it writes."""
 
     spec: TaskSpec
     seed: int
     settings: TaskSettings
     features: str  # <output_dir>/features/<Task>/<tokenizer>-len<L>: train/ and dev/ inside
-    folder: str
+    folder: str  # <output_dir>/runs/<Task>/<cell_name>/seed<N>
     # the task's files by name (train.tsv, dev.tsv, ...): size and SHA-256, read once per invocation (hash_sources);
     # None where they are not read: an Azure ML pipeline is planned without its data
     sources: Optional[dict[str, dict[str, Any]]] = None
+    cell: str = ""  # the cell's name where the task's grid has several, for messages; "" for a grid of one
 
     @property
     def name(self) -> str:
-        return f"{self.spec.name} seed {self.seed}"
+        return f"{self.spec.name} {self.cell + ' ' if self.cell else ''}seed {self.seed}"
 
     def record(self) -> Optional[dict[str, Any]]:
         path = os.path.join(self.folder, RUN_RECORD)
@@ -148,20 +175,36 @@ def hash_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, d
 
 def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
          sources: Optional[dict[str, dict[str, dict[str, Any]]]] = None) -> list[Run]:
-    """Every (task, seed) run, seed-major: all tasks' first seed, then all tasks' second, ...; ``sources``:
-    ``hash_sources``."""
+    """Every (task, cell, seed) run, seed-major: every cell of every task with the first seed, then with the
+    second, ...; ``sources``: ``hash_sources``."""
+    grids = {spec.name: task_cells(config[spec.hf_name]) for spec in specs}
     runs = []
     for number in range(args.seeds):
         for spec in specs:
-            settings = TaskSettings(**config[spec.hf_name])
-            if settings.seeds and number >= settings.seeds:
-                continue
-            seed = args.first_seed + number
-            features = os.path.join(args.output_dir, "features", spec.name,
-                                    f"{model_slug(args.model)}-len{settings.max_seq_len}")
-            folder = os.path.join(args.output_dir, "runs", spec.name, f"seed{seed}")
-            runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None))
+            for settings in grids[spec.name]:
+                if settings.seeds and number >= settings.seeds:
+                    continue
+                seed = args.first_seed + number
+                features = os.path.join(args.output_dir, "features", spec.name,
+                                        f"{model_slug(args.model)}-len{settings.max_seq_len}")
+                folder = os.path.join(args.output_dir, "runs", spec.name, cell_name(settings), f"seed{seed}")
+                runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None,
+                                cell_name(settings) if len(grids[spec.name]) > 1 else ""))
     return runs
+
+
+def refuse_runs_outside_cells(args: BenchmarkArguments, specs: list[TaskSpec]) -> None:
+    """Runs in ``runs/<Task>/seed<N>/``, where benchmark.py wrote them before grids, are neither reused nor scored
+    there: stop, naming the cell folder each one belongs in."""
+    for spec in specs:
+        for record_path in sorted(glob.glob(os.path.join(args.output_dir, "runs", spec.name, "seed*", RUN_RECORD))):
+            folder = os.path.dirname(record_path)
+            with open(record_path, encoding="utf-8") as stream:
+                settings = json.load(stream)["settings"]
+            cell = os.path.join(os.path.dirname(folder), cell_name(TaskSettings(
+                **{key: settings[key] for key in GRID_KEYS}, seeds=0)))
+            raise ConfigError(f"{folder} is a run of the layout before grids: move each run folder into the folder "
+                              f"of its settings, e.g. mkdir -p {cell} && mv {folder} {cell}/")
 
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
@@ -330,7 +373,13 @@ def write_record(run: Run, record: dict[str, Any]) -> None:
 
 def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
     """The benchmark as an Azure ML pipeline (aml_submit.benchmark_pipeline): printed with ``aml.dry_run``,
-    otherwise submitted. Every setting changed from benchmark.yaml reaches each step's benchmark.py."""
+    otherwise submitted. Every setting changed from benchmark.yaml reaches each step's benchmark.py. A step is a
+    task and a seed, so each task runs one cell: a grid is refused."""
+    for spec in specs:
+        cells = [cell_name(settings) for settings in task_cells(config[spec.hf_name])]
+        if len(cells) > 1:
+            raise ConfigError(f"--aml.submit runs one setting per task, and {spec.name} has a grid of {len(cells)} "
+                              f"({', '.join(cells)}): give its settings one value each, or run the grid locally")
     import aml_submit
 
     aml_submit.require_workspace(config["aml"])
@@ -339,8 +388,11 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
                 "bench.report_only")
     groups = ("bench", *(spec.hf_name for spec in specs))
-    step_options = aml_submit.overrides(config, defaults, groups, skip=per_step)
+    step_options = aml_submit.overrides(*(single_values(values) for values in (config, defaults)), groups,
+                                        skip=per_step)
     report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
+    if args.select != defaults["bench"]["select"]:
+        report_options += ["--select", args.select]
     runs = [aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
                                    os.path.relpath(run.features, args.output_dir))
             for run in plan(args, config, specs)]
@@ -351,16 +403,41 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
         aml_submit.submit(job, config["aml"])
 
 
+def single_values(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with lists of one value as that value: a one-cell grid's options as written (``--rte.epochs 3``)."""
+    return {group: {key: value[0] if isinstance(value, list) and len(value) == 1 else value
+                    for key, value in values.items()} if isinstance(values, dict) else values
+            for group, values in config.items()}
+
+
+def report_submission(path: str) -> None:
+    """``--check_submission``: every problem of the leaderboard zip or folder at ``path`` on its own line, then a
+    summary line; exit 1 if there is a problem. It reads those files only: no features, no training, no torch."""
+    require_path("--bench.check_submission", path, "a leaderboard zip, or a folder of its files")
+    problems = submission.check_submission(path)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"NOT OK: {path} has problems ({len(problems)} lines above); the leaderboard would refuse or misscore it")
+        raise SystemExit(1)
+    print(f"OK: {len(submission.leaderboard_files())} files, each with its test set's official rows in index order "
+          f"and predictions the leaderboard takes: {path} is ready to upload")
+
+
 def main() -> None:
     answer_help(BENCHMARK_CONFIG, short_group="bench")
     config = parse_config(BENCHMARK_CONFIG, short_group="bench")
     args = BenchmarkArguments(**config["bench"])
+    if args.check_submission:
+        report_submission(args.check_submission)
+        return
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
     specs = parse_tasks(args, check_files=local_data and not args.report_only)
     if config["aml"]["submit"]:
         submit_pipeline(args, config, specs)
         return
     references = args.references or os.path.join(HERE, "glue_references.json")
+    refuse_runs_outside_cells(args, specs)
     if not args.report_only:
         require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
         runs = plan(args, config, specs, hash_sources(args, specs))
@@ -376,8 +453,8 @@ def main() -> None:
             result = scoreboard.run_score(run.folder, run.spec.name)
             logger.info(f"{run.name}: {run.spec.metric_label} {result:.4f} "
                         f"({record['wall_s']:.0f} s)")
-            scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)
-    paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references)
+            scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
+    paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
     print(open(paths["md"], encoding="utf-8").read())
     print("Scoreboard: " + ", ".join(paths.values()))
 

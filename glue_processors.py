@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
@@ -183,6 +184,12 @@ def _zip(folder: str, archive: str, stems: tuple[str, ...] = ("train", "dev", "t
     return Download(folder, "zip", ((archive, GLUE_URL),), tuple(f"{stem}.tsv" for stem in stems))
 
 
+# the numbers each metric function of glue_metrics reports, by its name (less combined_score, their mean)
+METRIC_KEYS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("accuracy",), "matthews_correlation": ("matthews_correlation",),
+    "accuracy_and_f1": ("accuracy", "f1"), "correlations": ("pearson", "spearmanr")}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything the code knows about one GLUE task: one row of ``TASKS``."""
@@ -199,7 +206,9 @@ class TaskSpec:
     set_types: tuple[str, ...] = ("train", "dev", "test")
     test_set_types: tuple[str, ...] = ("test",)
     submissions: tuple[str, ...] = ()  # leaderboard file stem per test set type; () = the task name
+    test_rows: tuple[int, ...] = ()  # the official test file's row count per test set type: its leaderboard file's
     model_task: Optional[str] = None  # the task whose models predict it (AX: MNLI); None = itself
+    scored_set_types: tuple[str, ...] = ()  # the dev files its GLUE score is taken on (MNLI: dev_matched); () = all
 
     @property
     def is_regression(self) -> bool:
@@ -209,6 +218,22 @@ class TaskSpec:
     def dev_set_types(self) -> tuple[str, ...]:
         """The labeled validation files: ``dev`` (MNLI: ``dev_matched`` and ``dev_mismatched``; AX: none)."""
         return tuple(name for name in self.set_types if name != "train" and name not in self.test_set_types)
+
+    @property
+    def scored_files(self) -> tuple[str, ...]:
+        """The validation files the task's GLUE score is taken on, named as data.py names features:
+        ``<set_type>.tsv``."""
+        return tuple(f"{set_type}.tsv" for set_type in self.scored_set_types or self.dev_set_types)
+
+    def glue_score(self, results: dict[str, Any]) -> float:
+        """The task's GLUE score, 0-1, from validation results keyed by file (a ``results.json``, or its ``best``):
+        on each scored file the mean of the official metrics (two where GLUE reports two: MRPC, QQP, STS-B), then
+        the mean over the scored files (MNLI: matched accuracy alone, as model selection on MNLI takes it)."""
+        missing = [file for file in self.scored_files if file not in results]
+        if missing:
+            raise ValueError(f"no {self.name} validation of {', '.join(missing)} to take its GLUE score on")
+        return statistics.fmean(statistics.fmean(results[file][key] for key in METRIC_KEYS[self.metric])
+                                for file in self.scored_files)
 
     @property
     def trained_as(self) -> "TaskSpec":
@@ -238,13 +263,14 @@ TASKS: dict[str, TaskSpec] = {
             labeled=Columns(text_a=3, text_b=None, label=1, index=None, header=False, width=4),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
             metric="matthews_correlation", metric_label="MCC", hf_name="cola", download=_zip("CoLA", "CoLA.zip"),
+            test_rows=(1063,),
         ),
         TaskSpec(
             "SST-2", _BINARY,
             labeled=Columns(text_a=0, text_b=None, label=1, index=None),
             test=Columns(text_a=1, text_b=None, label=None, index=0),
             metric="accuracy", metric_label="acc", hf_name="sst2", download=_zip("SST-2", "SST-2.zip"),
-            aliases=("sst",),
+            aliases=("sst",), test_rows=(1821,),
         ),
         TaskSpec(
             "MRPC", _BINARY,
@@ -254,19 +280,21 @@ TASKS: dict[str, TaskSpec] = {
             download=Download("MRPC", "mrpc", (("msr_paraphrase_train.txt", SENTEVAL_URL),
                                                ("msr_paraphrase_test.txt", SENTEVAL_URL),
                                                ("mrpc_dev_ids.tsv", GLUE_URL)), ("train.tsv", "dev.tsv", "test.tsv")),
+            test_rows=(1725,),
         ),
         TaskSpec(
             "STS-B", None,
             labeled=Columns(text_a=7, text_b=8, label=-1, index=0),
             test=Columns(text_a=7, text_b=8, label=None, index=0),
             metric="correlations", metric_label="Pearson/Spearman", hf_name="stsb", download=_zip("STS-B", "STS-B.zip"),
-            aliases=("sts",),
+            aliases=("sts",), test_rows=(1379,),
         ),
         TaskSpec(
             "QQP", _BINARY,
             labeled=Columns(text_a=3, text_b=4, label=5, index=0),
             test=_PAIR_BY_INDEX,
             metric="accuracy_and_f1", metric_label="acc/F1", hf_name="qqp", download=_zip("QQP", "QQP-clean.zip"),
+            test_rows=(390965,),
         ),
         TaskSpec(
             "MNLI", _NLI3,
@@ -274,21 +302,24 @@ TASKS: dict[str, TaskSpec] = {
             test=Columns(text_a=8, text_b=9, label=None, index=0),
             metric="accuracy", metric_label="acc (m/mm)", hf_name="mnli",
             download=_zip("MNLI", "MNLI.zip", _MNLI_FILES), set_types=_MNLI_FILES,
-            test_set_types=("test_matched", "test_mismatched"),
-            submissions=("MNLI-m", "MNLI-mm"),
+            test_set_types=("test_matched", "test_mismatched"), scored_set_types=("dev_matched",),
+            submissions=("MNLI-m", "MNLI-mm"), test_rows=(9796, 9847),
         ),
         TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric="accuracy", metric_label="acc", hf_name="qnli", download=_zip("QNLI", "QNLIv2.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="qnli", download=_zip("QNLI", "QNLIv2.zip"),
+                 test_rows=(5463,)),
         TaskSpec("RTE", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric="accuracy", metric_label="acc", hf_name="rte", download=_zip("RTE", "RTE.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="rte", download=_zip("RTE", "RTE.zip"),
+                 test_rows=(3000,)),
         TaskSpec("WNLI", _BINARY, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,
-                 metric="accuracy", metric_label="acc", hf_name="wnli", download=_zip("WNLI", "WNLI.zip")),
+                 metric="accuracy", metric_label="acc", hf_name="wnli", download=_zip("WNLI", "WNLI.zip"),
+                 test_rows=(146,)),
         # the diagnostic set: predicted by MNLI models, downloaded as one file into <data_dir>/diagnostic/
         TaskSpec("AX", _NLI3, labeled=None, test=_PAIR_BY_INDEX,
                  metric="matthews_correlation", metric_label="MCC", hf_name="ax",
                  download=Download("diagnostic", "tsv", (("AX.tsv", GLUE_URL),), ("diagnostic.tsv",)),
                  aliases=("diagnostic",), set_types=("test", "diagnostic"), test_set_types=("test", "diagnostic"),
-                 submissions=("AX", "AX"), model_task="MNLI"),
+                 submissions=("AX", "AX"), test_rows=(1104, 1104), model_task="MNLI"),
     )
 }
 

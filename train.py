@@ -10,9 +10,14 @@ after each validation; where training stands in its data (for exact resumes) is 
 features) ``predict`` then runs the test sets and a ``SubmissionWriter`` writes GLUE leaderboard files.
 ``main`` builds these with the run's setup from ``glue_support.runtime`` (output folder, ranks under torchrun,
 backend) and a ``CheckpointingTrainer`` (checkpoints every ``ckpt.period_steps`` steps and on SIGTERM/Ctrl-C).
-Outputs in ``tmod.output_dir``: ``results.json`` (per validation file), ``history.json`` (training loss every
-``stats.log_steps`` steps and every validation's metrics: the curves), the fine-tuned model and tokenizer in
-Hugging Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``, ...), ``logs/`` (TensorBoard).
+Training validates after every epoch and, with ``tmod.eval_steps``, every N optimizer steps; the Recipe keeps the
+validation of the best GLUE score (the task table's ``glue_score``), with ``tmod.keep_best`` its model too, which
+is then the one saved and predicting, and ``tmod.early_stopping_patience`` ends training after N validations
+without a better score.
+Outputs in ``tmod.output_dir``: ``results.json`` (per validation file the last validation, and under ``best`` the
+best one), ``history.json`` (training loss every ``stats.log_steps`` steps and every validation's metrics: the
+curves), the fine-tuned model and tokenizer in Hugging Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``,
+...), ``logs/`` (TensorBoard).
 """
 from __future__ import annotations
 
@@ -80,6 +85,9 @@ class ModuleInterfaceArguments:
     weight_decay: float
     seed: int
     group_by_length: bool
+    eval_steps: Optional[int]
+    keep_best: bool
+    early_stopping_patience: Optional[int]
 
     def feature_paths(self) -> dict[str, str]:
         """The features given, by option: ``trainpath``, ``valpath``, ``predictpath``."""
@@ -196,6 +204,20 @@ class Recipe(ModuleInterface):
         # the curves: {"train": [{step, epoch, loss, lr}, ...], "<validation file>": [{metrics, epoch, step}, ...]}
         self.history: dict[str, list[dict[str, Any]]] = {"train": []}
         self.losses_since_log: list[float] = []
+        # model selection, when training validates the files the task's GLUE score is taken on: the best validation
+        # so far ({score, epoch, step, <file>: results}), its weights with keep_best (a CPU copy), and the
+        # validations since it
+        self.val_files = [os.path.basename(file) for file in feature_files(args.valpath)] if args.valpath else []
+        self.selects = bool(args.trainpath) and set(self.spec.scored_files) <= set(self.val_files)
+        self.best: Optional[dict[str, Any]] = None
+        self.best_weights: Optional[dict[str, torch.Tensor]] = None
+        self.since_best = 0
+        if args.trainpath and args.valpath and not self.selects:
+            scored = ", ".join(self.spec.scored_files)
+            if args.keep_best or args.early_stopping_patience:
+                raise ValueError(f"{args.valpath}: no {scored}, where {self.spec.name}'s GLUE score is taken, which "
+                                 "tmod.keep_best and tmod.early_stopping_patience go by: validate it too")
+            logger.info(f"No {scored} among the validation files: no best validation is kept")
         self.model, self.tokenizer = self.setup_models()
         check_vocabulary(found, self.tokenizer, model_args.hf_model)
         self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
@@ -368,9 +390,11 @@ class Recipe(ModuleInterface):
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        """The model, and where training stands: the data order's state (for exact resumes) and the curves."""
-        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log}
-        return {"model": self.state_dict(), "progress": progress}
+        """The model, and where training stands: the data order's state (for exact resumes), the curves, and the
+        model selection (the best validation, its model with keep_best, the validations since it)."""
+        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log,
+                    "best": self.best, "since_best": self.since_best}
+        return {"model": self.state_dict(), "best_model": self.best_weights, "progress": progress}
 
     def update_state(self, state: dict[str, Any]) -> None:
         if state:
@@ -378,6 +402,10 @@ class Recipe(ModuleInterface):
             self.order.resume(state["progress"])
             self.history = state["progress"]["history"]
             self.losses_since_log = state["progress"]["losses_since_log"]
+            # a checkpoint from before model selection has none of these: the best then counts from the resume
+            self.best_weights = state.get("best_model")
+            self.best = state["progress"].get("best")
+            self.since_best = state["progress"].get("since_best", 0)
 
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
         """Metrics over every example exactly once: under DDP the outputs are gathered from all processes, and
@@ -398,12 +426,42 @@ class Recipe(ModuleInterface):
         if self.is_main_process:
             logger.info(f"{self.spec.name} {key} after epoch {self.order.epoch}, step {global_step}: "
                         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-            write_json(os.path.join(self.args.output_dir, "results.json"),
-                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.results, **self.made_from})
+        if self.selects and key == self.val_files[-1]:  # pymarlin validates the files in get_val_dataloaders' order
+            self.judge(global_step)
+        if self.is_main_process:
+            best = {"best": self.best} if self.best else {}
+            write_json(os.path.join(self.args.output_dir, "results.json"), {
+                "task": self.spec.name, "model": self.model_args.hf_model, **self.results, **best, **self.made_from})
+
+    def judge(self, global_step: int) -> None:
+        """After a validation of every file: the best so far when its GLUE score beats the best's (a tie does not),
+        its weights copied with ``keep_best``; else one more validation without improvement."""
+        score = self.spec.glue_score(self.results)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": self.order.epoch, "step": global_step, **self.results}
+            self.since_best = 0
+            if self.args.keep_best:
+                self.best_weights = {name: tensor.detach().to("cpu", copy=True)
+                                     for name, tensor in self.model.state_dict().items()}
+        else:
+            self.since_best += 1
+        if self.is_main_process:
+            logger.info(f"{self.spec.name} GLUE score {score:.4f} at step {global_step}; the best is "
+                        f"{self.best['score']:.4f}, at step {self.best['step']}"
+                        + (f", {self.since_best} validation(s) ago" if self.since_best else ""))
+
+    def patience_spent(self) -> bool:
+        """Whether ``early_stopping_patience`` validations in a row have not beaten the best: training ends."""
+        patience = self.args.early_stopping_patience
+        return bool(patience) and self.since_best >= patience
 
     def on_end_train(self, global_step: int) -> None:
         self.log_training_loss(global_step)
         self.write_history()
+        if self.best_weights is not None:  # keep_best: the best validation's model is saved and predicts
+            self.model.load_state_dict(self.best_weights)
+            logger.info(f"Keeping the model of step {self.best['step']} (epoch {self.best['epoch']}), the best "
+                        f"validation: GLUE score {self.best['score']:.4f}")
         if self.is_main_process:
             save_model(self.model, self.tokenizer, self.args.output_dir)
 
@@ -440,6 +498,10 @@ def print_summary(recipe: Recipe, submissions: dict[str, str]) -> None:
         metrics = ", ".join(f"{name} = {value:.4f}" for name, value in result.items()
                             if name not in ("epoch", "step", "examples"))
         print(f"{recipe.spec.name} {key} ({result['examples']} examples, epoch {result['epoch']}): {metrics}")
+    if recipe.best:
+        kept = "saved and predicting" if recipe.args.keep_best else "not kept: the last model is saved"
+        print(f"{recipe.spec.name} best validation at epoch {recipe.best['epoch']}, step {recipe.best['step']}: GLUE "
+              f"score {recipe.best['score']:.4f} (its model {kept})")
     if recipe.results:
         print(f"Results: {os.path.join(recipe.args.output_dir, 'results.json')}")
     if submissions:
@@ -456,6 +518,10 @@ def main() -> Recipe:
                          "and/or --tmod.predictpath (to write test-set predictions)")
     for option, path in args.feature_paths().items():
         require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
+    for option in ("keep_best", "early_stopping_patience", "eval_steps"):
+        if args.trainpath and not args.valpath and getattr(args, option):
+            raise ConfigError(f"--tmod.{option} needs --tmod.valpath: it acts on the validations during training; "
+                              "add the dev features, or leave it out")
     ranks = runtime.Ranks.from_environment()
     config = runtime.with_process_backend(config, ranks)
     distributed = runtime.distributed_arguments(config, ranks)
@@ -485,7 +551,7 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     stop = StopRequest()
     trainer = CheckpointingTrainer(recipe, trainer_args, backend,
                                    StepCheckpointer(checkpointer_args), period_steps=config["ckpt"]["period_steps"],
-                                   stop=stop)
+                                   stop=stop, eval_steps=args.eval_steps, enough=recipe.patience_spent)
     if args.trainpath:
         with runtime.on_stop_signals(stop.handle):
             trainer.train()

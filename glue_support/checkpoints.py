@@ -6,7 +6,8 @@ the write leaves a truncated file that resuming then picks) and loads with ``tor
 its optimizer step (``marlin_glue_step00000120.pt``), writes it atomically, can be asked for a checkpoint at
 any optimizer step, and loads with ``weights_only=True``, so a checkpoint from elsewhere cannot run code.
 ``CheckpointingTrainer`` is pymarlin's Trainer asking for those checkpoints: every ``ckpt.period_steps``
-optimizer steps, and when SIGTERM or Ctrl-C asks the run to stop (``StopRequest``).
+optimizer steps, and when SIGTERM or Ctrl-C asks the run to stop (``StopRequest``); it also validates every
+``tmod.eval_steps`` optimizer steps, and ends training early when the module says it has had enough.
 
 What makes a mid-epoch resume exact is in the module's state (``filegen_dataloaders.DataOrder``, which
 ``train.Recipe.get_state`` saves): the epoch, the batches it has consumed, and the random-number state at the
@@ -175,19 +176,31 @@ class StopRequest:
         return self.signal
 
 
+class _Enough(Exception):
+    """Out of pymarlin's epoch loop: the module has had enough training (early stopping)."""
+
+
 class CheckpointingTrainer(Trainer):
     """pymarlin's Trainer, also checkpointing between epochs: after every ``period_steps`` optimizer steps (None:
-    only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run.
+    only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run. It
+    validates after each epoch and, with ``eval_steps``, after every ``eval_steps`` optimizer steps too (once at
+    a step that is both); after a validation, ``enough()`` true ends training as its last epoch would.
 
     pymarlin's backends report each optimizer step to the callback the Trainer hands them, which is the module
     itself in pymarlin; here it is ``_ModuleThenTrainer``, so the module's hooks run first, then this trainer's."""
 
     def __init__(self, module: ModuleInterface, args: TrainerArguments, trainer_backend: TrainerBackend,
-                 checkpointer: StepCheckpointer, period_steps: Optional[int], stop: StopRequest):
+                 checkpointer: StepCheckpointer, period_steps: Optional[int], stop: StopRequest,
+                 eval_steps: Optional[int] = None, enough: Callable[[], bool] = lambda: False):
         super().__init__(module=module, args=args, trainer_backend=trainer_backend, checkpointer=checkpointer)
         # set after pymarlin's __init__, which logs every attribute the Trainer has by then as a hyperparameter
         self.period_steps = period_steps
         self.stop = stop
+        self.eval_steps = eval_steps
+        self.enough = enough
+        # the optimizer step last validated at, checkpointed: a resumed epoch that ends at a step validated
+        # before the checkpoint does not validate it again
+        self.validated_at: Optional[int] = (self.checkpointed_states.trainer_state or {}).get("validated_at")
 
     def load_checkpoints(self) -> Checkpoint:
         """pymarlin's, with the checkpoint's weights checked against the module's before pymarlin loads them: a
@@ -202,11 +215,43 @@ class CheckpointingTrainer(Trainer):
                              "--ckpt.load_dir to start afresh")
         return checkpoint
 
+    def train(self) -> None:
+        """pymarlin's, ended early when ``enough()`` after a validation: then the final checkpoint, the saved
+        model state and the module's ``on_end_train``, as after pymarlin's last epoch."""
+        try:
+            if self.enough():  # resumed from the final checkpoint of a run that had stopped early
+                raise _Enough
+            super().train()
+        except _Enough:
+            self.logger.info(f"Stopping early after step {self.global_steps_finished}")
+            self.save_checkpoint(force=True)
+            self.save_model_checkpoint()
+            self.module.on_end_train(self.global_steps_finished)
+            self.stats.log_long_stats(self.global_steps_finished)
+
+    def validate(self) -> Optional[list[torch.Tensor]]:
+        """pymarlin's, unless this step was validated already (mid-epoch, at the epoch's last step); ``_Enough``
+        after it when the module has had enough."""
+        if self.validated_at == self.global_steps_finished:
+            return None
+        outputs = super().validate()
+        self.validated_at = self.global_steps_finished
+        if self.enough():
+            raise _Enough
+        return outputs
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "validated_at": self.validated_at}
+
     def train_epoch(self) -> list[torch.Tensor]:
         dataloader = self.module.get_train_dataloader(batch_size=self.train_step_batch_size, sampler=self.train_sampler)
         return self.trainer_backend.train_dl(dataloader, _ModuleThenTrainer(self.module, self.after_optimizer_step))
 
     def after_optimizer_step(self, global_step: int) -> None:
+        # validation first: a checkpoint of this step then holds what it found (the best model so far)
+        if self.eval_steps and global_step % self.eval_steps == 0:
+            self.validate()
+            self.module.train()  # back from validation's eval mode: dropout on for the rest of the epoch
         stop = self.stop.agreed(self.device)
         if stop is not None:
             path = self.write_checkpoint()

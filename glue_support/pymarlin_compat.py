@@ -146,8 +146,13 @@ def typed_null_overrides() -> None:
 
 
 def _is_dashed(text: str) -> bool:
-    """pymarlin's ``a-b-c`` list form: a dash between items, where the text is not one number (``-1``, ``2.0e-5``)."""
-    return "-" in text.strip("-") and not isinstance(_yaml_scalar(text), (int, float))
+    """pymarlin's ``a-b-c`` list form: a dash between items, where the text is not one number (``-1``, ``2.0e-5``,
+    and ``2e-5``, which YAML 1.1 reads as text)."""
+    try:
+        float(text)
+    except ValueError:
+        return "-" in text.strip("-")
+    return False
 
 
 def list_overrides_without_eval() -> None:

@@ -130,6 +130,10 @@ class Range:
                    null=text.endswith(" or null"))
 
     def admits(self, value: Any) -> bool:
+        """Whether ``value`` is within the range; a list (an option whose default is a list, such as benchmark.yaml's
+        per-task grids) when it holds at least one value and every value is."""
+        if isinstance(value, list):
+            return bool(value) and all(not isinstance(item, list) and self.admits(item) for item in value)
         if value is None:
             return self.null
         if self.choices:
@@ -354,14 +358,16 @@ def _refuse_value(message: str) -> None:
 
 
 def check_ranges(config: dict[str, Any], path: str) -> None:
-    """Every value within the range its comment in ``path`` declares (``Range``); the first one outside stops the
-    script: ``--trainer.max_grad_norm -1: expected a number > 0``."""
+    """Every value within the range its comment in ``path`` declares (``Range``), every value of a list; the first
+    one outside stops the script: ``--trainer.max_grad_norm -1: expected a number > 0``."""
     values = {f"{group}.{key}": value for group, keys in config.items() for key, value in keys.items()}
     for option in (option for group in documented_options(path) for option in group.options):
         accepted, value = option.range, values.get(option.key)
         if accepted and option.key in values and not accepted.admits(value):
+            if isinstance(value, list) and value:  # a list: the first value out of range
+                value = next(item for item in value if isinstance(item, list) or not accepted.admits(item))
             shown = f"{value:g}" if isinstance(value, float) else cli_value(value)  # -1 as typed, not -1.0
-            raise ConfigError(f"--{option.key} {shown}: expected {accepted}")
+            raise ConfigError(f"--{option.key} {shown}: expected {accepted}{', at least one' if value == [] else ''}")
 
 
 def save_config(config: dict[str, Any], output_dir: str) -> str:

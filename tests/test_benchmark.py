@@ -43,6 +43,13 @@ def options(tiny_bert, glue_dir, output, **changes) -> list[str]:
     return [part for name, value in values.items() for part in (f"--{name}", str(value))]
 
 
+def run_folder(output: Path, task: str, seed: int) -> Path:
+    """A run's folder, ``runs/<Task>/<cell>/seed<N>``, where a task runs one cell."""
+    folders = list((output / "runs" / task).glob(f"*/seed{seed}"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_dir, tmp_path, monkeypatch):
     output = tmp_path / "bench"
     argv(*options(tiny_bert, glue_dir, output))
@@ -53,15 +60,16 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
     for task, files in (("RTE", ["dev.tsv"]), ("MNLI", ["dev_matched.tsv", "dev_mismatched.tsv"])):
         entry = summary["tasks"][task]
         assert entry["seeds"] == [42, 43]
-        runs = [json.loads((output / "runs" / task / f"seed{seed}" / "results.json").read_text()) for seed in (42, 43)]
-        scores = [100 * statistics.fmean(run[key]["accuracy"] for key in files) for run in runs]
+        runs = [json.loads((run_folder(output, task, seed) / "results.json").read_text()) for seed in (42, 43)]
+        # a run scores its best validation where train.py kept one ("best"), else its last
+        scores = [100 * statistics.fmean(run.get("best", run)[key]["accuracy"] for key in files) for run in runs]
         assert entry["score"]["values"] == pytest.approx(scores)
         assert entry["score"]["mean"] == pytest.approx(statistics.fmean(scores))
         assert entry["score"]["std"] == pytest.approx(statistics.stdev(scores))
         assert entry["settings"]["epochs"] == {"RTE": 2, "MNLI": 1}[task]
         assert entry["wall_s"]["train"] > 0 and entry["wall_s"]["featurize"] > 0
         for seed in (42, 43):
-            run = output / "runs" / task / f"seed{seed}"
+            run = run_folder(output, task, seed)
             history = json.loads((run / "history.json").read_text())
             assert [point["epoch"] for point in history[files[0]]] == list(range(1, entry["settings"]["epochs"] + 1))
             assert not (run / "checkpoints").exists() and not list(run.glob("*.safetensors"))  # results only
@@ -82,9 +90,11 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
     benchmark.main()
     assert json.loads((output / "results.json").read_text())["tasks"] == summary["tasks"]
 
-    argv(*options(tiny_bert, glue_dir, output, **{"rte.max_lr": "1.0e-4"}))
-    with pytest.raises(SystemExit, match=r"seed42 holds a RTE seed 42 run with other settings \(max_lr 5e-05 -> "
-                                         r"0.0001\): choose another --bench.output_dir, or delete that folder"):
+    # another learning rate is another cell (tests/test_grid.py); other train.py options are the same cell's
+    argv(*options(tiny_bert, glue_dir, output, train_options="--stats.log_steps 3"))
+    with pytest.raises(SystemExit, match=r"lr5e-05-bs8-ep2-len128/seed42 holds a RTE seed 42 run with other settings "
+                                         r"\(train_options '--stats.log_steps 2' -> '--stats.log_steps 3'\): choose "
+                                         r"another --bench.output_dir, or delete that folder"):
         benchmark.main()
 
 
@@ -93,7 +103,7 @@ def test_an_interrupted_benchmark_resumes_to_the_result_of_an_uninterrupted_one(
     command = [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, tmp_path / "cut", **settings)]
     process = subprocess.Popen(command, env={**python_env(), "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    checkpoints = tmp_path / "cut" / "runs" / "RTE" / "seed42" / "checkpoints"
+    checkpoints = tmp_path / "cut" / "runs" / "RTE" / "lr5e-05-bs4-ep3-len128" / "seed42" / "checkpoints"
     while not (checkpoints.exists() and any(checkpoints.iterdir())):
         assert process.poll() is None, process.communicate()
         time.sleep(0.02)
@@ -110,7 +120,7 @@ def test_an_interrupted_benchmark_resumes_to_the_result_of_an_uninterrupted_one(
     assert "Resuming epoch" in (checkpoints.parent / "train.log").read_text()
     argv(*options(tiny_bert, glue_dir, tmp_path / "whole", **settings))
     benchmark.main()
-    results = [json.loads((tmp_path / run / "runs" / "RTE" / "seed42" / "results.json").read_text())
+    results = [json.loads((run_folder(tmp_path / run, "RTE", 42) / "results.json").read_text())
                for run in ("cut", "whole")]
     assert results[0]["dev.tsv"] == results[1]["dev.tsv"]
     assert json.loads((checkpoints.parent / "benchmark_run.json").read_text())["attempts"] == 2
@@ -141,7 +151,7 @@ def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
 
 
 def write_run(output: Path, task: str, seed: int, results: dict, wall_s: float) -> None:
-    folder = output / "runs" / task / f"seed{seed}"
+    folder = output / "runs" / task / "lr5e-05-bs16-ep3-len128" / f"seed{seed}"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({"task": task, "model": "m", **results}))
     settings = {"task": task, "seed": seed, "epochs": 3, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128}
@@ -156,7 +166,7 @@ def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
     write_run(tmp_path, "MNLI", 1, {"dev_matched.tsv": {"accuracy": 0.6}, "dev_mismatched.tsv": {"accuracy": 0.7}},
               5.0)
     write_run(tmp_path, "RTE", 1, {"dev.tsv": {"accuracy": 0.5}}, 1.0)
-    record = tmp_path / "runs" / "RTE" / "seed1" / "benchmark_run.json"
+    record = tmp_path / "runs" / "RTE" / "lr5e-05-bs16-ep3-len128" / "seed1" / "benchmark_run.json"
     record.write_text(record.read_text().replace('"done"', '"running"'))
     references = tmp_path / "references.json"
     references.write_text(json.dumps({"references": [{"model": "Ref", "about": "a.", "source": "s", "scores": {

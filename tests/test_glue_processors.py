@@ -198,7 +198,7 @@ def test_adding_a_task_is_one_row(tmp_path, monkeypatch):
     assert len(examples) == 6 and examples[0].label == "not_entailment"
     assert glue_metrics.compute("RTE2", [0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx(
         {"accuracy": 0.75, "f1": 2 / 3, "combined_score": (0.75 + 2 / 3) / 2})
-    run = {"seed": 1, "record": {"settings": {"max_seq_len": 128}, "wall_s": 1.0},
+    run = {"cell": "lr5e-05-bs16-ep5-len128", "seed": 1, "record": {"settings": {"max_seq_len": 128}, "wall_s": 1.0},
            "results": {"dev.tsv": {"accuracy": 0.5, "f1": 0.5}}}
     summary = scoreboard.summarize(str(tmp_path), {"RTE2": [run]}, "model", str(tmp_path / "no-references.json"))
     assert summary["tasks"]["RTE2"]["metric"] == "F1/acc (RTE2)"

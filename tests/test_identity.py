@@ -49,13 +49,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+RUN = Path("runs") / "RTE" / "lr5e-05-bs8-ep1-len64" / "seed42"  # the run, in the folder of its settings
+
+
 def refuse(*args, **kwargs):
     raise AssertionError("nothing should be featurized or trained")
 
 
 def test_results_name_the_data_its_example_counts_and_the_versions(finished):
     glue, output = finished
-    run = json.loads((output / "runs" / "RTE" / "seed42" / "results.json").read_text())
+    run = json.loads((output / RUN / "results.json").read_text())
     for option, name, rows in (("trainpath", "train.tsv", 48), ("valpath", "dev.tsv", 24)):
         source = glue / "RTE" / name
         assert run["data"][option] == {name: {"source": str(source), "bytes": source.stat().st_size,
@@ -73,7 +76,7 @@ def test_results_name_the_data_its_example_counts_and_the_versions(finished):
         assert f"| RTE | {glue / 'RTE'} | {name} | {rows} | `{sha256(glue / 'RTE' / name)}` |" in table
     assert f"Made with python {versions['python']}, torch {versions['torch']}, transformers " in table
 
-    record = json.loads((output / "runs" / "RTE" / "seed42" / "benchmark_run.json").read_text())
+    record = json.loads((output / RUN / "benchmark_run.json").read_text())
     assert record["data_dir"] == str(glue)
     assert record["settings"]["data"] == {name: {"bytes": (glue / "RTE" / name).stat().st_size,
                                                  "sha256": sha256(glue / "RTE" / name)}
@@ -97,14 +100,14 @@ def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_i
     features = output / "features" / "RTE" / f"{benchmark.model_slug(tiny_bert)}-len64"
     dev_file = (features / "dev" / "dev.tsv").stat()
     argv(*bench_options(tiny_bert, other, output))
-    refusal = (f"{output}/runs/RTE/seed42 holds a RTE seed 42 run with other data ({other}/RTE/train.tsv sha256 "
+    refusal = (f"{output / RUN} holds a RTE seed 42 run with other data ({other}/RTE/train.tsv sha256 "
                f"{sha256(glue / 'RTE' / 'train.tsv')[:12]} -> {sha256(other / 'RTE' / 'train.tsv')[:12]}): "
                "choose another --bench.output_dir, or delete that folder to run it again")
     with pytest.raises(SystemExit, match=re.escape(refusal)):
         benchmark.main()
     assert data.read_metadata(str(features / "train" / "train.tsv"))["count"] == 48  # refused before any work
 
-    shutil.rmtree(output / "runs" / "RTE" / "seed42")  # as the refusal says
+    shutil.rmtree(output / RUN)  # as the refusal says
     with caplog.at_level("INFO"):
         benchmark.main()
     assert (f"RTE train features: building them ({other}/RTE/train.tsv is not the file they were made from: "
@@ -112,14 +115,14 @@ def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_i
             ) in caplog.text
     assert "RTE dev features: building" not in caplog.text
     assert (features / "dev" / "dev.tsv").stat().st_mtime_ns == dev_file.st_mtime_ns
-    run = json.loads((output / "runs" / "RTE" / "seed42" / "results.json").read_text())
+    run = json.loads((output / RUN / "results.json").read_text())
     assert run["data"]["trainpath"]["train.tsv"]["examples"] == 40
     assert run["data"]["trainpath"]["train.tsv"]["sha256"] == sha256(other / "RTE" / "train.tsv")
     assert run["data"]["valpath"]["dev.tsv"]["source"] == str(glue / "RTE" / "dev.tsv")  # reused: made from there
 
 
 def test_an_interrupted_run_on_other_data_is_refused_too(finished, output, tiny_bert, tmp_path, argv, monkeypatch):
-    record_path = output / "runs" / "RTE" / "seed42" / "benchmark_run.json"
+    record_path = output / RUN / "benchmark_run.json"
     record = json.loads(record_path.read_text())
     record_path.write_text(json.dumps({**record, "status": "running"}))
     other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=48, dev_rows=20).parent
@@ -131,9 +134,9 @@ def test_an_interrupted_run_on_other_data_is_refused_too(finished, output, tiny_
 
 def test_settings_and_data_changed_together_are_both_named(finished, output, tiny_bert, tmp_path, argv):
     other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=40, dev_rows=24).parent
-    argv(*bench_options(tiny_bert, other, output), "--rte.max_lr", "1.0e-4")
+    argv(*bench_options(tiny_bert, other, output), "--train_options", "--stats.log_steps 3")  # in the same cell
     with pytest.raises(SystemExit, match=r"run with other data and settings \(\S+/RTE/train.tsv sha256 \w{12} -> "
-                                         r"\w{12}, max_lr 5e-05 -> 0.0001\)"):
+                                         r"\w{12}, train_options '' -> '--stats.log_steps 3'\)"):
         benchmark.main()
 
 
@@ -143,7 +146,7 @@ def test_the_scoreboard_names_runs_of_other_versions_and_runs_from_before_the_re
     for task, seed, extra in (("RTE", 1, {"versions": {"python": "3.11.7", "torch": "2.13.0"}}),
                               ("RTE", 2, {"versions": {"python": "3.11.7", "torch": "2.14.0"}}),
                               ("MRPC", 1, {})):
-        folder = tmp_path / "runs" / task / f"seed{seed}"
+        folder = tmp_path / "runs" / task / "lr5e-05-bs16-ep3-len128" / f"seed{seed}"
         folder.mkdir(parents=True)
         (folder / "results.json").write_text(json.dumps({"task": task, "dev.tsv": {"accuracy": 0.5}, **extra}))
         settings = {"task": task, "seed": seed, "epochs": 3, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128}

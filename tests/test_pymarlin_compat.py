@@ -129,6 +129,7 @@ print(repr(CustomArgParser(default_yamlfile=sys.argv[1]).parse()["test"]))
     (["--test.test_list_str", "a-b"], {"test_list_str": ["a", "b"]}),
     (["--test.test_list_float", "[0.5, 2]"], {"test_list_float": [0.5, 2.0]}),
     (["--test.test_list_float", "-1.5"], {"test_list_float": [-1.5]}),  # one negative number, not a dash list
+    (["--test.test_list_float", "2e-5"], {"test_list_float": [2e-5]}),  # a number YAML 1.1 reads as text
 ])
 def test_pymarlins_documented_forms_still_parse(tmp_path, args, expected):
     """The compat fixes change only what is broken: the forms pymarlin documents and tests keep working."""
