@@ -357,7 +357,9 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
         shards = [examples[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
         tables = featurizer.multi_process_data(shards, list(range(workers)), process_count=workers)
         parallelism = f"{workers} worker processes"
-    processor.analyze()
+    for reason in processor.skip_reasons:
+        logger.warning(reason)
+    logger.info(processor.summary())
     table = FeatureTable.concatenate(tables)
 
     lengths = table.lengths

@@ -21,10 +21,6 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
-from glue_support.marlin import getlogger
-
-logger = getlogger(__name__)
-
 
 @dataclass(slots=True)
 class InputExample:
@@ -354,6 +350,7 @@ class GlueProcessor:
     skip_malformed: bool = False
     examples: list[InputExample] = field(default_factory=list, init=False)
     skipped: list[int] = field(default_factory=list, init=False)  # line numbers of skipped rows
+    skip_reasons: list[str] = field(default_factory=list, init=False)  # "<file>, line N: skipped: <why>", to log
     source_bytes: Optional[int] = field(default=None, init=False)
     source_sha256: Optional[str] = field(default=None, init=False)
 
@@ -366,16 +363,10 @@ class GlueProcessor:
     def process(self, input_dir: str, set_type: str) -> list[InputExample]:
         return list(self.stream(input_dir, set_type))
 
-    def process_data(self, input_dir: str, set_type: str) -> list[InputExample]:
-        """``process``, then ``analyze`` (as pymarlin's DataProcessor does)."""
-        examples = self.process(input_dir, set_type)
-        self.analyze()
-        return examples
-
     def stream(self, input_dir: str, set_type: str) -> Iterator[InputExample]:
         """The examples one by one as the rows are parsed, so ``data.py`` tokenizes while it parses. The file is
         read and its header checked before this returns; each example is also kept in ``self.examples`` for
-        ``analyze``, complete once the stream is exhausted. No example at all is an error at the end."""
+        ``summary``, complete once the stream is exhausted. No example at all is an error at the end."""
         if set_type not in self.spec.set_types:
             raise ValueError(
                 f"task {self.spec.name} has no set_type {set_type!r}; expected one of: {', '.join(self.spec.set_types)}"
@@ -384,10 +375,14 @@ class GlueProcessor:
         columns = self.spec.test if is_test else self.spec.labeled
         path = os.path.join(input_dir, f"{set_type}.tsv")
         self.skipped = []
+        self.skip_reasons = []
         self.examples = []
         return self._read(path, set_type, columns, is_test)
 
-    def analyze(self) -> None:
+    def summary(self) -> str:
+        """One line on the examples read: their count and labels (or scores), and the rows skipped. The reader logs
+        nothing itself (``data.py`` does): this module holds the task table, which every command imports, and
+        stays free of the project's machinery."""
         if self.examples[0].label is None:
             summary = "no labels (test file)"
         elif self.spec.is_regression:
@@ -398,7 +393,7 @@ class GlueProcessor:
             summary = "labels " + ", ".join(f"{label}: {counts[label]}" for label in self.spec.labels)
         if self.skipped:
             summary += f"; {len(self.skipped)} malformed rows skipped"
-        logger.info(f"{self.spec.name}: {len(self.examples)} examples; {summary}")
+        return f"{self.spec.name}: {len(self.examples)} examples; {summary}"
 
     def _read(self, path: str, set_type: str, columns: Columns, is_test: bool) -> Iterator[InputExample]:
         """Reads and hashes the file and checks its header now; the rows are parsed, and kept in
@@ -455,7 +450,7 @@ class GlueProcessor:
                     if not self.skip_malformed:
                         raise GlueFormatError(f"{path}, line {number}: {error} "
                                               "(--dproc.skip_malformed true leaves such rows out)") from None
-                    logger.warning(f"{path}, line {number}: skipped: {error}")
+                    self.skip_reasons.append(f"{path}, line {number}: skipped: {error}")
                     self.skipped.append(number)
                     continue
                 if columns.index is not None:

@@ -81,7 +81,7 @@ FIRST_ROWS = {
 
 
 def read(task: str, folder, set_type: str):
-    return GlueProcessor(task).process_data(str(folder), set_type)
+    return GlueProcessor(task).process(str(folder), set_type)
 
 
 def test_reads_the_shipped_rte_files_row_for_row():
@@ -94,10 +94,10 @@ def test_reads_the_shipped_rte_files_row_for_row():
         "not_entailment", 0)
 
 
-def test_analyze_logs_the_count_and_label_distribution(caplog):
-    with caplog.at_level("INFO", logger="glue_processors"):
-        read("RTE", ROOT / "RTE", "train")
-    assert "RTE: 2490 examples; labels entailment: 1249, not_entailment: 1241" in caplog.text
+def test_the_summary_gives_the_count_and_label_distribution():
+    processor = GlueProcessor("RTE")
+    processor.process(str(ROOT / "RTE"), "train")
+    assert processor.summary() == "RTE: 2490 examples; labels entailment: 1249, not_entailment: 1241"
 
 
 def test_quote_characters_stay_inside_their_field(tmp_path):
@@ -236,29 +236,27 @@ def test_each_official_layout_reads_to_its_rows_texts_labels_and_indexes(task, s
     assert len({example.index for example in examples}) == rows
 
 
-def test_qqp_rows_with_missing_fields_are_errors_unless_skipping_is_asked_for(tmp_path, caplog):
+def test_qqp_rows_with_missing_fields_are_errors_unless_skipping_is_asked_for(tmp_path):
     with pytest.raises(GlueFormatError, match=r"train.tsv, line 6: 4 tab-separated columns, expected 6 for QQP "
                                               r"train \(--dproc.skip_malformed true leaves such rows out\)"):
         read("QQP", FIXTURES / "QQP", "train")
     processor = GlueProcessor("QQP", skip_malformed=True)
-    with caplog.at_level("INFO", logger="glue_processors"):
-        examples = processor.process_data(str(FIXTURES / "QQP"), "train")
+    examples = processor.process(str(FIXTURES / "QQP"), "train")
     assert [example.index for example in examples] == [133273, 402555, 360472, 150662, 183004, 119056]
     assert processor.skipped == [6]
-    assert "train.tsv, line 6: skipped: 4 tab-separated columns, expected 6" in caplog.text
-    assert "QQP: 6 examples; labels 0: 4, 1: 2; 1 malformed rows skipped" in caplog.text
+    assert [reason.partition("train.tsv, ")[2] for reason in processor.skip_reasons] == [
+        "line 6: skipped: 4 tab-separated columns, expected 6 for QQP train"]
+    assert processor.summary() == "QQP: 6 examples; labels 0: 4, 1: 2; 1 malformed rows skipped"
 
 
-def test_skipping_covers_bad_labels_too_and_nothing_is_reported_for_clean_files(tmp_path, caplog):
+def test_skipping_covers_bad_labels_too_and_nothing_is_reported_for_clean_files(tmp_path):
     (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
                                       "1\ta\tb\tmaybe\n2\ta\tb\tnot_entailment\n", encoding="utf-8")
     processor = GlueProcessor("RTE", skip_malformed=True)
-    with caplog.at_level("WARNING", logger="glue_processors"):
-        assert [e.index for e in processor.process(str(tmp_path), "dev")] == [0, 2]
-        assert processor.skipped == [3] and "line 3: skipped: label 'maybe'" in caplog.text
-        caplog.clear()
-        processor.process(str(FIXTURES / "RTE"), "dev")
-    assert processor.skipped == [] and caplog.text == ""
+    assert [e.index for e in processor.process(str(tmp_path), "dev")] == [0, 2]
+    assert processor.skipped == [3] and "line 3: skipped: label 'maybe'" in processor.skip_reasons[0]
+    processor.process(str(FIXTURES / "RTE"), "dev")
+    assert processor.skipped == [] and processor.skip_reasons == []
 
 
 @pytest.mark.parametrize("task, set_type, name", [

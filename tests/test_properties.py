@@ -226,7 +226,7 @@ def test_valid_rows_read_back_verbatim(file):
     with tempfile.TemporaryDirectory() as folder:
         write_glue_file(folder, lay, [fields for fields, _ in rows], style)
         processor = GlueProcessor(lay.spec.name)
-        examples = processor.process_data(folder, lay.set_type)
+        examples = processor.process(folder, lay.set_type)
     lines = range(lay.first_data_line, lay.first_data_line + len(rows))
     assert_reads_as(examples, lay, [(line, want) for line, (_, want) in zip(lines, rows)])
     assert processor.skipped == []
@@ -255,16 +255,16 @@ def test_bad_rows_are_errors_naming_file_and_first_bad_line_or_are_skipped_by_li
         path = write_glue_file(folder, lay, [fields for fields, _ in rows], style)
 
         with pytest.raises(GlueFormatError) as error:
-            GlueProcessor(lay.spec.name).process_data(folder, lay.set_type)
+            GlueProcessor(lay.spec.name).process(folder, lay.set_type)
         assert f"{path}, line {bad_lines[0]}: " in str(error.value)
 
         processor = GlueProcessor(lay.spec.name, skip_malformed=True)
         if good:
-            examples = processor.process_data(folder, lay.set_type)
+            examples = processor.process(folder, lay.set_type)
             assert_reads_as(examples, lay, good)
         else:
             with pytest.raises(GlueFormatError, match="no data rows"):
-                processor.process_data(folder, lay.set_type)
+                processor.process(folder, lay.set_type)
         assert processor.skipped == bad_lines
 
 
