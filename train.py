@@ -393,11 +393,18 @@ class Recipe(ModuleInterface):
         """The model, and where training stands: the data order's state (for exact resumes), the curves, and the
         model selection (the best validation, its model with keep_best, the validations since it)."""
         progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log,
-                    "best": self.best, "since_best": self.since_best}
+                    "best": self.best, "since_best": self.since_best, "task": self.spec.name}
         return {"model": self.state_dict(), "best_model": self.best_weights, "progress": progress}
 
     def update_state(self, state: dict[str, Any]) -> None:
         if state:
+            # two tasks with the same number of labels have heads of the same shape: only the name tells them apart
+            task = state["progress"].get("task", self.spec.name)  # checkpoints from before it was recorded: trusted
+            if task != self.spec.name:
+                raise ValueError(f"{self.trainer_args.checkpointer_args.load_dir}: checkpoint of a {task} run, but "
+                                 f"this run fine-tunes {self.spec.name}: resume from a checkpoint of a "
+                                 f"{self.spec.name} run, or leave out --ckpt.resume and --ckpt.load_dir to start "
+                                 "afresh")
             self.load_state_dict(state["model"])
             self.order.resume(state["progress"])
             self.history = state["progress"]["history"]

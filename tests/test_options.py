@@ -349,6 +349,14 @@ def test_resuming_from_a_checkpoint_of_another_task_is_refused_in_one_line(monke
         f"train.py: {checkpoint}: checkpoint of another model or task: model.classifier.weight is [2, 32] in it, "
         "[3, 32] in this model (and 1 more); resume from a checkpoint of this model and task, or leave out "
         "--ckpt.resume and --ckpt.load_dir to start afresh")
+    # WNLI has two labels too: the same shapes, told apart by the task the checkpoint records
+    wnli = featurize(FIXTURES / "WNLI", tmp_path / "wnli", tiny_bert, "WNLI", "train").parent
+    code, _, stderr = run_command(monkeypatch, capsys, "train.py", "--model.hf_model", tiny_bert,
+                                  "--tmod.trainpath", wnli, "--tmod.output_dir", tmp_path / "wnli-run",
+                                  "--ckpt.load_dir", checkpoint.parent, "--trainer.disable_tqdm", "true")
+    assert code == 1 and stderr.splitlines()[-1] == (
+        f"train.py: {checkpoint.parent}: checkpoint of a RTE run, but this run fine-tunes WNLI: resume from a "
+        "checkpoint of a WNLI run, or leave out --ckpt.resume and --ckpt.load_dir to start afresh")
 
 
 def test_a_pytorch_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
