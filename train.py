@@ -525,6 +525,9 @@ def main() -> Recipe:
                          "and/or --tmod.predictpath (to write test-set predictions)")
     for option, path in args.feature_paths().items():
         require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
+    if args.predictpath and config["trainer"]["max_val_steps_per_epoch"]:
+        raise ConfigError("--trainer.max_val_steps_per_epoch limits prediction too, and the leaderboard needs a "
+                          "prediction for every test example: leave it out with --tmod.predictpath")
     for option in ("keep_best", "early_stopping_patience", "eval_steps"):
         if args.trainpath and not args.valpath and getattr(args, option):
             raise ConfigError(f"--tmod.{option} needs --tmod.valpath: it acts on the validations during training; "
@@ -549,7 +552,9 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     rank_zero_only.rank = ranks.global_rank
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
-    runtime.check_free_space(args.output_dir, recipe.model, trainer_args)
+    checkpoints = runtime.checkpoints_written(trainer_args, config["ckpt"]["period_steps"],
+                                              recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0)
+    runtime.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
     backend = runtime.build_backend(config)
     output.set_aside_earlier()
     if ranks.is_main:

@@ -29,8 +29,9 @@ What breaks and why (measured; see the notes in the project's shared folder):
 6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
    wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
    device is left alone and ``device_ids`` is None. pymarlin's ``find_unused_parameters=True`` becomes an
-   attribute with that default, so a caller can turn it off (train.py sets it from ``dist.find_unused_parameters``:
-   BERT-like classifiers use every parameter, and the search costs a pass over the graph every step).
+   attribute with that default, so a caller can turn it off (``runtime.build_backend`` sets it from
+   ``dist.find_unused_parameters``: BERT-like classifiers use every parameter, and the search costs a pass over
+   the graph every step).
 7. The AMP backends (``sp-amp``, ``ddp-amp``) use ``torch.cuda.amp``, deprecated in torch 2 (a FutureWarning
    every step), and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale). They now use
    ``torch.amp`` on the run's device, in ``amp_dtype`` (float16 by default, as pymarlin; bfloat16 needs no

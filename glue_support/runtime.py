@@ -242,7 +242,8 @@ def check_writable(output_dir: str) -> None:
         with tempfile.TemporaryFile(dir=output_dir):
             pass
     except OSError as error:
-        raise SystemExit(f"{output_dir}: cannot write the outputs there ({error.strerror})") from None
+        raise ValueError(f"{output_dir}: cannot write the outputs there ({error.strerror}): choose another "
+                         "--tmod.output_dir, or make it writable") from None
 
 
 @contextmanager
@@ -258,7 +259,7 @@ def _locked(output_dir: str) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "starting"
-            raise SystemExit(f"{output_dir} is in use by another run ({holder}): wait for it to end, or choose "
+            raise ValueError(f"{output_dir} is in use by another run ({holder}): wait for it to end, or choose "
                              "another --tmod.output_dir") from None
         except OSError as error:
             logger.warning(f"{output_dir}: cannot lock it ({error.strerror}): a second run started there "
@@ -290,23 +291,29 @@ def _refuse_earlier_outputs(output_dir: str) -> None:
     found = [name for name, path in paths.items() if not os.path.isdir(path) or os.listdir(path)]
     if found:
         resume = " (--ckpt.resume true continues it)" if "checkpoints" in found else ""
-        raise SystemExit(f"{output_dir} already holds a run's outputs ({', '.join(found)}): choose another "
+        raise ValueError(f"{output_dir} already holds a run's outputs ({', '.join(found)}): choose another "
                          f"--tmod.output_dir, or pass --tmod.overwrite_output_dir true to replace them{resume}")
 
 
-def check_free_space(output_dir: str, model: torch.nn.Module, trainer_args: TrainerArguments) -> None:
-    """Enough disk for the fine-tuned model and, if on, pymarlin's checkpoints (weights and AdamW's two moments
-    each), checked before training instead of failing at the end of it."""
-    size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+def checkpoints_written(trainer_args: TrainerArguments, period_steps: Optional[int], total_steps: int) -> int:
+    """How many training-state checkpoints a run leaves in its save_dir: with ``ckpt.checkpoint``, one every
+    ``ckpt.period`` epochs and the final one; one every ``ckpt.period_steps`` optimizer steps. None of them is
+    deleted during the run (``delete_existing_checkpoints`` empties the folder only when the run starts)."""
     ckpt = trainer_args.checkpointer_args
-    checkpoints = 0
-    if ckpt.checkpoint:
-        checkpoints = 1 if ckpt.delete_existing_checkpoints else max(1, trainer_args.epochs // max(1, ckpt.period))
-    needed = size * (1 + 3 * checkpoints) + 2 ** 26  # + 64 MiB for tokenizer, logs and results
+    per_epoch = trainer_args.epochs // max(1, ckpt.period) + 1 if ckpt.checkpoint else 0
+    return per_epoch + (total_steps // period_steps if period_steps else 0)
+
+
+def check_free_space(output_dir: str, model: torch.nn.Module, checkpoints: int, keep_best: bool) -> None:
+    """Enough disk for the fine-tuned model and ``checkpoints`` training states (each: the weights, AdamW's two
+    moments and, with ``keep_best``, the best weights), checked before training instead of failing at its end."""
+    size = sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+    needed = size * (1 + (3 + keep_best) * checkpoints) + 2 ** 26  # + 64 MiB for tokenizer, logs and results
     free = shutil.disk_usage(output_dir).free
     if free < needed:
-        raise SystemExit(f"{output_dir}: {free / 2 ** 20:.0f} MiB free on its disk; the fine-tuned model"
-                         f"{' and checkpoints' if checkpoints else ''} need about {needed / 2 ** 20:.0f} MiB")
+        raise ValueError(f"{output_dir}: {free / 2 ** 20:.0f} MiB free on its disk; the fine-tuned model"
+                         f"{f' and {checkpoints} checkpoints' if checkpoints else ''} need about "
+                         f"{needed / 2 ** 20:.0f} MiB: free some space, or choose another --tmod.output_dir")
 
 
 @contextmanager

@@ -279,9 +279,10 @@ def answer_help(path: str = CONFIG_PATH, groups: Optional[tuple[str, ...]] = Non
         raise SystemExit(0)
 
 
-def check_command_line(argv: list[str], config: dict[str, Any], short_group: Optional[str] = None) -> None:
+def check_command_line(argv: list[str], config: dict[str, Any], short_group: Optional[str] = None,
+                       path: str = CONFIG_PATH) -> None:
     """Refuse what pymarlin's parser would ignore: unknown keys, ``--key=value``, options given twice, stray
-    words."""
+    words. ``path``: the config file the keys come from, named in the messages."""
     keys = list(config_keys(config))
     known = set(keys) | set(PARSER_OPTIONS)
     value_allowed = False
@@ -301,10 +302,10 @@ def check_command_line(argv: list[str], config: dict[str, Any], short_group: Opt
                                             ) if short_group and "." not in name else []
             hint = f"{short_group}.{own[0]}" if own else closest_key(name, keys)
             if name in config:
-                raise ConfigError(f"--{name} is a group of config.yaml: override one of its keys, "
+                raise ConfigError(f"--{name} is a group of {os.path.basename(path)}: override one of its keys, "
                                   f"e.g. --{next(key for key in keys if key.startswith(name + '.'))}")
             raise ConfigError(f"unknown option --{name}" + (f"; did you mean --{hint}?" if hint else
-                                                            f" (the keys are in {CONFIG_PATH})"))
+                                                            f" (the keys are in {path})"))
         if name in seen:
             raise ConfigError(f"--{name} is given twice: give each option once")
         seen.add(name)
@@ -337,7 +338,7 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
         print(usage(path, short_group=short_group))
         raise SystemExit(0)
     argv = expand_short_names(argv, defaults, short_group)
-    check_command_line(argv, defaults, short_group)
+    check_command_line(argv, defaults, short_group, path)
     command_line, sys.argv = sys.argv, [sys.argv[0], *argv]
     try:
         # keys were checked above; its own warnings would only misread values that hold spaces ("--a 1 --b 2")

@@ -123,7 +123,7 @@ def test_a_second_run_is_refused_before_the_model_loads_and_the_lock_goes_with_a
             patch.setattr(train.Recipe, "__init__", lambda *args: loaded.append(args))
             refused = rf"{re.escape(str(output))} is in use by another run \(pid {holder.pid} on .+\): wait for it " \
                       r"to end, or choose another --tmod.output_dir"
-            with pytest.raises(SystemExit, match=refused):
+            with pytest.raises(ValueError, match=refused):
                 run(tiny_bert, features, output)
         assert loaded == [] and (output / ".staging.live").is_dir()
     finally:

@@ -21,6 +21,7 @@ import train
 from conftest import FIXTURES, config_defaults, featurize, write_rte_subset
 from glue_support import runtime
 from glue_support.marlin import DistributedTrainingArguments, Trainer
+from glue_support.strict_config import ConfigError
 from glue_support.submission import SubmissionWriter
 
 
@@ -376,12 +377,12 @@ def test_prediction_alone_from_a_saved_model(argv, tiny_bert, mnli, tmp_path):
     assert len(rows) == 3 and {label for _, label in rows} <= {"contradiction", "entailment", "neutral"}
 
 
-def test_an_incomplete_prediction_is_refused_not_written(argv, tiny_bert, mnli, tmp_path):
+def test_an_incomplete_prediction_is_refused_before_any_work(argv, tiny_bert, mnli, tmp_path):
     argv("--model.hf_model", tiny_bert, "--tmod.predictpath", mnli["test"], "--tmod.output_dir", tmp_path / "out",
          "--trainer.val_batch_size", 2, "--trainer.max_val_steps_per_epoch", 1, "--trainer.disable_tqdm", "true")
-    with pytest.raises(RuntimeError, match="2 of its 3 examples were predicted"):
+    with pytest.raises(ConfigError, match="--trainer.max_val_steps_per_epoch limits prediction too"):
         train.main()
-    assert not (tmp_path / "out" / "submission").exists() or not any((tmp_path / "out" / "submission").iterdir())
+    assert not (tmp_path / "out").exists()
 
 
 def save_classifier(path, labels: list[str]) -> str:
@@ -436,7 +437,7 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
     run_train(argv, tiny_bert, features, output, epochs=1)
     first = (output / "results.json").read_text()
     assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
-    with pytest.raises(SystemExit, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
+    with pytest.raises(ValueError, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
                                          r"model.safetensors, .*\): choose another --tmod.output_dir, or pass "
                                          r"--tmod.overwrite_output_dir true to replace them$"):
         run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
@@ -452,15 +453,15 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
 def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
                                                                        monkeypatch):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(SystemExit, match="a-file/out: cannot write the outputs there"):
+    with pytest.raises(ValueError, match="a-file/out: cannot write the outputs there"):
         run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
 
     trained = []
     monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
     monkeypatch.setattr(runtime.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
                                                                                             2 ** 20))
-    with pytest.raises(SystemExit, match=r"out: 1 MiB free on its disk; the fine-tuned model and checkpoints need "
-                                         r"about \d+ MiB"):
+    with pytest.raises(ValueError, match=r"out: 1 MiB free on its disk; the fine-tuned model and \d+ checkpoints need "
+                                         r"about \d+ MiB: free some space, or choose another --tmod.output_dir"):
         run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
     assert trained == []
 
