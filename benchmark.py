@@ -12,7 +12,11 @@ seed by seed across the tasks, so a benchmark stopped early still has every task
 command again skips finished runs (refusing one made with other settings or data) and resumes an interrupted
 one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
 ``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``, choosing each task's
-cell by its mean (``bench.select``: or median) dev score over seeds.
+cell by its mean (``bench.select``: or median) dev score over seeds. With ``bench.predict`` each task's selected
+run then predicts its test sets (``predict_all``) into ``submission/`` and ``glue_submission.zip``. A task with
+``init_from`` starts its runs from another task's selected run, planned after all of that task's runs
+(``start_order``); ``--tasks all`` is the nine tasks, and ``bench.max_train_examples``/``max_eval_examples`` run
+on the first rows of the files (``source_file``).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import glob
 import itertools
 import json
 import os
+import pathlib
 import re
 import shlex
 import shutil
@@ -30,14 +35,14 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import yaml
 from tqdm import tqdm
 
-from glue_processors import TaskSpec, get_task
+from glue_processors import TASKS, TaskSpec, get_task
 from glue_support import provenance, scoreboard, submission
-from glue_support.atomic_write import write_json
+from glue_support.atomic_write import atomic_path, write_json
 from glue_support.marlin import getlogger
 from glue_support.runtime import on_stop_signals
 from glue_support.strict_config import (
@@ -75,6 +80,9 @@ class BenchmarkArguments:
     references: str
     check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
     select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
+    predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
+    max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (source_file)
+    max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
 
 
 @dataclass
@@ -87,6 +95,7 @@ class TaskSettings:
     batch_size: int
     max_seq_len: int
     seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
+    init_from: str = ""  # a task of the benchmark whose selected run's model this task's runs start from; "" = none
 
 
 GRID_KEYS = ("max_lr", "batch_size", "epochs", "max_seq_len")  # a task's keys that take several values
@@ -96,7 +105,8 @@ def task_cells(group: dict[str, Any]) -> list[TaskSettings]:
     """A task's grid: every combination of the values of its ``GRID_KEYS`` (a list, or one value), in the order
     given, each value once."""
     values = [list(dict.fromkeys(group[key] if isinstance(group[key], list) else [group[key]])) for key in GRID_KEYS]
-    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"])
+    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"],
+                         init_from=group.get("init_from", ""))  # "": a group written before init_from existed
             for combination in itertools.product(*values)]
 
 
@@ -104,7 +114,7 @@ def cell_name(settings: TaskSettings) -> str:
     """The folder of a cell's runs, named by its settings (``lr5e-05-bs16-ep5-len128``): the same settings find
     the same folder however the grid around them grows."""
     return (f"lr{float(settings.max_lr)!r}-bs{settings.batch_size}-ep{settings.epochs}"
-            f"-len{settings.max_seq_len}")
+            f"-len{settings.max_seq_len}" + (f"-from{get_task(settings.init_from).name}" if settings.init_from else ""))
 
 
 @dataclass
@@ -120,6 +130,7 @@ class Run:
     # None where they are not read: an Azure ML pipeline is planned without its data
     sources: Optional[dict[str, dict[str, Any]]] = None
     cell: str = ""  # the cell's name where the task's grid has several, for messages; "" for a grid of one
+    init_model: str = ""  # with settings.init_from: the run folder it starts from, known once that task has run
 
     @property
     def name(self) -> str:
@@ -143,40 +154,123 @@ def splits(spec: TaskSpec) -> tuple[str, ...]:
     return ("train", *spec.dev_set_types)
 
 
+def test_files(spec: TaskSpec, data_dir: str) -> dict[str, TaskSpec]:
+    """The test files a model fine-tuned on ``spec`` predicts, each with its task: the task's own and those of the
+    tasks it predicts (MNLI: AX), where ``download_glue.py`` puts them (AX: ``<data_dir>/diagnostic/diagnostic.tsv``).
+    AX's two set types are one file under two names: the one the download writes is predicted."""
+    return {os.path.join(data_dir, task.download.folder, f"{set_type}.tsv"): task
+            for task in TASKS.values() if task.trained_as is spec
+            for set_type in task.test_set_types if f"{set_type}.tsv" in task.download.files}
+
+
+def needed_files(args: BenchmarkArguments, spec: TaskSpec) -> list[str]:
+    """The files a benchmark of ``spec`` reads: train and dev, and with ``bench.predict`` its test files."""
+    paths = [os.path.join(args.data_dir, spec.name, f"{set_type}.tsv") for set_type in splits(spec)]
+    return paths + (list(test_files(spec, args.data_dir)) if args.predict else [])
+
+
 def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
-    """The tasks named in ``bench.tasks``; with ``check_files``, each with its train and dev files present in
-    ``bench.data_dir``."""
+    """The tasks named in ``bench.tasks`` (``all``: the nine with training data); with ``check_files``, each with
+    the files it reads (``needed_files``) present in ``bench.data_dir``."""
     specs = []
-    for name in filter(None, (part.strip() for part in args.tasks.split(","))):
+    names = [spec.name for spec in TASKS.values() if spec.labeled] if args.tasks.strip().lower() == "all" else \
+        args.tasks.split(",")
+    for name in filter(None, (part.strip() for part in names)):
         try:
             spec = get_task(name)
         except ValueError as error:
             raise ConfigError(f"--bench.tasks: {error}") from None
         if spec.labeled is None:
             raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
-        for set_type in splits(spec) if check_files else ():
-            path = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
-            if not os.path.exists(path):
-                raise ConfigError(f"{path}: no such file; get the GLUE files with "
-                                  f"python download_glue.py --tasks {spec.name} --data_dir {args.data_dir}")
+        for path in needed_files(args, spec) if check_files else ():
+            require_glue_file(args, path)
         specs.append(spec)
     if not specs:
         raise ConfigError("--bench.tasks names no task: give e.g. --tasks RTE,MRPC")
     return specs
 
 
+def require_glue_file(args: BenchmarkArguments, path: str) -> None:
+    if not os.path.exists(path):
+        folder = os.path.basename(os.path.dirname(path))  # download_glue.py takes it as a task name (diagnostic: AX)
+        raise ConfigError(f"{path}: no such file; get the GLUE files with "
+                          f"python download_glue.py --tasks {folder} --data_dir {args.data_dir}")
+
+
 def hash_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, dict[str, dict[str, Any]]]:
     """Size and SHA-256 of every file the runs read, by task and file name: what features and finished runs are
     checked against before they are reused. Read once per invocation, not once per run."""
-    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(os.path.join(args.data_dir, spec.name,
-                                                                                  f"{set_type}.tsv"))
+    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(source_file(args, spec, set_type))
                         for set_type in splits(spec)} for spec in specs}
+
+
+def source_file(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> str:
+    """The GLUE file runs read for ``set_type``: ``<data_dir>/<Task>/<set_type>.tsv``, or under a cap
+    (``bench.max_train_examples``, ``bench.max_eval_examples``) a copy of its header and first N rows in
+    ``<output_dir>/subsets/<Task>/<set_type>-first<N>/``: its size and SHA-256 are then what the runs and features
+    record, so a quick check never passes for a run on the whole file."""
+    source = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
+    cap = args.max_train_examples if set_type == "train" else args.max_eval_examples
+    if not cap:
+        return source
+    subset = os.path.join(args.output_dir, "subsets", spec.name, f"{set_type}-first{cap}", f"{set_type}.tsv")
+    with open(source, "rb") as stream:  # bytes: the rows as they are, byte-order mark and line ends included
+        lines = list(itertools.islice(stream, cap + int(spec.labeled.header)))
+    if not os.path.exists(subset) or pathlib.Path(subset).read_bytes() != b"".join(lines):
+        with atomic_path(subset) as temporary, open(temporary, "wb") as stream:
+            stream.writelines(lines)
+    return subset
+
+
+def init_sources(config: dict[str, Any], specs: list[TaskSpec]) -> dict[str, str]:
+    """The task each task's runs start from (``init_from``), by task, for those that set it; refused, in one line,
+    when it names a task outside ``specs``."""
+    names = [spec.name for spec in specs]
+    sources = {}
+    for spec in specs:
+        value = config[spec.hf_name].get("init_from", "")
+        if value:
+            try:
+                sources[spec.name] = get_task(value).name
+            except ValueError as error:
+                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {error}") from None
+            if sources[spec.name] not in names:
+                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {sources[spec.name]} is not among --tasks "
+                                  f"({', '.join(names)}); add it, so its selected run exists to start from")
+    return sources
+
+
+def start_order(config: dict[str, Any], specs: list[TaskSpec]) -> list[list[TaskSpec]]:
+    """The tasks in stages: those that start from ``--model``, then those that start from a task of an earlier
+    stage (``init_from``), ...; refused, in one line, when the starts form a loop."""
+    sources = init_sources(config, specs)
+
+    def depth(name: str, chain: tuple[str, ...]) -> int:
+        """How many starts lie between ``name`` and ``--model``; ``chain``: the tasks that start from it."""
+        if name in chain:
+            first = get_task(chain[0])
+            raise ConfigError(f"--{first.hf_name}.init_from {config[first.hf_name]['init_from']}: the tasks' starts "
+                              f"form a loop ({' -> '.join((*chain, name))}); one of them must start from --model")
+        return depth(sources[name], (*chain, name)) + 1 if name in sources else 0
+
+    depths = {spec.name: depth(spec.name, ()) for spec in specs}
+    return [[spec for spec in specs if depths[spec.name] == stage] for stage in sorted(set(depths.values()))]
 
 
 def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
          sources: Optional[dict[str, dict[str, dict[str, Any]]]] = None) -> list[Run]:
     """Every (task, cell, seed) run, seed-major: every cell of every task with the first seed, then with the
-    second, ...; ``sources``: ``hash_sources``."""
+    second, ...; a task that starts from another's selected run (``init_from``) after all of that task's runs
+    (``start_order``); ``sources``: ``hash_sources``."""
+    runs = []
+    for stage in start_order(config, specs):
+        runs += seed_major(args, config, stage, sources)
+    return runs
+
+
+def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
+               sources: Optional[dict[str, dict[str, dict[str, Any]]]]) -> list[Run]:
+    """``specs``' runs, every cell of every task with the first seed, then with the second, ..."""
     grids = {spec.name: task_cells(config[spec.hf_name]) for spec in specs}
     runs = []
     for number in range(args.seeds):
@@ -208,34 +302,42 @@ def refuse_runs_outside_cells(args: BenchmarkArguments, specs: list[TaskSpec]) -
 
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
-    """train/ and dev/ features for the run's task, tokenizer and length, unless an earlier run built them from the
-    same bytes (data.featurize writes each file under a temporary name first, so a file present is complete).
-    Everything but the task, file, tokenizer and length is config.yaml's ``dproc`` default, as ``python data.py``
-    uses it."""
-    import data  # here: featurizing loads torch and transformers, which --report_only, --help and --aml need not
-
-    with open(CONFIG_PATH, encoding="utf-8") as stream:
-        dproc = yaml.safe_load(stream)["dproc"]
+    """train/ and dev/ features for the run's task, tokenizer and length (``ensure_features``), with the seconds
+    spent building them in ``featurize_seconds.json`` for the scoreboard."""
     timings_path = os.path.join(run.features, "featurize_seconds.json")
     timings = scoreboard.read_json(timings_path) or {}
     for set_type in splits(run.spec):
         folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
-        source = run.sources[f"{set_type}.tsv"]
-        expected = {"task": run.spec.name, "set_type": set_type, "tokenizer": args.model,
-                    "vocab": vocabulary(args.model), "max_seq_len": run.settings.max_seq_len,
-                    "padding": dproc["padding"], "source_bytes": source["bytes"], "source_sha256": source["sha256"]}
-        why = stale(os.path.join(folder, f"{set_type}.tsv"), expected,
-                    os.path.join(args.data_dir, run.spec.name, f"{set_type}.tsv"))
-        if why is None:
-            continue
-        logger.info(f"{run.spec.name} {set_type} features: building them ({why})")
-        start = time.perf_counter()
-        data.featurize(
-            data.DataInterfaceArguments(input_dir=os.path.join(args.data_dir, run.spec.name), output_dir=folder),
-            data.DataProcessorArguments(**{**dproc, "task": run.spec.name, "set_type": set_type,
-                                           "max_seq_len": run.settings.max_seq_len, "tokenizer": args.model}))
-        timings[set_type] = time.perf_counter() - start
-        write_json(timings_path, timings)
+        seconds = ensure_features(args, run.spec, source_file(args, run.spec, set_type),
+                                  folder, run.settings.max_seq_len, run.sources[f"{set_type}.tsv"])
+        if seconds is not None:
+            timings[set_type] = seconds
+            write_json(timings_path, timings)
+
+
+def ensure_features(args: BenchmarkArguments, spec: TaskSpec, source: str, folder: str, max_seq_len: int,
+                    identity: dict[str, Any]) -> Optional[float]:
+    """The features of the GLUE file ``source`` (``<set_type>.tsv``, of size and SHA-256 ``identity``) in
+    ``folder``, unless an earlier run built them from the same bytes (data.featurize writes each file under a
+    temporary name first, so a file present is complete); the seconds spent, None if reused. Everything but the
+    task, file, tokenizer and length is config.yaml's ``dproc`` default, as ``python data.py`` uses it."""
+    import data  # here: featurizing loads torch and transformers, which --report_only, --help and --aml need not
+
+    with open(CONFIG_PATH, encoding="utf-8") as stream:
+        dproc = yaml.safe_load(stream)["dproc"]
+    set_type = os.path.basename(source).removesuffix(".tsv")
+    expected = {"task": spec.name, "set_type": set_type, "tokenizer": args.model, "vocab": vocabulary(args.model),
+                "max_seq_len": max_seq_len, "padding": dproc["padding"], "source_bytes": identity["bytes"],
+                "source_sha256": identity["sha256"]}
+    why = stale(os.path.join(folder, f"{set_type}.tsv"), expected, source)
+    if why is None:
+        return None
+    logger.info(f"{spec.name} {set_type} features: building them ({why})")
+    start = time.perf_counter()
+    data.featurize(data.DataInterfaceArguments(input_dir=os.path.dirname(source), output_dir=folder),
+                   data.DataProcessorArguments(**{**dproc, "task": spec.name, "set_type": set_type,
+                                                  "max_seq_len": max_seq_len, "tokenizer": args.model}))
+    return time.perf_counter() - start
 
 
 @functools.cache
@@ -273,14 +375,23 @@ def stale(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
 def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
     """What makes two runs the same experiment: a finished run is reused only if these match. ``data`` is each
     file's size and SHA-256, not its folder: the same bytes elsewhere are the same data."""
+    # the caps only where set: a run recorded before they existed stays the same experiment
+    caps = {key: getattr(args, key) for key in ("max_train_examples", "max_eval_examples") if getattr(args, key)}
+    # the run it starts from, by folder: another selected run (more seeds of that task) is another experiment
+    start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
     return {"task": run.spec.name, "seed": run.seed, "model": args.model,
-            **{key: value for key, value in asdict(run.settings).items() if key != "seeds"},
-            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, "data": run.sources}
+            **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
+            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
+            "data": run.sources}
 
 
 def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
+    start = get_task(run.settings.init_from) if run.settings.init_from else run.spec
     options = {
-        "model.hf_model": args.model, "tmod.trainpath": os.path.join(run.features, "train"),
+        # a model fine-tuned for other labels gets a new head: train.py refuses it otherwise
+        "model.hf_model": run.init_model or args.model,
+        "model.ignore_mismatched_sizes": start.labels != run.spec.labels,
+        "tmod.trainpath": os.path.join(run.features, "train"),
         "tmod.valpath": os.path.join(run.features, "dev"), "tmod.output_dir": run.folder, "tmod.seed": run.seed,
         "tmod.max_lr": run.settings.max_lr, "trainer.epochs": run.settings.epochs,
         "trainer.train_batch_size": run.settings.batch_size, "trainer.disable_tqdm": True,
@@ -314,8 +425,9 @@ def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any
                       "choose another --bench.output_dir, or delete that folder to run it again")
 
 
-def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """One train.py run to the end, resumed if ``record`` (``earlier_record``) says it was started; its record."""
+def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]], keep_model: bool) -> dict[str, Any]:
+    """One train.py run to the end, resumed if ``record`` (``earlier_record``) says it was started; its record.
+    ``keep_model``: its model stays (``bench.keep_models``, or until the selection is known: ``run_all``)."""
     resume = record is not None
     # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
     record = record or {"settings": run_settings(args, run), "data_dir": args.data_dir, "status": "running",
@@ -346,11 +458,16 @@ def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]]) 
     record["status"] = "done"
     write_record(run, record)
     shutil.rmtree(os.path.join(run.folder, "checkpoints"), ignore_errors=True)
-    if not args.keep_models:
-        for name in os.listdir(run.folder):
-            if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin")):
-                os.remove(os.path.join(run.folder, name))
+    if not keep_model:
+        for path in model_files(run.folder):
+            os.remove(path)
     return record
+
+
+def model_files(folder: str) -> list[str]:
+    """The weights of the model a run saved in ``folder`` (the config and tokenizer are small, and stay)."""
+    return [os.path.join(folder, name) for name in sorted(os.listdir(folder))
+            if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))]
 
 
 @contextmanager
@@ -371,10 +488,130 @@ def write_record(run: Run, record: dict[str, Any]) -> None:
     write_json(os.path.join(run.folder, RUN_RECORD), record)
 
 
+PREDICTION_RECORD = "prediction.json"  # in predictions/<Task>/: the run and test files its predictions came from
+
+
+def predict_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
+    """``bench.predict``: each task's selected run predicts its test sets (``predict``), the leaderboard files are
+    gathered in ``<output_dir>/submission/`` (WNLI's from its majority class with ``wnli.majority``) and zipped
+    when all 11 are there."""
+    folder = os.path.join(args.output_dir, "submission")
+    majority = config["wnli"]["majority"]
+    for spec in specs:
+        run_folder = selected_run(args, spec.name)
+        if run_folder and not (majority and spec.name == "WNLI"):
+            for path in predict(args, spec, run_folder):
+                os.makedirs(folder, exist_ok=True)
+                shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
+    if majority:
+        wnli = get_task("WNLI")
+        submission.write_majority_class(wnli, os.path.join(args.data_dir, wnli.download.folder), args.output_dir)
+    write_submission_zip(folder, os.path.join(args.output_dir, "glue_submission.zip"))
+
+
+def selected_run(args: BenchmarkArguments, task: str) -> Optional[str]:
+    """The folder of ``task``'s selected run: the seed with the best dev score in the cell the scoreboard selects
+    (``bench.select``; the first of equals); None while none has finished."""
+    runs = scoreboard.collect(args.output_dir, task)
+    if not runs:
+        return None
+    cell = scoreboard.select_cell([scoreboard.summarize_cell(group) for group in scoreboard.cell_groups(runs)],
+                                  args.select)
+    best = max(cell["runs"], key=lambda run: run["score"])
+    return os.path.join(args.output_dir, "runs", task, cell["name"], f"seed{best['seed']}")
+
+
+def require_model(run_folder: str, task: str, use: str) -> None:
+    """The selected run ``run_folder`` of ``task`` must hold its model, for ``use``; refused otherwise."""
+    if " #" in os.path.basename(os.path.dirname(run_folder)) or not os.path.isdir(run_folder):
+        raise ValueError(f"{run_folder}: {task}'s selected run is not in the folder of its settings; move it there "
+                         "(or delete it), then run the same command again")
+    if not model_files(run_folder):
+        raise ValueError(f"{run_folder}: {task}'s selected run kept no model to {use} (removed when it finished, "
+                         "not needed then); delete that run folder to train it again")
+
+
+def remove_unselected_models(args: BenchmarkArguments, tasks: Iterable[str]) -> None:
+    """The models of ``tasks``' runs but each task's selected one, kept until the selection was known (for
+    ``bench.predict`` or ``init_from``); the selected ones stay for a later command to use."""
+    for task in tasks:
+        selected = selected_run(args, task)
+        for record in glob.glob(os.path.join(args.output_dir, "runs", task, "*", "seed*", RUN_RECORD)):
+            if os.path.dirname(record) != selected:
+                for path in model_files(os.path.dirname(record)):
+                    os.remove(path)
+
+
+def predict(args: BenchmarkArguments, spec: TaskSpec, run_folder: str) -> list[str]:
+    """The leaderboard files of ``spec``'s test sets (and AX's for MNLI) as the model of ``run_folder`` predicts
+    them, by ``train.py --tmod.predictpath`` into ``<output_dir>/predictions/<Task>/``, from test features built
+    like its dev features; reused when that run and those test files made them."""
+    output = os.path.join(args.output_dir, "predictions", spec.name)
+    files = test_files(spec, args.data_dir)
+    record = {"run": os.path.relpath(run_folder, args.output_dir),
+              "run_record": scoreboard.read_json(os.path.join(run_folder, RUN_RECORD)),
+              "test": {os.path.basename(path): provenance.file_identity(path) for path in files}}
+    written = [os.path.join(output, "submission", task.submission_file(os.path.basename(path).removesuffix(".tsv")))
+               for path, task in files.items()]
+    if scoreboard.read_json(os.path.join(output, PREDICTION_RECORD)) == record and all(map(os.path.exists, written)):
+        logger.info(f"{spec.name} test predictions of {run_folder}: made earlier, reused")
+        return written
+    require_model(run_folder, spec.name, "predict with")
+    settings = record["run_record"]["settings"]
+    features = os.path.join(args.output_dir, "features", spec.name,
+                            f"{model_slug(args.model)}-len{settings['max_seq_len']}", "test")
+    for path, task in files.items():
+        ensure_features(args, task, path, features, settings["max_seq_len"], record["test"][os.path.basename(path)])
+    if os.path.exists(os.path.join(output, PREDICTION_RECORD)):
+        os.remove(os.path.join(output, PREDICTION_RECORD))  # the predictions it describes are being replaced
+    logger.info(f"{spec.name}: predicting its test sets with {run_folder} into {output}")
+    run_logged([sys.executable, os.path.join(HERE, "train.py"), "--model.hf_model", run_folder,
+                "--tmod.predictpath", features, "--tmod.output_dir", output, "--tmod.overwrite_output_dir", "true",
+                "--trainer.disable_tqdm", "true", *shlex.split(args.train_options)],
+               os.path.join(output, "predict.log"), f"{spec.name} prediction")
+    write_json(os.path.join(output, PREDICTION_RECORD), record)
+    return written
+
+
+def run_logged(command: list[str], log_path: str, what: str) -> None:
+    """``command`` with its output appended to ``log_path``; a failure stops the benchmark with the log's end."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE).returncode
+    if returncode != 0:
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            tail = "".join(log.readlines()[-15:])
+        raise SystemExit(f"benchmark.py: {what} failed (exit {returncode}); the end of {log_path}:\n{tail}\n"
+                         "Run the same command again to retry it.")
+
+
+def write_submission_zip(folder: str, zip_path: str) -> None:
+    """``submission.write_zip`` once ``folder`` holds all the leaderboard's files; while some are missing (a
+    benchmark of some of the tasks: a normal use), a warning naming each, and no zip."""
+    files = submission.leaderboard_files()
+    missing = [name for name in files if not os.path.isfile(os.path.join(folder, name))]
+    if not missing:
+        submission.write_zip(folder, zip_path)
+        return
+    logger.warning(f"{zip_path} not written: {folder} lacks {len(missing)} of the leaderboard's {len(files)} files; "
+                   "benchmark those tasks with --predict true into this --output_dir to complete it:")
+    for name in missing:
+        logger.warning(f"  {name}: no {files[name].what} predictions")
+
+
 def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
     """The benchmark as an Azure ML pipeline (aml_submit.benchmark_pipeline): printed with ``aml.dry_run``,
     otherwise submitted. Every setting changed from benchmark.yaml reaches each step's benchmark.py. A step is a
-    task and a seed, so each task runs one cell: a grid is refused."""
+    task and a seed, so each task runs one cell: a grid is refused, and so is ``bench.predict`` (each step would
+    predict with its own run, before the selection)."""
+    if any(settings.init_from for spec in specs for settings in task_cells(config[spec.hf_name])):
+        raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs first: "
+                          "leave init_from empty there, or run the benchmark locally")
+    if args.predict:
+        raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
+                          "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
     for spec in specs:
         cells = [cell_name(settings) for settings in task_cells(config[spec.hf_name])]
         if len(cells) > 1:
@@ -424,6 +661,37 @@ def report_submission(path: str) -> None:
           f"and predictions the leaderboard takes: {path} is ready to upload")
 
 
+def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec], references: str) -> None:
+    """Every planned run not finished yet, the scoreboard after each; then with ``bench.predict`` the submission,
+    and the models kept until the selection was known removed but the selected ones."""
+    require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
+    runs = plan(args, config, specs, hash_sources(args, specs))
+    logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
+                f"into {args.output_dir}")
+    # every refusal before any work, but for a run that starts from another task's selected run: known only once
+    # that task's runs (planned before) are done
+    records = [None if run.settings.init_from else earlier_record(args, run) for run in runs]
+    # models kept until the selection is known: every task's to predict, else those of the tasks others start from
+    keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
+    for run, record in tqdm(zip(runs, records), desc="benchmark runs", unit="run", total=len(runs)):
+        if run.settings.init_from:
+            run.init_model = selected_run(args, get_task(run.settings.init_from).name)
+            require_model(run.init_model, run.settings.init_from, "start from")
+            record = earlier_record(args, run)
+        if record is not None and record["status"] == "done":
+            logger.info(f"{run.name}: finished earlier, skipped")
+            continue
+        build_features(args, run)
+        record = train(args, run, record, args.keep_models or run.spec.name in keep_until_selected)
+        result = scoreboard.run_score(run.folder, run.spec.name)
+        logger.info(f"{run.name}: {run.spec.metric_label} {result:.4f} ({record['wall_s']:.0f} s)")
+        scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
+    if args.predict:
+        predict_all(args, config, specs)
+    if not args.keep_models:
+        remove_unselected_models(args, keep_until_selected)
+
+
 def main() -> None:
     answer_help(BENCHMARK_CONFIG, short_group="bench")
     config = parse_config(BENCHMARK_CONFIG, short_group="bench")
@@ -433,27 +701,16 @@ def main() -> None:
         return
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
     specs = parse_tasks(args, check_files=local_data and not args.report_only)
+    if args.predict and config["wnli"]["majority"] and local_data and not args.report_only:
+        for set_type in ("train", "test"):  # WNLI's file then comes from its train.tsv, whether or not it trains
+            require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
     if config["aml"]["submit"]:
         submit_pipeline(args, config, specs)
         return
     references = args.references or os.path.join(HERE, "glue_references.json")
     refuse_runs_outside_cells(args, specs)
     if not args.report_only:
-        require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
-        runs = plan(args, config, specs, hash_sources(args, specs))
-        logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
-                    f"into {args.output_dir}")
-        records = [earlier_record(args, run) for run in runs]  # every refusal before any work
-        for run, record in tqdm(zip(runs, records), desc="benchmark runs", unit="run", total=len(runs)):
-            if record is not None and record["status"] == "done":
-                logger.info(f"{run.name}: finished earlier, skipped")
-                continue
-            build_features(args, run)
-            record = train(args, run, record)
-            result = scoreboard.run_score(run.folder, run.spec.name)
-            logger.info(f"{run.name}: {run.spec.metric_label} {result:.4f} "
-                        f"({record['wall_s']:.0f} s)")
-            scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
+        run_all(args, config, specs, references)
     paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
     print(open(paths["md"], encoding="utf-8").read())
     print("Scoreboard: " + ", ".join(paths.values()))
