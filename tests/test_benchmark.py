@@ -148,6 +148,7 @@ def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
     assert command[command.index("--ckpt.resume") + 1] == "true"
     assert command[command.index("--ckpt.period_steps") + 1] == "null"
     assert command[command.index("--tmod.max_lr") + 1] == "0.0001"
+    assert command[command.index("--tmod.keep_best") + 1] == "true"  # the model scored is the model kept
 
 
 def write_run(output: Path, task: str, seed: int, results: dict, wall_s: float) -> None:
