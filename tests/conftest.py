@@ -2,6 +2,7 @@
 the repo ships, every task's official layout in ``tests/fixtures``, and config.yaml's defaults."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -78,3 +79,15 @@ def python_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
+
+
+@pytest.fixture
+def fixture_counts(monkeypatch):
+    """The task table's official test row counts replaced by those of the fixtures' test files (a few rows each),
+    so that submissions made from the fixtures pass the leaderboard's checks."""
+    from glue_processors import TASKS
+
+    for key, spec in TASKS.items():
+        counts = tuple(sum(1 for _ in open(FIXTURES / spec.name / f"{set_type}.tsv", encoding="utf-8")) - 1
+                       for set_type in spec.test_set_types)
+        monkeypatch.setitem(TASKS, key, dataclasses.replace(spec, test_rows=counts))

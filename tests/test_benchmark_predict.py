@@ -3,7 +3,6 @@ model also AX), WNLI from its majority class, the files gathered into submission
 missing, unselected models removed, and a second run reusing the predictions."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -14,7 +13,6 @@ import pytest
 import benchmark
 import data
 from conftest import FIXTURES, write_rte_subset
-from glue_processors import TASKS
 from glue_support import submission
 
 
@@ -22,14 +20,6 @@ from glue_support import submission
 def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
-
-@pytest.fixture
-def fixture_counts(monkeypatch):
-    """The table's official test row counts replaced by those of the fixtures' test files, as test_submission does."""
-    for key, spec in TASKS.items():
-        counts = tuple(sum(1 for _ in open(FIXTURES / spec.name / f"{set_type}.tsv", encoding="utf-8")) - 1
-                       for set_type in spec.test_set_types)
-        monkeypatch.setitem(TASKS, key, dataclasses.replace(spec, test_rows=counts))
 
 
 @pytest.fixture
