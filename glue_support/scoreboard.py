@@ -59,7 +59,7 @@ def run_score(folder: str, task: str) -> float:
     results = read_json(os.path.join(folder, "results.json"))
     if results is None or results.get("task") != task:
         raise FileNotFoundError(f"{folder}: no results.json of a {task} run")
-    return statistics.fmean(file_score(results[key]) for key in dev_files(results))
+    return last_score(results) / 100
 
 
 def last_score(results: dict[str, Any]) -> float:
@@ -75,12 +75,9 @@ def scored(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def dev_score(results: dict[str, Any]) -> float:
-    """A run's dev score x100, by which cells are chosen: the task score of its best validation where train.py kept
-    one (from that validation's metrics, by this module's rule: ``best.score`` where they are not recorded), else
-    of its last."""
-    best = results.get("best")
-    if isinstance(best, dict) and not dev_files(best) and "score" in best:
-        return 100 * best["score"]
+    """A run's dev score x100, by which cells are chosen: the task score, by this module's rule, of its best
+    validation where train.py kept one (``best`` always holds that validation's per-file metrics), else of its
+    last."""
     return last_score(scored(results))
 
 
