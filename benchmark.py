@@ -379,7 +379,9 @@ def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
     caps = {key: getattr(args, key) for key in ("max_train_examples", "max_eval_examples") if getattr(args, key)}
     # the run it starts from, by folder: another selected run (more seeds of that task) is another experiment
     start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
-    return {"task": run.spec.name, "seed": run.seed, "model": args.model,
+    # keep_best: scored by its best validation (train_command); a run recorded without it was scored at its last
+    # epoch, and would sit in a grid beside best-checkpoint runs as if measured the same way
+    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "keep_best": True,
             **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
             "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
             "data": run.sources}
