@@ -33,15 +33,14 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import yaml
 from tqdm import tqdm
 
 from glue_processors import TASKS, TaskSpec, get_task
-from glue_support import provenance, scoreboard, submission
+from glue_support import parallel, provenance, scoreboard, submission
 from glue_support.atomic_write import atomic_path, write_json
 from glue_support.marlin import getlogger
 from glue_support.runtime import on_stop_signals
@@ -83,6 +82,7 @@ class BenchmarkArguments:
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
     max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (source_file)
     max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
+    parallel: int = 1  # runs at once, each with its share of the cores or GPUs (run_shares)
 
 
 @dataclass
@@ -387,6 +387,18 @@ def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
             "data": run.sources}
 
 
+def run_shares(args: BenchmarkArguments) -> list[dict[str, str]]:
+    """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``); refused
+    before any work where the machine has too few GPUs or cores for them."""
+    if args.parallel == 1:
+        return [{}]
+    try:
+        return parallel.shares(args.parallel, args.nproc_per_node, parallel.visible_gpus(dict(os.environ)),
+                               parallel.cpu_cores())
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
     start = get_task(run.settings.init_from) if run.settings.init_from else run.spec
     options = {
@@ -429,63 +441,62 @@ def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any
                       "choose another --bench.output_dir, or delete that folder to run it again")
 
 
-def train(args: BenchmarkArguments, run: Run, record: Optional[dict[str, Any]], keep_model: bool) -> dict[str, Any]:
-    """One train.py run to the end, resumed if ``record`` (``earlier_record``) says it was started; its record.
-    ``keep_model``: its model stays (``bench.keep_models``, or until the selection is known: ``run_all``)."""
+@dataclass
+class Training:
+    """A train.py run from its start (``start_training``) to its end (``finish_training``)."""
+
+    run: Run
+    record: dict[str, Any]  # its benchmark_run.json
+    log_path: str
+    keep_model: bool  # its model stays (``bench.keep_models``, or until the selection is known: ``run_all``)
+
+
+def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training], run: Run,
+                   record: Optional[dict[str, Any]], keep_model: bool) -> None:
+    """Start ``run``'s train.py in a free share of ``pool``, resumed if ``record`` (``earlier_record``) says it
+    was started."""
     resume = record is not None
     # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
     record = record or {"settings": run_settings(args, run), "data_dir": args.data_dir, "status": "running",
                         "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
-    log_path = os.path.join(run.folder, "train.log")
+    training = Training(run, record, os.path.join(run.folder, "train.log"), keep_model)
     command = train_command(args, run, resume)
-    logger.info(f"{run.name}: {'resuming' if resume else 'training'} in {run.folder} (log: {log_path})")
-    start = time.perf_counter()
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(training.log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        # its own session: Ctrl-C reaches benchmark.py only, which passes it on once (see forward_signals)
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True)
-        with forward_signals(child) as received:
-            returncode = child.wait()
-    record["wall_s"] += time.perf_counter() - start
+        child = pool.start(training, command, log, cwd=HERE)
+    share = parallel.describe(child.share)
+    logger.info(f"{run.name}: {'resuming' if resume else 'training'} in {run.folder}"
+                f"{', ' + share if share else ''} (log: {training.log_path})")
+
+
+def finish_training(training: Training, returncode: int, wall_s: float, stopping: bool) -> Optional[str]:
+    """Record the end of ``training``'s train.py: done (checkpoints removed, and its model unless kept), or, after
+    a stop signal (``stopping``), left to resume. Returns what went wrong where it failed, else None."""
+    run, record = training.run, training.record
+    record["wall_s"] += wall_s
     write_record(run, record)
-    if received:
-        raise SystemExit(f"benchmark.py: stopped by {signal.Signals(received[0]).name} during {run.name}; "
-                         "run the same command again to resume it from its checkpoint")
     if returncode != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as log:
+        if stopping:  # it wrote a checkpoint and exited: the next invocation resumes it
+            return None
+        with open(training.log_path, encoding="utf-8", errors="replace") as log:
             tail = "".join(log.readlines()[-15:])
-        raise SystemExit(f"benchmark.py: {run.name} failed (exit {returncode}); the end of {log_path}:\n"
-                         f"{tail}\nRun the same command again to resume it.")
+        return f"{run.name} failed (exit {returncode}); the end of {training.log_path}:\n{tail}"
     record["status"] = "done"
     write_record(run, record)
     shutil.rmtree(os.path.join(run.folder, "checkpoints"), ignore_errors=True)
-    if not keep_model:
+    if not training.keep_model:
         for path in model_files(run.folder):
             os.remove(path)
-    return record
+    return None
 
 
 def model_files(folder: str) -> list[str]:
     """The weights of the model a run saved in ``folder`` (the config and tokenizer are small, and stay)."""
     return [os.path.join(folder, name) for name in sorted(os.listdir(folder))
             if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))]
-
-
-@contextmanager
-def forward_signals(child: subprocess.Popen) -> Iterator[list[int]]:
-    """SIGTERM and Ctrl-C go on to train.py, which finishes its step, writes a checkpoint and exits; benchmark.py
-    waits for that instead of dying first. Yields the signals received."""
-    received: list[int] = []
-
-    def forward(signum: int, frame: Any) -> None:
-        received.append(signum)
-        child.send_signal(signum)
-
-    with on_stop_signals(forward):
-        yield received
 
 
 def write_record(run: Run, record: dict[str, Any]) -> None:
@@ -627,7 +638,7 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
     with open(BENCHMARK_CONFIG, encoding="utf-8") as stream:
         defaults = yaml.safe_load(stream)
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
-                "bench.report_only")
+                "bench.parallel", "bench.report_only")
     groups = ("bench", *(spec.hf_name for spec in specs))
     step_options = aml_submit.overrides(*(single_values(values) for values in (config, defaults)), groups,
                                         skip=per_step)
@@ -669,6 +680,7 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     """Every planned run not finished yet, the scoreboard after each; then with ``bench.predict`` the submission,
     and the models kept until the selection was known removed but the selected ones."""
     require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
+    pool: parallel.ProcessPool[Training] = parallel.ProcessPool(run_shares(args))
     runs = plan(args, config, specs, hash_sources(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                 f"into {args.output_dir}")
@@ -677,19 +689,76 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     records = [None if run.settings.init_from else earlier_record(args, run) for run in runs]
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
-    for run, record in tqdm(zip(runs, records), desc="benchmark runs", unit="run", total=len(runs)):
-        if run.settings.init_from:
-            run.init_model = selected_run(args, get_task(run.settings.init_from).name)
-            require_model(run.init_model, run.settings.init_from, "start from")
-            record = earlier_record(args, run)
-        if record is not None and record["status"] == "done":
-            logger.info(f"{run.name}: finished earlier, skipped")
-            continue
-        build_features(args, run)
-        record = train(args, run, record, args.keep_models or run.spec.name in keep_until_selected)
-        result = scoreboard.run_score(run.folder, run.spec.name)
-        logger.info(f"{run.name}: {run.spec.metric_label} {result:.4f} ({record['wall_s']:.0f} s)")
-        scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
+    pending = list(zip(runs, records))
+    received: list[int] = []  # stop signals: passed on to every running train.py, and no run starts after one
+    failures: list[str] = []  # a failed run stops the others (at a checkpoint) too
+    stopped: list[str] = []  # runs that exited at a stop signal, to resume
+
+    def stop(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if not pool.running:  # between runs (building features): stop now; nothing is half written
+            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(signum).name} before the next run started; "
+                             "run the same command again to go on")
+        pool.signal_all(signum)
+
+    def next_run() -> Optional[tuple[Run, Optional[dict[str, Any]]]]:
+        """The first pending run that may start: one whose init_from task has no run left pending or running."""
+        busy = {run.spec.name for run, _ in pending} | {child.key.run.spec.name for child in pool.running}
+        for index, (run, record) in enumerate(pending):
+            if not run.settings.init_from or get_task(run.settings.init_from).name not in busy:
+                return pending.pop(index)
+        return None
+
+    progress = tqdm(total=len(runs), desc="benchmark runs", unit="run")
+    with on_stop_signals(stop):
+        try:
+            while pool.running or (pending and not received and not failures):
+                while pool.has_room() and not received and not failures and (chosen := next_run()):
+                    run, record = chosen
+                    if run.settings.init_from:
+                        run.init_model = selected_run(args, get_task(run.settings.init_from).name)
+                        require_model(run.init_model, run.settings.init_from, "start from")
+                        record = earlier_record(args, run)
+                    if record is not None and record["status"] == "done":
+                        logger.info(f"{run.name}: finished earlier, skipped")
+                        progress.update()
+                        continue
+                    build_features(args, run)
+                    start_training(args, pool, run, record,
+                                   args.keep_models or run.spec.name in keep_until_selected)
+                for child, returncode in pool.wait_any():
+                    training = child.key
+                    stopping = bool(received or failures)
+                    failure = finish_training(training, returncode, time.perf_counter() - child.started, stopping)
+                    if failure:
+                        failures.append(failure)
+                        pool.signal_all(signal.SIGTERM)
+                    elif training.record["status"] != "done":
+                        stopped.append(training.run.name)
+                    else:
+                        progress.update()
+                        result = scoreboard.run_score(training.run.folder, training.run.spec.name)
+                        logger.info(f"{training.run.name}: {training.run.spec.metric_label} {result:.4f} "
+                                    f"({training.record['wall_s']:.0f} s)")
+                        scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references,
+                                         args.select)
+        except BaseException:
+            # a refusal or a crash here: the running train.py processes (in sessions of their own) stop at a
+            # checkpoint instead of running on unwatched
+            pool.signal_all(signal.SIGTERM)
+            while pool.wait_any():
+                pass
+            raise
+        finally:
+            progress.close()
+    if failures:
+        raise SystemExit("benchmark.py: " + "\n".join(failures) + "\nRun the same command again to resume "
+                         + ("it." if len(failures) + len(stopped) == 1 else "the runs stopped."))
+    if received:
+        raise SystemExit(f"benchmark.py: stopped by {signal.Signals(received[0]).name} during "
+                         f"{', '.join(stopped) or 'the last runs, which had finished'}; "
+                         f"run the same command again to resume {'it' if len(stopped) == 1 else 'them'} from "
+                         f"{'its checkpoint' if len(stopped) == 1 else 'their checkpoints'}")
     if args.predict:
         predict_all(args, config, specs)
     if not args.keep_models:

@@ -48,6 +48,31 @@ def run_child(args: list[str], timeout: float = 3600, env: dict[str, str] | None
     return {**results[-1], "process_wall_s": wall}
 
 
+def run_logged(command: list[str], log_path: str, env: dict[str, str] | None = None,
+               timeout: float | None = None) -> dict[str, Any]:
+    """Run ``command`` (from the repository) with its output appended to ``log_path``, timed as a whole process;
+    return the last result it reported (``report``), if any, with ``process_wall_s``. For runs too long to hold
+    their output in memory, and whose log is worth keeping; a failure raises with the log's end."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    # what an earlier command appended to the same log is not this one's result
+    offset = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"$ {' '.join(command)}\n")
+        log.flush()
+        start = time.perf_counter()
+        returncode = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                    env={**os.environ, **(env or {})}).returncode
+        wall = time.perf_counter() - start
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        lines = log.read().decode("utf-8", errors="replace").splitlines()
+    if returncode != 0:
+        tail = "\n".join(lines[-20:])
+        raise RuntimeError(f"{command[1]} failed (exit {returncode}); the end of {log_path}:\n{tail}")
+    results = [json.loads(line[len(MARK):]) for line in lines if line.startswith(MARK)]
+    return {**(results[-1] if results else {}), "process_wall_s": wall}
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -9,6 +9,7 @@ import pytest
 
 import benchmark
 from conftest import FIXTURES, write_rte_subset
+from glue_support import parallel as parallel_module
 
 
 @pytest.fixture(autouse=True)
@@ -16,7 +17,9 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path):
+@pytest.mark.parametrize("parallel", [1, pytest.param(2, marks=pytest.mark.skipif(
+    parallel_module.cpu_cores() < 2, reason="two runs at once need two cores here"))])
+def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path, parallel):
     glue_dir = tmp_path / "glue_data"
     write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
     shutil.copytree(FIXTURES / "MNLI", glue_dir / "MNLI")
@@ -24,7 +27,7 @@ def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path):
     argv("--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 2, "--output_dir", output,
          "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64, "--rte.seeds", 1, "--mnli.seeds", 0,
          "--mnli.epochs", 1, "--mnli.batch_size", 4, "--mnli.max_seq_len", 64, "--checkpoint_steps", 0,
-         "--rte.init_from", "mnli")
+         "--rte.init_from", "mnli", "--parallel", parallel)
     benchmark.main()
 
     mnli_runs = sorted((output / "runs" / "MNLI").glob("*/seed*"))
@@ -38,7 +41,8 @@ def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path):
     assert settings["init_from"] == f"runs/MNLI/{cell['name']}/seed{best}"
     command = (rte_run / "train.log").read_text().split("\n")[0]
     assert f"--model.hf_model {selected} --model.ignore_mismatched_sizes true" in command
-    # MNLI's runs finished before RTE's started (seed-major order would have put RTE first)
+    # MNLI's runs finished before RTE's started (seed-major order would have put RTE first; --parallel 2 would
+    # have started it beside MNLI's first run)
     records = [json.loads((run / "benchmark_run.json").read_text()) for run in (*mnli_runs, rte_run)]
     assert [record["settings"]["task"] for record in records] == ["MNLI", "MNLI", "RTE"]
     assert max((run / "results.json").stat().st_mtime for run in mnli_runs) < (rte_run / "train.log").stat().st_mtime
