@@ -512,6 +512,9 @@ def predict_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[Ta
     when all 11 are there."""
     folder = os.path.join(args.output_dir, "submission")
     majority = config["wnli"]["majority"]
+    zip_path = os.path.join(args.output_dir, "glue_submission.zip")
+    if os.path.exists(zip_path):  # an earlier command's; written again at the end, from this command's predictions
+        os.remove(zip_path)
     for spec in specs:
         run_folder = selected_run(args, spec.name)
         if run_folder and not (majority and spec.name == "WNLI"):
@@ -521,7 +524,7 @@ def predict_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[Ta
     if majority:
         wnli = get_task("WNLI")
         submission.write_majority_class(wnli, os.path.join(args.data_dir, wnli.download.folder), args.output_dir)
-    write_submission_zip(folder, os.path.join(args.output_dir, "glue_submission.zip"))
+    write_submission_zip(folder, zip_path)
 
 
 def selected_run(args: BenchmarkArguments, task: str) -> Optional[str]:
@@ -784,6 +787,8 @@ def main() -> None:
     refuse_runs_outside_cells(args, specs)
     if not args.report_only:
         run_all(args, config, specs, references)
+    elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded
+        predict_all(args, config, specs)
     paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
     print(open(paths["md"], encoding="utf-8").read())
     print("Scoreboard: " + ", ".join(paths.values()))

@@ -225,7 +225,8 @@ def documented_options(path: str) -> list[GroupHelp]:
             group = GroupHelp(name, above + ([comment] if comment else []), inline=bool(value))
             if value:  # a flow mapping on the group's line
                 explained.update(_explanations(group.about))
-                group.options = [OptionHelp(f"{name}.{key}", cli_value(default),
+                # an empty string as the command line takes it, not as nothing: init_from ""
+                group.options = [OptionHelp(f"{name}.{key}", cli_value(default) or '""',
                                             [explained[key]] if key in explained else [])
                                  for key, default in yaml.safe_load(value).items()]
             groups.append(group)

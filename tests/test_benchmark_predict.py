@@ -39,9 +39,11 @@ def glue_dir(tmp_path) -> Path:
 def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_path, fixture_counts, monkeypatch,
                                               caplog):
     output = tmp_path / "bench"
-    argv("--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 2, "--output_dir", output,
-         "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64, "--mnli.epochs", 1, "--mnli.seeds", 1,
-         "--mnli.max_seq_len", 64, "--checkpoint_steps", 0, "--predict", "true", "--wnli.majority", "true")
+    benchmark_options = ["--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 2,
+                         "--output_dir", output, "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64,
+                         "--mnli.epochs", 1, "--mnli.seeds", 1, "--mnli.max_seq_len", 64, "--checkpoint_steps", 0,
+                         "--predict", "true", "--wnli.majority", "true"]
+    argv(*benchmark_options)
     with caplog.at_level(logging.WARNING):
         benchmark.main()
 
@@ -67,10 +69,21 @@ def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_pat
     assert [bool(benchmark.model_files(str(runs / f"seed{seed}"))) for seed in (42, 43)] == [best == 42, best == 43]
     assert (folder / "WNLI.tsv").read_text().split("\n")[1:3] == ["0\t1", "1\t1"]  # the fixture's majority: 1
 
-    # the same command again: nothing is trained, featurized or predicted again
     def refuse(*args, **kwargs):
         raise AssertionError("nothing should run again")
 
+    # --report_only true --predict true: no training, but predictions where they are missing; an earlier zip goes
+    shutil.rmtree(output / "predictions" / "RTE")
+    (output / "glue_submission.zip").write_bytes(b"an earlier command's")
+    argv(*benchmark_options, "--report_only", "true")
+    monkeypatch.setattr(benchmark, "start_training", refuse)
+    benchmark.main()
+    assert json.loads((output / "predictions" / "RTE" / "prediction.json").read_text()) == record
+    assert (folder / "RTE.tsv").read_text() == (output / "predictions" / "RTE" / "submission" / "RTE.tsv").read_text()
+    assert not (output / "glue_submission.zip").exists()
+
+    # the same command again: nothing is trained, featurized or predicted again
+    argv(*benchmark_options)
     monkeypatch.setattr(data, "featurize", refuse)
     monkeypatch.setattr(benchmark.subprocess, "Popen", refuse)
     monkeypatch.setattr(benchmark.subprocess, "run", refuse)

@@ -103,6 +103,12 @@ def test_help_lists_every_option_with_its_default_and_meaning(argv, capsys):
     assert lines[lines.index("dproc:") + 1] == "  data.py: how examples become features"
 
 
+def test_help_shows_a_one_line_groups_keys_with_their_defaults():
+    usage = strict_config.usage(str(ROOT / "benchmark.yaml"), None, "bench")
+    rte = next(line for line in usage.splitlines() if line.startswith("  --rte.<key>: "))
+    assert rte.endswith('seeds 0, init_from ""') and "max_lr [5.0e-05]" in rte
+
+
 @pytest.mark.parametrize("config", ["config.yaml", "benchmark.yaml"])
 def test_every_option_has_a_meaning_in_its_config_file(config):
     """--help takes each option's meaning from the comments: a key without one would show a bare default. The
