@@ -740,9 +740,9 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
                         stopped.append(training.run.name)
                     else:
                         progress.update()
-                        result = scoreboard.run_score(training.run.folder, training.run.spec.name)
-                        logger.info(f"{training.run.name}: {training.run.spec.metric_label} {result:.4f} "
-                                    f"({training.record['wall_s']:.0f} s)")
+                        score, last = scoreboard.run_score(training.run.folder, training.run.spec.name)
+                        logger.info(f"{training.run.name}: {training.run.spec.metric_label} {score:.4f} at its best "
+                                    f"validation, {last:.4f} at its last ({training.record['wall_s']:.0f} s)")
                         scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references,
                                          args.select)
         except BaseException:

@@ -54,12 +54,13 @@ def dev_files(results: dict[str, Any]) -> list[str]:
     return sorted(key for key, value in results.items() if isinstance(value, dict) and file_metrics(value))
 
 
-def run_score(folder: str, task: str) -> float:
-    """The task score of one finished run, 0-1 (mean over its dev files), at its last validation."""
+def run_score(folder: str, task: str) -> tuple[float, float]:
+    """The task score of one finished run, 0-1 (mean over its dev files): at the validation it is scored by
+    (``dev_score``: its best, where train.py kept one), and at its last."""
     results = read_json(os.path.join(folder, "results.json"))
     if results is None or results.get("task") != task:
         raise FileNotFoundError(f"{folder}: no results.json of a {task} run")
-    return last_score(results) / 100
+    return dev_score(results) / 100, last_score(results) / 100
 
 
 def last_score(results: dict[str, Any]) -> float:

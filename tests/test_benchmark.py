@@ -234,3 +234,12 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     benchmark.build_features(args, run)
     assert train_file.read_bytes() == built
     assert data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
+
+
+def test_a_finished_run_is_logged_with_the_score_it_is_ranked_by_and_its_last(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({
+        "task": "MRPC", "dev.tsv": {"accuracy": 0.7, "f1": 0.8, "epoch": 3},
+        "best": {"epoch": 2, "step": 20, "dev.tsv": {"accuracy": 0.8, "f1": 0.9}}}))
+    assert scoreboard.run_score(str(tmp_path), "MRPC") == pytest.approx((0.85, 0.75))  # GLUE's mean of F1 and acc
+    with pytest.raises(FileNotFoundError, match="no results.json of a RTE run"):
+        scoreboard.run_score(str(tmp_path), "RTE")
