@@ -82,7 +82,7 @@ class BenchmarkArguments:
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
     max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (source_file)
     max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
-    parallel: int = 1  # runs at once, each with its share of the cores or GPUs (run_shares)
+    parallel: int = 0  # runs at once, each with its share of the cores or GPUs (run_shares); 0: by the machine
 
 
 @dataclass
@@ -388,13 +388,18 @@ def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
 
 
 def run_shares(args: BenchmarkArguments) -> list[dict[str, str]]:
-    """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``); refused
-    before any work where the machine has too few GPUs or cores for them."""
+    """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``; 0: as
+    many as ``parallel.auto_parallel`` gives this machine); refused before any work where the machine has too few
+    GPUs or cores for them."""
     if args.parallel == 1:
         return [{}]
+    gpus, cores = parallel.visible_gpus(dict(os.environ)), parallel.cpu_cores()
+    count = args.parallel or parallel.auto_parallel(args.nproc_per_node, gpus, cores)
+    if not args.parallel:
+        logger.info(f"benchmark.py: {count} run{'s' if count > 1 else ''} at once (--parallel 0: "
+                    f"{f'{len(gpus)} GPUs' if gpus else f'{cores} cores'}, {args.nproc_per_node} process(es) a run)")
     try:
-        return parallel.shares(args.parallel, args.nproc_per_node, parallel.visible_gpus(dict(os.environ)),
-                               parallel.cpu_cores())
+        return parallel.shares(count, args.nproc_per_node, gpus, cores)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 

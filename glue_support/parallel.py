@@ -3,7 +3,7 @@
 A share is the environment one run starts with. On GPUs each run gets its own devices (``CUDA_VISIBLE_DEVICES``,
 ``nproc_per_node`` of them, as MosaicML's and ModernBERT's GLUE runners put one run on each GPU). On CPU each
 gets ``cores / N`` threads: a small encoder's matrices keep few threads busy, so N runs with fewer threads each
-can finish a grid sooner than one run with all of them (bench/RESULTS.md (h) measured it). One run at a time
+can finish a grid sooner than one run with all of them (bench/RESULTS.md (i) measured it). One run at a time
 gets no share: it starts with the environment as it is, so ``--parallel 1`` runs exactly as before.
 """
 from __future__ import annotations
@@ -31,6 +31,15 @@ def visible_gpus(environ: dict[str, str]) -> list[str]:
     import torch  # only here: the other commands of benchmark.py load no torch
 
     return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def auto_parallel(processes_per_run: int, gpus: list[str], cores: int) -> int:
+    """``--parallel 0``: the runs at once a machine gets by default. On GPUs one run per ``processes_per_run``
+    devices, all of them busy; on CPU two runs wherever each process can have a core of its own (on 2 cores a
+    grid finished 1.28x sooner with two runs of one thread than with one of two: bench/RESULTS.md (i)), else one."""
+    if gpus:
+        return max(1, len(gpus) // processes_per_run)
+    return 2 if cores >= 2 * processes_per_run else 1
 
 
 def shares(parallel: int, processes_per_run: int, gpus: list[str], cores: int,

@@ -44,6 +44,14 @@ def test_each_run_gets_its_share_of_cores_or_gpus():
     assert parallel.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []  # CUDA's way of hiding every device
 
 
+def test_by_default_every_gpu_is_busy_and_a_cpu_runs_two_where_each_process_gets_a_core():
+    assert parallel.auto_parallel(1, gpus=[str(index) for index in range(8)], cores=2) == 8
+    assert parallel.auto_parallel(2, gpus=[str(index) for index in range(8)], cores=2) == 4  # torchrun's pairs
+    assert parallel.auto_parallel(2, gpus=["0"], cores=2) == 1
+    assert [parallel.auto_parallel(1, gpus=[], cores=cores) for cores in (1, 2, 16)] == [1, 2, 2]
+    assert [parallel.auto_parallel(2, gpus=[], cores=cores) for cores in (3, 4)] == [1, 2]
+
+
 def test_a_pool_runs_each_child_in_a_free_share(tmp_path):
     pool: parallel.ProcessPool[str] = parallel.ProcessPool([{"SHARE": "a"}, {"SHARE": "b"}], poll_s=0.01)
     script = "import os, sys, time; time.sleep(float(sys.argv[1])); print(os.environ['SHARE'])"
