@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import shlex
 import tempfile
 from dataclasses import dataclass
@@ -210,27 +211,37 @@ def require_workspace(aml: dict[str, Any]) -> None:
 
 @dataclass
 class PipelineRun:
-    """One step of the benchmark pipeline: a task and a seed, and where its outputs sit in a benchmark folder."""
+    """One step of the benchmark pipeline: a run (a task, a cell of its grid, a seed), the benchmark.py options
+    that make it, and where its outputs sit in a benchmark folder."""
 
     task: str
     seed: int
-    run_folder: str  # runs/<Task>/seed<N>
+    run_folder: str  # runs/<Task>/<cell>/seed<N>
     features_folder: str  # features/<Task>/<tokenizer>-len<L>
+    options: list[str]  # its benchmark.py options: the settings changed from benchmark.yaml, its cell's values
+    cell: str = ""  # its cell's name where the task's grid has several; "" for a grid of one
+
+    @property
+    def step_name(self) -> str:
+        """Its pipeline node's name, of letters, digits and underscores: ``rte_seed42``, or with a grid
+        ``rte_lr2e_05_bs16_ep5_len128_seed42``."""
+        cell = re.sub(r"\W", "_", self.cell)
+        return f"{self.task.lower().replace('-', '')}{'_' + cell if cell else ''}_seed{self.seed}"
 
 
-def benchmark_pipeline(runs: list[PipelineRun], step_options: list[str], report_options: list[str],
-                       aml: dict[str, Any], data_path: str) -> PipelineJob:
-    """benchmark.py as an Azure ML pipeline: one step per task and seed (``benchmark.py --tasks <Task> --seeds 1
-    --first_seed <N>`` into the step's output; the steps run in parallel on the cluster), then a scoreboard step
-    that gathers their run folders and featurizing times into one benchmark folder and writes results.md/json/png
-    there (``--report_only true``). ``step_options``: benchmark.py options every step takes."""
+def benchmark_pipeline(runs: list[PipelineRun], report_options: list[str], aml: dict[str, Any],
+                       data_path: str) -> PipelineJob:
+    """benchmark.py as an Azure ML pipeline: one step per run (``benchmark.py --tasks <Task> --seeds 1
+    --first_seed <N>`` with the run's options, into the step's output; the steps run in parallel on the cluster),
+    then a scoreboard step that gathers their run folders and featurizing times into one benchmark folder and
+    writes results.md/json/png there (``--report_only true``), choosing each task's cell."""
     environment = Environment(build=BuildContext(path=build_context(aml["environment_image"])))
     steps = [command(
-        name=f"{run.task.lower().replace('-', '')}_seed{run.seed}", display_name=f"{run.task} seed {run.seed}",
+        name=run.step_name, display_name=f"{run.task} {run.cell + ' ' if run.cell else ''}seed {run.seed}",
         code=ROOT, environment=environment, inputs={"glue_data": Input(type="uri_folder")},
         outputs={"output": Output(type="uri_folder")},
         command=" ".join(["python benchmark.py --tasks", run.task, "--seeds 1 --first_seed", str(run.seed),
-                          "--data_dir ${{inputs.glue_data}} --output_dir ${{outputs.output}}", *step_options]))
+                          "--data_dir ${{inputs.glue_data}} --output_dir ${{outputs.output}}", *run.options]))
         for run in runs]
     gather = [f"mkdir -p ${{{{outputs.scoreboard}}}}/{os.path.dirname(run.run_folder)} "
               f"${{{{outputs.scoreboard}}}}/{run.features_folder} && "

@@ -626,20 +626,15 @@ def write_submission_zip(folder: str, zip_path: str) -> None:
 
 def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
     """The benchmark as an Azure ML pipeline (aml_submit.benchmark_pipeline): printed with ``aml.dry_run``,
-    otherwise submitted. Every setting changed from benchmark.yaml reaches each step's benchmark.py. A step is a
-    task and a seed, so each task runs one cell: a grid is refused, and so is ``bench.predict`` (each step would
-    predict with its own run, before the selection)."""
+    otherwise submitted. A step is one run (a task, a cell of its grid, a seed), given every setting changed
+    from benchmark.yaml for its task, with its cell's values; the scoreboard step chooses the cells. Refused:
+    ``init_from`` (the steps run at once) and ``bench.predict`` (each step would predict before the selection)."""
     if any(settings.init_from for spec in specs for settings in task_cells(config[spec.hf_name])):
         raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs first: "
                           "leave init_from empty there, or run the benchmark locally")
     if args.predict:
         raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
                           "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
-    for spec in specs:
-        cells = [cell_name(settings) for settings in task_cells(config[spec.hf_name])]
-        if len(cells) > 1:
-            raise ConfigError(f"--aml.submit runs one setting per task, and {spec.name} has a grid of {len(cells)} "
-                              f"({', '.join(cells)}): give its settings one value each, or run the grid locally")
     import aml_submit
 
     aml_submit.require_workspace(config["aml"])
@@ -647,16 +642,19 @@ def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: lis
         defaults = yaml.safe_load(stream)
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
                 "bench.parallel", "bench.report_only")
-    groups = ("bench", *(spec.hf_name for spec in specs))
-    step_options = aml_submit.overrides(*(single_values(values) for values in (config, defaults)), groups,
-                                        skip=per_step)
     report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
     if args.select != defaults["bench"]["select"]:
         report_options += ["--select", args.select]
-    runs = [aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
-                                   os.path.relpath(run.features, args.output_dir))
-            for run in plan(args, config, specs)]
-    job = aml_submit.benchmark_pipeline(runs, step_options, report_options, config["aml"], args.data_dir)
+    runs = []
+    for run in plan(args, config, specs):
+        # the step's task with its cell's values, one each: what the step's own benchmark.py plans is this run
+        cell = {key: getattr(run.settings, key) for key in GRID_KEYS}
+        step_config = {**config, run.spec.hf_name: {**config[run.spec.hf_name], **cell}}
+        options = aml_submit.overrides(*(single_values(values) for values in (step_config, defaults)),
+                                       ("bench", run.spec.hf_name), skip=per_step)
+        runs.append(aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
+                                           os.path.relpath(run.features, args.output_dir), options, run.cell))
+    job = aml_submit.benchmark_pipeline(runs, report_options, config["aml"], args.data_dir)
     if config["aml"]["dry_run"]:
         print(aml_submit.job_yaml(job), end="")
     else:
