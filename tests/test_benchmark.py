@@ -224,7 +224,8 @@ def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_s
     command = " ".join(jobs["rte_lr3e_05_bs16_ep3_len128_seed42"]["component"]["command"].split())
     assert command.endswith("--rte.epochs 3 --rte.max_lr 3.0e-05") and "mrpc" not in command
     assert "--mrpc.batch_size 32" in jobs["mrpc_lr5e_05_bs32_ep5_len128_seed42"]["component"]["command"]
-    assert jobs["rte_lr3e_05_bs16_ep3_len128_seed42"]["component"]["display_name"] == "RTE lr3e-05-bs16-ep3-len128 seed 42"
+    step = jobs["rte_lr3e_05_bs16_ep3_len128_seed42"]["component"]
+    assert step["display_name"] == "RTE lr3e-05-bs16-ep3-len128 seed 42"
 
     argv("--aml.submit", "true", "--tasks", "RTE", "--data_dir", "azureml:glue:1")
     with pytest.raises(SystemExit, match="to submit the job, set --aml.subscription_id, --aml.resource_group, "
