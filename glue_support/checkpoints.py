@@ -201,6 +201,9 @@ class CheckpointingTrainer(Trainer):
         # the optimizer step last validated at, checkpointed: a resumed epoch that ends at a step validated
         # before the checkpoint does not validate it again
         self.validated_at: Optional[int] = (self.checkpointed_states.trainer_state or {}).get("validated_at")
+        # the optimizer step of the last epoch-end checkpoint this process wrote: pymarlin's end-of-training call
+        # right after it would write the same state again (a few hundred MB, for nothing)
+        self.epoch_checkpoint_at: Optional[int] = None
 
     def load_checkpoints(self) -> Checkpoint:
         """pymarlin's, with the checkpoint's weights checked against the module's before pymarlin loads them: a
@@ -270,9 +273,14 @@ class CheckpointingTrainer(Trainer):
 
     def save_checkpoint(self, force: bool = False) -> None:
         """pymarlin's end-of-epoch checkpoint, unless the epoch ended inside a gradient accumulation: its pending
-        gradients are not part of a checkpoint, so the next optimizer step is the first consistent point."""
+        gradients are not part of a checkpoint, so the next optimizer step is the first consistent point. With
+        ``force`` (the end of training), none where the last epoch's was just written."""
+        if force and self.epoch_checkpoint_at == self.global_steps_finished:
+            return  # the end of training, right after the last epoch's checkpoint of this very state
         if self.trainer_backend.get_batches_completed() % self.gradient_accumulation == 0:
             super().save_checkpoint(force)
+            if self.checkpointer.due(self.last_epoch, force):
+                self.epoch_checkpoint_at = self.global_steps_finished
         elif self.is_main_process and self.checkpointer.due(self.last_epoch, force):
             logger.info("Epoch ended inside a gradient accumulation: no checkpoint until the next optimizer step")
 

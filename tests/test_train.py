@@ -3,6 +3,7 @@ validate-only mode and seeding. Runs train.py's ``main()`` in-process with comma
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -232,13 +233,18 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_p
         recipe(str(other), features, tmp_path)
 
 
-def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path):
+def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path, caplog):
     """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
     step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
-    full = run_train(argv, tiny_bert, features, tmp_path / "full", "--ckpt.checkpoint", "true",
-                     "--ckpt.period_steps", 4, "--stats.log_steps", 3).results["dev.tsv"]
+    with caplog.at_level(logging.INFO):
+        full = run_train(argv, tiny_bert, features, tmp_path / "full", "--ckpt.checkpoint", "true",
+                         "--ckpt.period_steps", 4, "--stats.log_steps", 3).results["dev.tsv"]
     names = sorted(path.name for path in (tmp_path / "full" / "checkpoints").iterdir())
     assert names == [f"marlin_glue_step{step:08d}.pt" for step in (4, 6, 8, 12)]
+    # step 12: the period's checkpoint, then the epoch's (after its validation, another state); pymarlin's
+    # end-of-training call right after that does not write the same state a third time
+    assert [int(line.split("at step ")[1].split(" ")[0]) for line in caplog.messages
+            if line.startswith("Saved a resumable checkpoint")] == [4, 6, 8, 12, 12]
     for step in (4, 6):
         resumed = run_train(argv, tiny_bert, features, tmp_path / f"from{step}", "--ckpt.load_dir",
                             tmp_path / "full" / "checkpoints", "--ckpt.load_filename",
