@@ -393,7 +393,7 @@ def run_shares(args: BenchmarkArguments) -> list[dict[str, str]]:
     GPUs or cores for them."""
     if args.parallel == 1:
         return [{}]
-    gpus, cores = parallel.visible_gpus(dict(os.environ)), parallel.cpu_cores()
+    gpus, cores = parallel.visible_gpus(os.environ), parallel.cpu_cores()
     count = args.parallel or parallel.auto_parallel(args.nproc_per_node, gpus, cores)
     if not args.parallel:
         logger.info(f"benchmark.py: {count} run{'s' if count > 1 else ''} at once (--parallel 0: "
@@ -452,8 +452,11 @@ class Training:
 
     run: Run
     record: dict[str, Any]  # its benchmark_run.json
-    log_path: str
     keep_model: bool  # its model stays (``bench.keep_models``, or until the selection is known: ``run_all``)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.run.folder, "train.log")
 
 
 def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training], run: Run,
@@ -466,7 +469,7 @@ def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training
                         "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
-    training = Training(run, record, os.path.join(run.folder, "train.log"), keep_model)
+    training = Training(run, record, keep_model)
     command = train_command(args, run, resume)
     with open(training.log_path, "a", encoding="utf-8") as log:
         log.write(f"$ {shlex.join(command)}\n")
@@ -486,9 +489,7 @@ def finish_training(training: Training, returncode: int, wall_s: float, stopping
     if returncode != 0:
         if stopping:  # it wrote a checkpoint and exited: the next invocation resumes it
             return None
-        with open(training.log_path, encoding="utf-8", errors="replace") as log:
-            tail = "".join(log.readlines()[-15:])
-        return f"{run.name} failed (exit {returncode}); the end of {training.log_path}:\n{tail}"
+        return f"{run.name} failed (exit {returncode}); the end of {training.log_path}:\n{log_tail(training.log_path)}"
     record["status"] = "done"
     write_record(run, record)
     shutil.rmtree(os.path.join(run.folder, "checkpoints"), ignore_errors=True)
@@ -496,6 +497,12 @@ def finish_training(training: Training, returncode: int, wall_s: float, stopping
         for path in model_files(run.folder):
             os.remove(path)
     return None
+
+
+def log_tail(path: str) -> str:
+    """The last 15 lines of a child's log, to show where it failed."""
+    with open(path, encoding="utf-8", errors="replace") as log:
+        return "".join(log.readlines()[-15:])
 
 
 def model_files(folder: str) -> list[str]:
@@ -604,10 +611,8 @@ def run_logged(command: list[str], log_path: str, what: str) -> None:
         log.flush()
         returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=HERE).returncode
     if returncode != 0:
-        with open(log_path, encoding="utf-8", errors="replace") as log:
-            tail = "".join(log.readlines()[-15:])
-        raise SystemExit(f"benchmark.py: {what} failed (exit {returncode}); the end of {log_path}:\n{tail}\n"
-                         "Run the same command again to retry it.")
+        raise SystemExit(f"benchmark.py: {what} failed (exit {returncode}); the end of {log_path}:\n"
+                         f"{log_tail(log_path)}\nRun the same command again to retry it.")
 
 
 def write_submission_zip(folder: str, zip_path: str) -> None:

@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Mapping, TypeVar
 
 # the thread pools torch's CPU kernels read at start: OpenMP's (torch.get_num_threads()) and MKL's
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -23,7 +23,7 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def visible_gpus(environ: dict[str, str]) -> list[str]:
+def visible_gpus(environ: Mapping[str, str]) -> list[str]:
     """The GPUs a child may be given: those CUDA_VISIBLE_DEVICES names, else every device torch counts."""
     named = environ.get("CUDA_VISIBLE_DEVICES")
     if named is not None:

@@ -95,13 +95,18 @@ def train_processes(run_folder: Path) -> list[int]:
     return pids
 
 
-def start_two_runs(tiny_bert, glue_dir: Path, output: Path) -> tuple[subprocess.Popen, list[Path]]:
-    """benchmark.py --parallel 2 on two cores (1 thread a run), once both runs train at once: each has written a
-    checkpoint, and a finished run's checkpoints are gone."""
+def on_two_cores(tiny_bert, glue_dir: Path, output: Path) -> dict:
+    """subprocess arguments of benchmark.py --parallel 2 on two of this machine's cores: 1 thread a run."""
     cores = sorted(os.sched_getaffinity(0))[:2]
-    command = [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, output, parallel=2)]
-    process = subprocess.Popen(command, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    return {"args": [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, output, parallel=2)],
+            "env": python_env(), "text": True, "preexec_fn": lambda: os.sched_setaffinity(0, cores)}
+
+
+def start_two_runs(tiny_bert, glue_dir: Path, output: Path) -> tuple[subprocess.Popen, list[Path]]:
+    """benchmark.py --parallel 2 (``on_two_cores``), once both runs train at once: each has written a checkpoint,
+    and a finished run's checkpoints are gone."""
+    process = subprocess.Popen(**on_two_cores(tiny_bert, glue_dir, output), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     runs = [output / "runs" / "RTE" / "lr5e-05-bs4-ep3-len128" / f"seed{seed}" for seed in (42, 43)]
     while not all(list((run / "checkpoints").glob("marlin_glue_*.pt")) for run in runs):  # not the partial ones
         assert process.poll() is None, process.communicate()
@@ -111,10 +116,7 @@ def start_two_runs(tiny_bert, glue_dir: Path, output: Path) -> tuple[subprocess.
 
 def resume_and_compare(argv, tiny_bert, glue_dir: Path, output: Path, runs: list[Path], tmp_path: Path) -> None:
     """The same command again resumes both runs, to the results of the two runs one after the other."""
-    cores = sorted(os.sched_getaffinity(0))[:2]
-    command = [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, output, parallel=2)]
-    resumed = subprocess.run(command, env=python_env(), capture_output=True, text=True, timeout=600,
-                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    resumed = subprocess.run(**on_two_cores(tiny_bert, glue_dir, output), capture_output=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     for run in runs:
         assert "Resuming epoch" in (run / "train.log").read_text()
