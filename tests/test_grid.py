@@ -189,14 +189,6 @@ def test_runs_outside_a_cell_folder_are_refused_naming_their_cell(argv, tmp_path
         benchmark.main()
 
 
-def test_a_grid_is_not_submitted_to_azure_ml(argv):
-    argv("--aml.submit", "true", "--aml.dry_run", "true", "--tasks", "RTE", "--data_dir", "azureml:glue:1",
-         "--rte.max_lr", "2.0e-5,3.0e-5")
-    with pytest.raises(SystemExit, match=r"--aml.submit runs one setting per task, and RTE has a grid of 2 "
-                                         r"\(lr2e-05-bs16-ep5-len128, lr3e-05-bs16-ep5-len128\)"):
-        benchmark.main()
-
-
 def test_the_committed_scoreboard_reports_the_scores_the_readme_shows(argv, tmp_path, capsys):
     """bench/scoreboard's runs, moved into their cells, are one column of a grid: the README's command reports them
     as the README shows them."""
