@@ -28,7 +28,8 @@ Timed: each whole process, start to exit (interpreter, imports, data, training, 
 on an otherwise idle machine: each side takes every core, and a process beside it slows it by uneven factors.
 --epochs, --max_train_examples and --max_eval_examples (both sides; test files stay whole, as in benchmark.py)
 make a set-up check of the script, not a comparison. Per-side logs (with benchmark.py's train and predict logs)
-go to --logdir.
+go to --logdir, and summary.json after each task's pair: the same command resumes an interrupted suite at the
+first task not in it (--again measures all).
 """
 from __future__ import annotations
 
@@ -345,6 +346,10 @@ def main() -> None:
     parser.add_argument("--logdir", default=None, help="each side's log per task, <side>_<Task>.log, and "
                                                        "summary.json (default: <workdir>/logs)")
     parser.add_argument("--keep_outputs", action="store_true", help="keep the runs' outputs (models, checkpoints)")
+    parser.add_argument("--again", action="store_true",
+                        help="measure every task again (default: a task whose two sides are in --logdir's "
+                             "summary.json with these settings is reported from there, so that an interrupted "
+                             "suite resumes)")
     parser.add_argument("--epochs", type=int, default=0, help="set-up check: this many epochs for every task "
                                                               "(0: benchmark.yaml's)")
     parser.add_argument("--max_train_examples", type=int, default=0, help="set-up check: the first N training rows")
@@ -371,9 +376,14 @@ def main() -> None:
         print(f"SET-UP CHECK, not a comparison: epochs {a.epochs or 'as benchmark.yaml'}, first "
               f"{a.max_train_examples or 'all'} train and {a.max_eval_examples or 'all'} dev rows, test files whole",
               flush=True)
-    results: dict[str, dict[str, dict[str, Any]]] = {side: {} for side in SIDES}
+    summary_path = os.path.join(a.logdir, "summary.json")
+    results = finished_tasks(a, summary_path, plan, bool(check))
     for task in a.tasks:
         spec = get_task(task)
+        if all(task in results[side] for side in a.sides):
+            print(f"{task}: both sides as measured before, in {summary_path} (--again measures them again)",
+                  flush=True)
+            continue
         rows = expected_rows(a, spec)
         for side in a.sides:
             log_path = os.path.join(a.logdir, f"{side}_{task}.log")
@@ -387,13 +397,43 @@ def main() -> None:
             results[side][task] = result
             print(f"{task:5s} {side}: {result['process_wall_s']:.1f} s, {shown(spec, result)} "
                   f"(load average {load:.2f} before; log {log_path})", flush=True)
+            result["machine"] = common.machine()
             if not a.keep_outputs:
                 shutil.rmtree(result.pop("out"), ignore_errors=True)
+        # after each task's pair: an interrupted suite resumes at the next task, each task's pair on one machine
+        write_summary(summary_path, a, plan, bool(check), results)
     report(a, results)
-    with open(os.path.join(a.logdir, "summary.json"), "w", encoding="utf-8") as stream:
-        json.dump({"tasks": a.tasks, "sides": a.sides, "set_up_check": bool(check),
-                   "settings": {task: vars(s) for task, s in plan.items()}, "results": results}, stream, indent=1)
     print(json.dumps({"load_average_at_end": os.getloadavg()[0]}))
+
+
+def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Settings],
+                   check: bool) -> dict[str, dict[str, dict[str, Any]]]:
+    """The results of an earlier run of this command into --logdir, for the tasks measured with these settings
+    (both sides of a task or neither: a pair is measured together); none with --again."""
+    results: dict[str, dict[str, dict[str, Any]]] = {side: {} for side in SIDES}
+    if a.again or not os.path.exists(summary_path):
+        return results
+    with open(summary_path, encoding="utf-8") as stream:
+        earlier = json.load(stream)
+    if earlier["set_up_check"] != check:
+        return results
+    for task, s in plan.items():
+        if earlier["settings"].get(task) == vars(s) and all(task in earlier["results"].get(side, {})
+                                                             for side in a.sides):
+            for side in a.sides:
+                results[side][task] = earlier["results"][side][task]
+    return results
+
+
+def write_summary(path: str, a: argparse.Namespace, plan: dict[str, Settings], check: bool,
+                  results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    done = [task for task in a.tasks if all(task in results[side] for side in a.sides)]
+    summary = {"tasks": a.tasks, "sides": a.sides, "set_up_check": check,
+               "settings": {task: vars(plan[task]) for task in done},
+               "results": {side: {task: results[side][task] for task in done} for side in SIDES}}
+    with open(path + ".tmp", "w", encoding="utf-8") as stream:
+        json.dump(summary, stream, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":
