@@ -387,21 +387,25 @@ def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
             "data": run.sources}
 
 
-def run_shares(args: BenchmarkArguments) -> list[dict[str, str]]:
+def run_shares(args: BenchmarkArguments, to_run: int) -> list[dict[str, str]]:
     """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``; 0: as
-    many as ``parallel.auto_parallel`` gives this machine); refused before any work where the machine has too few
-    GPUs or cores for them."""
+    many as ``parallel.auto_parallel`` gives this machine), but no more runs at once than the ``to_run`` left: a
+    share left idle would be a run's threads or GPUs lost (one run of a 2-core machine's two shares trains on one
+    core). Refused before any work where the machine has too few GPUs or cores for ``bench.parallel``."""
     if args.parallel == 1:
         return [{}]
     gpus, cores = parallel.visible_gpus(os.environ), parallel.cpu_cores()
     count = args.parallel or parallel.auto_parallel(args.nproc_per_node, gpus, cores)
-    if not args.parallel:
-        logger.info(f"benchmark.py: {count} run{'s' if count > 1 else ''} at once (--parallel 0: "
-                    f"{f'{len(gpus)} GPUs' if gpus else f'{cores} cores'}, {args.nproc_per_node} process(es) a run)")
     try:
-        return parallel.shares(count, args.nproc_per_node, gpus, cores)
+        parallel.shares(count, args.nproc_per_node, gpus, cores)  # the refusal, whatever is left to run
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    at_once = max(1, min(count, to_run))
+    logger.info(f"benchmark.py: {at_once} run{'s' if at_once > 1 else ''} at once ("
+                + (f"--parallel 0: {f'{len(gpus)} GPUs' if gpus else f'{cores} cores'}, {args.nproc_per_node} "
+                   "process(es) a run" if not args.parallel else f"--parallel {args.parallel}")
+                + (f"; {to_run} to run" if at_once < count else "") + ")")
+    return parallel.shares(at_once, args.nproc_per_node, gpus, cores)
 
 
 def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
@@ -691,13 +695,14 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     """Every planned run not finished yet, the scoreboard after each; then with ``bench.predict`` the submission,
     and the models kept until the selection was known removed but the selected ones."""
     require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
-    pool: parallel.ProcessPool[Training] = parallel.ProcessPool(run_shares(args))
     runs = plan(args, config, specs, hash_sources(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                 f"into {args.output_dir}")
     # every refusal before any work, but for a run that starts from another task's selected run: known only once
     # that task's runs (planned before) are done
     records = [None if run.settings.init_from else earlier_record(args, run) for run in runs]
+    to_run = sum(1 for record in records if record is None or record["status"] != "done")
+    pool: parallel.ProcessPool[Training] = parallel.ProcessPool(run_shares(args, to_run))
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
     pending = list(zip(runs, records))

@@ -52,6 +52,23 @@ def test_by_default_every_gpu_is_busy_and_a_cpu_runs_two_where_each_process_gets
     assert [parallel.auto_parallel(2, gpus=[], cores=cores) for cores in (3, 4)] == [1, 2]
 
 
+def test_no_more_runs_at_once_than_are_left_to_run(monkeypatch):
+    """A share left idle is a run's cores lost: one run under --parallel 0 on 2 cores trains on both, not on one."""
+    monkeypatch.setattr(parallel, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "visible_gpus", lambda environ: [])
+
+    def shares(option: int, to_run: int) -> list[dict[str, str]]:
+        args = benchmark.BenchmarkArguments(tasks="RTE", data_dir="glue", model="m", seeds=1, first_seed=42,
+                                            output_dir="out", nproc_per_node=1, train_options="", checkpoint_steps=0,
+                                            keep_models=False, report_only=False, references="", parallel=option)
+        return benchmark.run_shares(args, to_run)
+
+    assert shares(0, 1) == shares(2, 1) == shares(1, 5) == [{}]  # the whole machine, as one run at a time
+    assert shares(0, 5) == shares(2, 2) == [dict.fromkeys(THREADS, "1")] * 2
+    with pytest.raises(benchmark.ConfigError, match=r"--bench.parallel 3: 3 runs .* need 3 cores"):
+        shares(3, 1)  # refused as given, though one run is left
+
+
 def test_a_pool_runs_each_child_in_a_free_share(tmp_path):
     pool: parallel.ProcessPool[str] = parallel.ProcessPool([{"SHARE": "a"}, {"SHARE": "b"}], poll_s=0.01)
     script = "import os, sys, time; time.sleep(float(sys.argv[1])); print(os.environ['SHARE'])"
