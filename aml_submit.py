@@ -1,5 +1,5 @@
 """Run data.py + train.py on Azure ML as one command job, submitted with the azure-ai-ml SDK (v2); and
-``benchmark_pipeline``: benchmark.py's runs as one Azure ML pipeline.
+``submit_benchmark``: benchmark.py's runs as one Azure ML pipeline (``benchmark.py --aml.submit true``).
 
     python aml_submit.py --aml.data_path glue_data --dproc.task MRPC --aml.dry_run true   # print the job; no Azure
     python aml_submit.py --aml.subscription_id <id> --aml.resource_group <rg> --aml.workspace <ws> \
@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
+from glue_support.benchmark_plan import GRID_KEYS, BenchmarkArguments, plan, task_cells
 from glue_support.runtime import multi_process_backend
 from glue_support.strict_config import (
     CONFIG_PATH,
@@ -265,6 +266,49 @@ def benchmark_pipeline(runs: list[PipelineRun], report_options: list[str], aml: 
                                          data_path.startswith("azureml:") else os.path.abspath(data_path)))
     job.experiment_name = aml["experiment"]
     return job
+
+
+def submit_benchmark(args: BenchmarkArguments, config: dict[str, Any], defaults: dict[str, Any],
+                     specs: list[TaskSpec]) -> None:
+    """``benchmark.py --aml.submit``: the benchmark as an Azure ML pipeline (``benchmark_pipeline``) of the runs
+    benchmark.py plans from ``config`` (benchmark.yaml's values, ``defaults`` as written there): printed with
+    ``aml.dry_run``, otherwise submitted. A step is one run (a task, a cell of its grid, a seed), given every
+    setting changed from benchmark.yaml for its task, with its cell's values; the scoreboard step chooses the
+    cells. Refused: ``init_from`` (the steps run at once) and ``bench.predict`` (each step would predict before
+    the selection)."""
+    if any(settings.init_from for spec in specs for settings in task_cells(config[spec.hf_name])):
+        raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs first: "
+                          "leave init_from empty there, or run the benchmark locally")
+    if args.predict:
+        raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
+                          "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
+    require_workspace(config["aml"])
+    per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
+                "bench.parallel", "bench.report_only")
+    report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
+    if args.select != defaults["bench"]["select"]:
+        report_options += ["--select", args.select]
+    runs = []
+    for run in plan(args, config, specs):
+        # the step's task with its cell's values, one each: what the step's own benchmark.py plans is this run
+        cell = {key: getattr(run.settings, key) for key in GRID_KEYS}
+        step_config = {**config, run.spec.hf_name: {**config[run.spec.hf_name], **cell}}
+        options = overrides(*(single_values(values) for values in (step_config, defaults)),
+                            ("bench", run.spec.hf_name), skip=per_step)
+        runs.append(PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
+                                os.path.relpath(run.features, args.output_dir), options, run.cell))
+    job = benchmark_pipeline(runs, report_options, config["aml"], args.data_dir)
+    if config["aml"]["dry_run"]:
+        print(job_yaml(job), end="")
+    else:
+        submit(job, config["aml"])
+
+
+def single_values(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with lists of one value as that value: a one-cell grid's options as written (``--rte.epochs 3``)."""
+    return {group: {key: value[0] if isinstance(value, list) and len(value) == 1 else value
+                    for key, value in values.items()} if isinstance(values, dict) else values
+            for group, values in config.items()}
 
 
 def submit(job: CommandJob | PipelineJob, aml: dict[str, Any]) -> None:

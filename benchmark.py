@@ -17,31 +17,48 @@ run then predicts its test sets (``predict_all``) into ``submission/`` and ``glu
 ``init_from`` starts its runs from another task's selected run, planned after all of that task's runs
 (``start_order``); ``--tasks all`` is the nine tasks, and ``bench.max_train_examples``/``max_eval_examples`` run
 on the first rows of the files (``source_file``).
+
+``glue_support/benchmark_plan.py`` plans the runs (tasks, files, cells, order, what makes a run the same
+experiment); here they are run (``Schedule``: ``bench.parallel`` of them at once), scored and predicted with;
+``--aml.submit`` makes them an Azure ML pipeline instead (``aml_submit.submit_benchmark``).
 """
 from __future__ import annotations
 
 import functools
 import glob
-import itertools
-import json
 import os
-import pathlib
-import re
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import yaml
 from tqdm import tqdm
 
-from glue_processors import TASKS, TaskSpec, get_task
+from glue_processors import TaskSpec, get_task
 from glue_support import parallel, provenance, scoreboard, submission
-from glue_support.atomic_write import atomic_path, write_json
+from glue_support.atomic_write import write_json
+from glue_support.benchmark_plan import (
+    RUN_RECORD,
+    BenchmarkArguments,
+    Run,
+    earlier_record,
+    hash_sources,
+    init_sources,
+    model_slug,
+    parse_tasks,
+    plan,
+    refuse_runs_outside_cells,
+    require_glue_file,
+    run_settings,
+    source_file,
+    splits,
+    test_files,
+)
 from glue_support.marlin import getlogger
 from glue_support.runtime import on_stop_signals
 from glue_support.strict_config import (
@@ -58,247 +75,6 @@ logger = getlogger(__name__)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARK_CONFIG = os.path.join(HERE, "benchmark.yaml")
-RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
-
-
-@dataclass
-class BenchmarkArguments:
-    """``bench`` in benchmark.yaml."""
-
-    tasks: str
-    data_dir: str
-    model: str
-    seeds: int
-    first_seed: int
-    output_dir: str
-    nproc_per_node: int
-    train_options: str
-    checkpoint_steps: int
-    keep_models: bool
-    report_only: bool
-    references: str
-    check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
-    select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
-    predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
-    max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (source_file)
-    max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
-    parallel: int = 0  # runs at once, each with its share of the cores or GPUs (run_shares); 0: by the machine
-
-
-@dataclass
-class TaskSettings:
-    """One cell of a task's grid: one value of each key of its group in benchmark.yaml, named by the task's
-    ``hf_name`` (``rte``, ``stsb``, ...)."""
-
-    epochs: int
-    max_lr: float
-    batch_size: int
-    max_seq_len: int
-    seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
-    init_from: str = ""  # a task of the benchmark whose selected run's model this task's runs start from; "" = none
-
-
-GRID_KEYS = ("max_lr", "batch_size", "epochs", "max_seq_len")  # a task's keys that take several values
-
-
-def task_cells(group: dict[str, Any]) -> list[TaskSettings]:
-    """A task's grid: every combination of the values of its ``GRID_KEYS`` (a list, or one value), in the order
-    given, each value once."""
-    values = [list(dict.fromkeys(group[key] if isinstance(group[key], list) else [group[key]])) for key in GRID_KEYS]
-    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"],
-                         init_from=group.get("init_from", ""))  # "": a group written before init_from existed
-            for combination in itertools.product(*values)]
-
-
-def cell_name(settings: TaskSettings) -> str:
-    """The folder of a cell's runs, named by its settings (``lr5e-05-bs16-ep5-len128``): the same settings find
-    the same folder however the grid around them grows."""
-    return (f"lr{float(settings.max_lr)!r}-bs{settings.batch_size}-ep{settings.epochs}"
-            f"-len{settings.max_seq_len}" + (f"-from{get_task(settings.init_from).name}" if settings.init_from else ""))
-
-
-@dataclass
-class Run:
-    """One fine-tune: a task, a cell of its grid and a seed, with the features it reads and the folder it writes."""
-
-    spec: TaskSpec
-    seed: int
-    settings: TaskSettings
-    features: str  # <output_dir>/features/<Task>/<tokenizer>-len<L>: train/ and dev/ inside
-    folder: str  # <output_dir>/runs/<Task>/<cell_name>/seed<N>
-    # the task's files by name (train.tsv, dev.tsv, ...): size and SHA-256, read once per invocation (hash_sources);
-    # None where they are not read: an Azure ML pipeline is planned without its data
-    sources: Optional[dict[str, dict[str, Any]]] = None
-    cell: str = ""  # the cell's name where the task's grid has several, for messages; "" for a grid of one
-    init_model: str = ""  # with settings.init_from: the run folder it starts from, known once that task has run
-
-    @property
-    def name(self) -> str:
-        return f"{self.spec.name} {self.cell + ' ' if self.cell else ''}seed {self.seed}"
-
-    def record(self) -> Optional[dict[str, Any]]:
-        path = os.path.join(self.folder, RUN_RECORD)
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
-
-
-def model_slug(model: str) -> str:
-    """A folder name for a hub id or path: features are reused only for the same tokenizer."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", model.strip("/"))[-80:]
-
-
-def splits(spec: TaskSpec) -> tuple[str, ...]:
-    """The set types a benchmark run reads: the training set and every labeled dev set."""
-    return ("train", *spec.dev_set_types)
-
-
-def test_files(spec: TaskSpec, data_dir: str) -> dict[str, TaskSpec]:
-    """The test files a model fine-tuned on ``spec`` predicts, each with its task: the task's own and those of the
-    tasks it predicts (MNLI: AX), where ``download_glue.py`` puts them (AX: ``<data_dir>/diagnostic/diagnostic.tsv``).
-    AX's two set types are one file under two names: the one the download writes is predicted."""
-    return {os.path.join(data_dir, task.download.folder, f"{set_type}.tsv"): task
-            for task in TASKS.values() if task.trained_as is spec
-            for set_type in task.test_set_types if f"{set_type}.tsv" in task.download.files}
-
-
-def needed_files(args: BenchmarkArguments, spec: TaskSpec) -> list[str]:
-    """The files a benchmark of ``spec`` reads: train and dev, and with ``bench.predict`` its test files."""
-    paths = [os.path.join(args.data_dir, spec.name, f"{set_type}.tsv") for set_type in splits(spec)]
-    return paths + (list(test_files(spec, args.data_dir)) if args.predict else [])
-
-
-def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
-    """The tasks named in ``bench.tasks`` (``all``: the nine with training data); with ``check_files``, each with
-    the files it reads (``needed_files``) present in ``bench.data_dir``."""
-    specs = []
-    names = [spec.name for spec in TASKS.values() if spec.labeled] if args.tasks.strip().lower() == "all" else \
-        args.tasks.split(",")
-    for name in filter(None, (part.strip() for part in names)):
-        try:
-            spec = get_task(name)
-        except ValueError as error:
-            raise ConfigError(f"--bench.tasks: {error}") from None
-        if spec.labeled is None:
-            raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
-        for path in needed_files(args, spec) if check_files else ():
-            require_glue_file(args, path)
-        specs.append(spec)
-    if not specs:
-        raise ConfigError("--bench.tasks names no task: give e.g. --tasks RTE,MRPC")
-    return specs
-
-
-def require_glue_file(args: BenchmarkArguments, path: str) -> None:
-    if not os.path.exists(path):
-        folder = os.path.basename(os.path.dirname(path))  # download_glue.py takes it as a task name (diagnostic: AX)
-        raise ConfigError(f"{path}: no such file; get the GLUE files with "
-                          f"python download_glue.py --tasks {folder} --data_dir {args.data_dir}")
-
-
-def hash_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Size and SHA-256 of every file the runs read, by task and file name: what features and finished runs are
-    checked against before they are reused. Read once per invocation, not once per run."""
-    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(source_file(args, spec, set_type))
-                        for set_type in splits(spec)} for spec in specs}
-
-
-def source_file(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> str:
-    """The GLUE file runs read for ``set_type``: ``<data_dir>/<Task>/<set_type>.tsv``, or under a cap
-    (``bench.max_train_examples``, ``bench.max_eval_examples``) a copy of its header and first N rows in
-    ``<output_dir>/subsets/<Task>/<set_type>-first<N>/``: its size and SHA-256 are then what the runs and features
-    record, so a quick check never passes for a run on the whole file."""
-    source = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
-    cap = args.max_train_examples if set_type == "train" else args.max_eval_examples
-    if not cap:
-        return source
-    subset = os.path.join(args.output_dir, "subsets", spec.name, f"{set_type}-first{cap}", f"{set_type}.tsv")
-    with open(source, "rb") as stream:  # bytes: the rows as they are, byte-order mark and line ends included
-        lines = list(itertools.islice(stream, cap + int(spec.labeled.header)))
-    if not os.path.exists(subset) or pathlib.Path(subset).read_bytes() != b"".join(lines):
-        with atomic_path(subset) as temporary, open(temporary, "wb") as stream:
-            stream.writelines(lines)
-    return subset
-
-
-def init_sources(config: dict[str, Any], specs: list[TaskSpec]) -> dict[str, str]:
-    """The task each task's runs start from (``init_from``), by task, for those that set it; refused, in one line,
-    when it names a task outside ``specs``."""
-    names = [spec.name for spec in specs]
-    sources = {}
-    for spec in specs:
-        value = config[spec.hf_name].get("init_from", "")
-        if value:
-            try:
-                sources[spec.name] = get_task(value).name
-            except ValueError as error:
-                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {error}") from None
-            if sources[spec.name] not in names:
-                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {sources[spec.name]} is not among --tasks "
-                                  f"({', '.join(names)}); add it, so its selected run exists to start from")
-    return sources
-
-
-def start_order(config: dict[str, Any], specs: list[TaskSpec]) -> list[list[TaskSpec]]:
-    """The tasks in stages: those that start from ``--model``, then those that start from a task of an earlier
-    stage (``init_from``), ...; refused, in one line, when the starts form a loop."""
-    sources = init_sources(config, specs)
-
-    def depth(name: str, chain: tuple[str, ...]) -> int:
-        """How many starts lie between ``name`` and ``--model``; ``chain``: the tasks that start from it."""
-        if name in chain:
-            first = get_task(chain[0])
-            raise ConfigError(f"--{first.hf_name}.init_from {config[first.hf_name]['init_from']}: the tasks' starts "
-                              f"form a loop ({' -> '.join((*chain, name))}); one of them must start from --model")
-        return depth(sources[name], (*chain, name)) + 1 if name in sources else 0
-
-    depths = {spec.name: depth(spec.name, ()) for spec in specs}
-    return [[spec for spec in specs if depths[spec.name] == stage] for stage in sorted(set(depths.values()))]
-
-
-def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
-         sources: Optional[dict[str, dict[str, dict[str, Any]]]] = None) -> list[Run]:
-    """Every (task, cell, seed) run, seed-major: every cell of every task with the first seed, then with the
-    second, ...; a task that starts from another's selected run (``init_from``) after all of that task's runs
-    (``start_order``); ``sources``: ``hash_sources``."""
-    runs = []
-    for stage in start_order(config, specs):
-        runs += seed_major(args, config, stage, sources)
-    return runs
-
-
-def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
-               sources: Optional[dict[str, dict[str, dict[str, Any]]]]) -> list[Run]:
-    """``specs``' runs, every cell of every task with the first seed, then with the second, ..."""
-    grids = {spec.name: task_cells(config[spec.hf_name]) for spec in specs}
-    runs = []
-    for number in range(args.seeds):
-        for spec in specs:
-            for settings in grids[spec.name]:
-                if settings.seeds and number >= settings.seeds:
-                    continue
-                seed = args.first_seed + number
-                features = os.path.join(args.output_dir, "features", spec.name,
-                                        f"{model_slug(args.model)}-len{settings.max_seq_len}")
-                folder = os.path.join(args.output_dir, "runs", spec.name, cell_name(settings), f"seed{seed}")
-                runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None,
-                                cell_name(settings) if len(grids[spec.name]) > 1 else ""))
-    return runs
-
-
-def refuse_runs_outside_cells(args: BenchmarkArguments, specs: list[TaskSpec]) -> None:
-    """Runs in ``runs/<Task>/seed<N>/``, where benchmark.py wrote them before grids, are neither reused nor scored
-    there: stop, naming the cell folder each one belongs in."""
-    for spec in specs:
-        for record_path in sorted(glob.glob(os.path.join(args.output_dir, "runs", spec.name, "seed*", RUN_RECORD))):
-            folder = os.path.dirname(record_path)
-            with open(record_path, encoding="utf-8") as stream:
-                settings = json.load(stream)["settings"]
-            cell = os.path.join(os.path.dirname(folder), cell_name(TaskSettings(
-                **{key: settings[key] for key in GRID_KEYS}, seeds=0)))
-            raise ConfigError(f"{folder} is a run of the layout before grids: move each run folder into the folder "
-                              f"of its settings, e.g. mkdir -p {cell} && mv {folder} {cell}/")
 
 
 def build_features(args: BenchmarkArguments, run: Run) -> None:
@@ -372,21 +148,6 @@ def stale(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
     return ", ".join(f"{key} {metadata.get(key)!r} -> {expected[key]!r}" for key in changed) or None
 
 
-def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
-    """What makes two runs the same experiment: a finished run is reused only if these match. ``data`` is each
-    file's size and SHA-256, not its folder: the same bytes elsewhere are the same data."""
-    # the caps only where set: a run recorded before they existed stays the same experiment
-    caps = {key: getattr(args, key) for key in ("max_train_examples", "max_eval_examples") if getattr(args, key)}
-    # the run it starts from, by folder: another selected run (more seeds of that task) is another experiment
-    start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
-    # keep_best: scored by its best validation (train_command); a run recorded without it was scored at its last
-    # epoch, and would sit in a grid beside best-checkpoint runs as if measured the same way
-    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "keep_best": True,
-            **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
-            "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
-            "data": run.sources}
-
-
 def run_shares(args: BenchmarkArguments, to_run: int) -> list[dict[str, str]]:
     """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``; 0: as
     many as ``parallel.auto_parallel`` gives this machine), but no more runs at once than the ``to_run`` left: a
@@ -429,25 +190,6 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
         script]
     return [*launcher, *(part for key, value in options.items() for part in (f"--{key}", cli_value(value))),
             *shlex.split(args.train_options)]
-
-
-def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any]]:
-    """The record of this run from an earlier invocation, if any; refused if it was run with other settings or
-    made from other data, naming the files whose checksum differs."""
-    settings = run_settings(args, run)
-    record = run.record()
-    if record is None or record["settings"] == settings:
-        return record
-    recorded = record["settings"]
-    files = {name: ((recorded.get("data") or {}).get(name), identity) for name, identity in settings["data"].items()}
-    data = [f"{os.path.join(args.data_dir, run.spec.name, name)} sha256 "
-            f"{old['sha256'][:12] if old else 'not recorded'} -> {new['sha256'][:12]}"
-            for name, (old, new) in files.items() if old != new]
-    others = [f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}" for key in dict.fromkeys([*settings, *recorded])
-              if key != "data" and recorded.get(key) != settings.get(key)]
-    what = " and ".join(kind for kind, found in (("data", data), ("settings", others)) if found)
-    raise ConfigError(f"{run.folder} holds a {run.name} run with other {what} ({', '.join(data + others)}): "
-                      "choose another --bench.output_dir, or delete that folder to run it again")
 
 
 @dataclass
@@ -633,50 +375,6 @@ def write_submission_zip(folder: str, zip_path: str) -> None:
         logger.warning(f"  {name}: no {files[name].what} predictions")
 
 
-def submit_pipeline(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
-    """The benchmark as an Azure ML pipeline (aml_submit.benchmark_pipeline): printed with ``aml.dry_run``,
-    otherwise submitted. A step is one run (a task, a cell of its grid, a seed), given every setting changed
-    from benchmark.yaml for its task, with its cell's values; the scoreboard step chooses the cells. Refused:
-    ``init_from`` (the steps run at once) and ``bench.predict`` (each step would predict before the selection)."""
-    if any(settings.init_from for spec in specs for settings in task_cells(config[spec.hf_name])):
-        raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs first: "
-                          "leave init_from empty there, or run the benchmark locally")
-    if args.predict:
-        raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
-                          "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
-    import aml_submit
-
-    aml_submit.require_workspace(config["aml"])
-    with open(BENCHMARK_CONFIG, encoding="utf-8") as stream:
-        defaults = yaml.safe_load(stream)
-    per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
-                "bench.parallel", "bench.report_only")
-    report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
-    if args.select != defaults["bench"]["select"]:
-        report_options += ["--select", args.select]
-    runs = []
-    for run in plan(args, config, specs):
-        # the step's task with its cell's values, one each: what the step's own benchmark.py plans is this run
-        cell = {key: getattr(run.settings, key) for key in GRID_KEYS}
-        step_config = {**config, run.spec.hf_name: {**config[run.spec.hf_name], **cell}}
-        options = aml_submit.overrides(*(single_values(values) for values in (step_config, defaults)),
-                                       ("bench", run.spec.hf_name), skip=per_step)
-        runs.append(aml_submit.PipelineRun(run.spec.name, run.seed, os.path.relpath(run.folder, args.output_dir),
-                                           os.path.relpath(run.features, args.output_dir), options, run.cell))
-    job = aml_submit.benchmark_pipeline(runs, report_options, config["aml"], args.data_dir)
-    if config["aml"]["dry_run"]:
-        print(aml_submit.job_yaml(job), end="")
-    else:
-        aml_submit.submit(job, config["aml"])
-
-
-def single_values(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` with lists of one value as that value: a one-cell grid's options as written (``--rte.epochs 3``)."""
-    return {group: {key: value[0] if isinstance(value, list) and len(value) == 1 else value
-                    for key, value in values.items()} if isinstance(values, dict) else values
-            for group, values in config.items()}
-
-
 def report_submission(path: str) -> None:
     """``--check_submission``: every problem of the leaderboard zip or folder at ``path`` on its own line, then a
     summary line; exit 1 if there is a problem. It reads those files only: no features, no training, no torch."""
@@ -691,9 +389,112 @@ def report_submission(path: str) -> None:
           f"and predictions the leaderboard takes: {path} is ready to upload")
 
 
+class Schedule:
+    """The runs of one invocation, from the first start to the last exit: each started in a free share of
+    ``pool`` (a run with ``init_from`` once its source task has no run pending or running), each finished one
+    recorded and the scoreboard written; a stop signal passed on to every running run (each stops at a
+    checkpoint) and none started after it; a failed run stopping the others at a checkpoint too."""
+
+    def __init__(self, args: BenchmarkArguments, tasks: list[str], references: str,
+                 pool: parallel.ProcessPool[Training], pending: list[tuple[Run, Optional[dict[str, Any]]]],
+                 keep_until_selected: set[str]):
+        self.args, self.tasks, self.references = args, tasks, references
+        self.pool = pool
+        self.pending = pending  # (run, its earlier record) in the plan's order
+        self.keep_until_selected = keep_until_selected  # tasks whose models stay until the selection is known
+        self.received: list[int] = []  # stop signals
+        self.failures: list[str] = []
+        self.stopped: list[str] = []  # runs that exited at a stop signal, to resume
+        self.building = False  # building a run's features, which a stop signal may cut short
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self.received or self.failures)
+
+    def stop(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self.pool.signal_all(signum)
+        # building features (data.featurize writes each file complete or not at all) is stopped at once: the
+        # runs training meanwhile end at their checkpoints (run's clean-up waits for them)
+        if self.building or not self.pool.running:
+            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(signum).name} before the next run started; "
+                             "run the same command again to go on")
+
+    def run(self) -> None:
+        """Every pending run; SystemExit naming the failure or the signal where they did not all finish."""
+        progress = tqdm(total=len(self.pending), desc="benchmark runs", unit="run")
+        with on_stop_signals(self.stop):
+            try:
+                while self.pool.running or (self.pending and not self.stopping):
+                    self.start_ready(progress)
+                    for child, returncode in self.pool.wait_any():
+                        self.finish(child, returncode, progress)
+            except BaseException:
+                # a refusal, a crash or a stop while building features: the running train.py processes (in
+                # sessions of their own) stop at a checkpoint instead of running on unwatched
+                if not self.stopping:
+                    self.pool.signal_all(signal.SIGTERM)
+                while ended := self.pool.wait_any():
+                    for child, returncode in ended:
+                        finish_training(child.key, returncode, time.perf_counter() - child.started, stopping=True)
+                raise
+            finally:
+                progress.close()
+        if self.failures:
+            raise SystemExit("benchmark.py: " + "\n".join(self.failures) + "\nRun the same command again to resume "
+                             + ("it." if len(self.failures) + len(self.stopped) == 1 else "the runs stopped."))
+        if self.received:
+            one = len(self.stopped) == 1
+            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(self.received[0]).name} during "
+                             f"{', '.join(self.stopped) or 'the last runs, which had finished'}; "
+                             f"run the same command again to resume {'it' if one else 'them'} from "
+                             f"{'its checkpoint' if one else 'their checkpoints'}")
+
+    def start_ready(self, progress: tqdm) -> None:
+        """Start pending runs while the pool has room (skipping those finished earlier)."""
+        while self.pool.has_room() and not self.stopping and (chosen := self.next_run()):
+            run, record = chosen
+            if run.settings.init_from:
+                run.init_model = selected_run(self.args, get_task(run.settings.init_from).name)
+                require_model(run.init_model, run.settings.init_from, "start from")
+                record = earlier_record(self.args, run)
+            if record is not None and record["status"] == "done":
+                logger.info(f"{run.name}: finished earlier, skipped")
+                progress.update()
+                continue
+            self.building = True
+            build_features(self.args, run)
+            self.building = False
+            start_training(self.args, self.pool, run, record,
+                           self.args.keep_models or run.spec.name in self.keep_until_selected)
+
+    def next_run(self) -> Optional[tuple[Run, Optional[dict[str, Any]]]]:
+        """The first pending run that may start: one whose init_from task has no run left pending or running."""
+        busy = {run.spec.name for run, _ in self.pending} | {child.key.run.spec.name for child in self.pool.running}
+        for index, (run, _) in enumerate(self.pending):
+            if not run.settings.init_from or get_task(run.settings.init_from).name not in busy:
+                return self.pending.pop(index)
+        return None
+
+    def finish(self, child: parallel.Child[Training], returncode: int, progress: tqdm) -> None:
+        training = child.key
+        failure = finish_training(training, returncode, time.perf_counter() - child.started, self.stopping)
+        if failure:
+            self.failures.append(failure)
+            self.pool.signal_all(signal.SIGTERM)
+        elif training.record["status"] != "done":
+            self.stopped.append(training.run.name)
+        else:
+            progress.update()
+            score, last = scoreboard.run_score(training.run.folder, training.run.spec.name)
+            logger.info(f"{training.run.name}: {training.run.spec.metric_label} {score:.4f} at its best validation, "
+                        f"{last:.4f} at its last ({training.record['wall_s']:.0f} s)")
+            scoreboard.write(self.args.output_dir, self.tasks, self.args.model, self.references, self.args.select)
+
+
 def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec], references: str) -> None:
-    """Every planned run not finished yet, the scoreboard after each; then with ``bench.predict`` the submission,
-    and the models kept until the selection was known removed but the selected ones."""
+    """Every planned run not finished yet, the scoreboard after each (``Schedule``); then with ``bench.predict``
+    the submission, and the models kept until the selection was known removed but the selected ones."""
     require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
     runs = plan(args, config, specs, hash_sources(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
@@ -702,79 +503,10 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     # that task's runs (planned before) are done
     records = [None if run.settings.init_from else earlier_record(args, run) for run in runs]
     to_run = sum(1 for record in records if record is None or record["status"] != "done")
-    pool: parallel.ProcessPool[Training] = parallel.ProcessPool(run_shares(args, to_run))
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
-    pending = list(zip(runs, records))
-    received: list[int] = []  # stop signals: passed on to every running train.py, and no run starts after one
-    failures: list[str] = []  # a failed run stops the others (at a checkpoint) too
-    stopped: list[str] = []  # runs that exited at a stop signal, to resume
-
-    def stop(signum: int, frame: Any) -> None:
-        received.append(signum)
-        if not pool.running:  # between runs (building features): stop now; nothing is half written
-            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(signum).name} before the next run started; "
-                             "run the same command again to go on")
-        pool.signal_all(signum)
-
-    def next_run() -> Optional[tuple[Run, Optional[dict[str, Any]]]]:
-        """The first pending run that may start: one whose init_from task has no run left pending or running."""
-        busy = {run.spec.name for run, _ in pending} | {child.key.run.spec.name for child in pool.running}
-        for index, (run, record) in enumerate(pending):
-            if not run.settings.init_from or get_task(run.settings.init_from).name not in busy:
-                return pending.pop(index)
-        return None
-
-    progress = tqdm(total=len(runs), desc="benchmark runs", unit="run")
-    with on_stop_signals(stop):
-        try:
-            while pool.running or (pending and not received and not failures):
-                while pool.has_room() and not received and not failures and (chosen := next_run()):
-                    run, record = chosen
-                    if run.settings.init_from:
-                        run.init_model = selected_run(args, get_task(run.settings.init_from).name)
-                        require_model(run.init_model, run.settings.init_from, "start from")
-                        record = earlier_record(args, run)
-                    if record is not None and record["status"] == "done":
-                        logger.info(f"{run.name}: finished earlier, skipped")
-                        progress.update()
-                        continue
-                    build_features(args, run)
-                    start_training(args, pool, run, record,
-                                   args.keep_models or run.spec.name in keep_until_selected)
-                for child, returncode in pool.wait_any():
-                    training = child.key
-                    stopping = bool(received or failures)
-                    failure = finish_training(training, returncode, time.perf_counter() - child.started, stopping)
-                    if failure:
-                        failures.append(failure)
-                        pool.signal_all(signal.SIGTERM)
-                    elif training.record["status"] != "done":
-                        stopped.append(training.run.name)
-                    else:
-                        progress.update()
-                        score, last = scoreboard.run_score(training.run.folder, training.run.spec.name)
-                        logger.info(f"{training.run.name}: {training.run.spec.metric_label} {score:.4f} at its best "
-                                    f"validation, {last:.4f} at its last ({training.record['wall_s']:.0f} s)")
-                        scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references,
-                                         args.select)
-        except BaseException:
-            # a refusal or a crash here: the running train.py processes (in sessions of their own) stop at a
-            # checkpoint instead of running on unwatched
-            pool.signal_all(signal.SIGTERM)
-            while pool.wait_any():
-                pass
-            raise
-        finally:
-            progress.close()
-    if failures:
-        raise SystemExit("benchmark.py: " + "\n".join(failures) + "\nRun the same command again to resume "
-                         + ("it." if len(failures) + len(stopped) == 1 else "the runs stopped."))
-    if received:
-        raise SystemExit(f"benchmark.py: stopped by {signal.Signals(received[0]).name} during "
-                         f"{', '.join(stopped) or 'the last runs, which had finished'}; "
-                         f"run the same command again to resume {'it' if len(stopped) == 1 else 'them'} from "
-                         f"{'its checkpoint' if len(stopped) == 1 else 'their checkpoints'}")
+    Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, to_run)),
+             list(zip(runs, records)), keep_until_selected).run()
     if args.predict:
         predict_all(args, config, specs)
     if not args.keep_models:
@@ -794,7 +526,10 @@ def main() -> None:
         for set_type in ("train", "test"):  # WNLI's file then comes from its train.tsv, whether or not it trains
             require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
     if config["aml"]["submit"]:
-        submit_pipeline(args, config, specs)
+        import aml_submit  # here: it loads the Azure ML SDK, which a local benchmark needs not
+
+        with open(BENCHMARK_CONFIG, encoding="utf-8") as stream:
+            aml_submit.submit_benchmark(args, config, yaml.safe_load(stream), specs)
         return
     references = args.references or os.path.join(HERE, "glue_references.json")
     refuse_runs_outside_cells(args, specs)

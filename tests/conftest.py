@@ -24,6 +24,16 @@ def config_defaults(group: str, **overrides) -> dict:
     return {**values, **overrides}
 
 
+def bench_arguments(**overrides):
+    """benchmark.yaml's ``bench`` group as benchmark.py's arguments, with some values replaced."""
+    from glue_support.benchmark_plan import BenchmarkArguments
+
+    values = yaml.safe_load((ROOT / "benchmark.yaml").read_text(encoding="utf-8"))["bench"]
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"not in benchmark.yaml bench: {unknown}"
+    return BenchmarkArguments(**{**values, **overrides})
+
+
 def featurize(raw: Path, output: Path, tokenizer: str, task: str, set_type: str, **overrides) -> Path:
     """``data.py`` on ``raw/<set_type>.tsv`` (in-process, one worker, 64 tokens); the features file written."""
     import data

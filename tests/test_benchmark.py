@@ -16,8 +16,8 @@ import yaml
 
 import benchmark
 import data
-from conftest import FIXTURES, ROOT, python_env, write_rte_subset
-from glue_support import scoreboard
+from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_rte_subset
+from glue_support import benchmark_plan, scoreboard
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
         raise AssertionError("nothing should be featurized or trained again")
 
     monkeypatch.setattr(data, "featurize", refuse)
-    monkeypatch.setattr(benchmark.subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
     benchmark.main()
     assert json.loads((output / "results.json").read_text())["tasks"] == summary["tasks"]
 
@@ -137,10 +137,9 @@ def test_missing_task_files_name_the_download_command(argv, tiny_bert, glue_dir,
 
 
 def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
-    args = benchmark.BenchmarkArguments(tasks="RTE", data_dir="glue", model=tiny_bert, seeds=1, first_seed=42,
-                                        output_dir=str(tmp_path), nproc_per_node=2, train_options="--x 'a b'",
-                                        checkpoint_steps=0, keep_models=False, report_only=False, references="")
-    run = benchmark.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
+    args = bench_arguments(tasks="RTE", data_dir="glue", model=tiny_bert, first_seed=42, output_dir=str(tmp_path),
+                           nproc_per_node=2, train_options="--x 'a b'", checkpoint_steps=0)
+    run = benchmark_plan.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
                                         "seeds": 0}}, [benchmark.get_task("RTE")])[0]
     command = benchmark.train_command(args, run, resume=True)
     assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -234,12 +233,10 @@ def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_s
 
 
 def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, glue_dir, tmp_path):
-    args = benchmark.BenchmarkArguments(tasks="RTE", data_dir=str(glue_dir), model=tiny_bert, seeds=1, first_seed=42,
-                                        output_dir=str(tmp_path / "bench"), nproc_per_node=1, train_options="",
-                                        checkpoint_steps=0, keep_models=False, report_only=False, references="")
+    args = bench_arguments(tasks="RTE", data_dir=str(glue_dir), model=tiny_bert, output_dir=str(tmp_path / "bench"))
     specs = [benchmark.get_task("RTE")]
-    run = benchmark.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
-                                        "seeds": 0}}, specs, benchmark.hash_sources(args, specs))[0]
+    run = benchmark_plan.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
+                                        "seeds": 0}}, specs, benchmark_plan.hash_sources(args, specs))[0]
     benchmark.build_features(args, run)
     train_file = Path(run.features) / "train" / "train.tsv"
     built = train_file.read_bytes()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,8 @@ def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_pat
     # the same command again: nothing is trained, featurized or predicted again
     argv(*benchmark_options)
     monkeypatch.setattr(data, "featurize", refuse)
-    monkeypatch.setattr(benchmark.subprocess, "Popen", refuse)
-    monkeypatch.setattr(benchmark.subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
     benchmark.main()
     assert json.loads((output / "predictions" / "RTE" / "prediction.json").read_text()) == record
 

@@ -7,8 +7,8 @@ import pytest
 
 import benchmark
 import data
-from conftest import write_rte_subset
-from glue_support import provenance
+from conftest import bench_arguments, write_rte_subset
+from glue_support import benchmark_plan, provenance
 
 
 @pytest.fixture(autouse=True)
@@ -17,10 +17,8 @@ def one_thread(monkeypatch):
 
 
 def test_all_is_the_nine_tasks_with_training_data():
-    args = benchmark.BenchmarkArguments(tasks=" ALL ", data_dir="glue", model="m", seeds=1, first_seed=42,
-                                        output_dir="out", nproc_per_node=1, train_options="", checkpoint_steps=0,
-                                        keep_models=False, report_only=False, references="")
-    assert [spec.name for spec in benchmark.parse_tasks(args, check_files=False)] == [
+    args = bench_arguments(tasks=" ALL ", data_dir="glue")
+    assert [spec.name for spec in benchmark_plan.parse_tasks(args, check_files=False)] == [
         "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"]
 
 

@@ -16,7 +16,7 @@ import pytest
 import benchmark
 import data
 from conftest import ROOT, write_rte_subset
-from glue_support import scoreboard
+from glue_support import benchmark_plan, scoreboard
 from glue_support.strict_config import parse_config
 
 FIVE_TASKS = "RTE,MRPC,STS-B,CoLA,SST-2"
@@ -93,7 +93,7 @@ def test_a_value_added_to_the_grid_runs_only_its_cell(two_cells, tiny_bert, tmp_
         raise AssertionError("the features of this length were built for the first cells")
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setattr(benchmark.subprocess, "Popen", record)
+    monkeypatch.setattr(subprocess, "Popen", record)
     monkeypatch.setattr(data, "featurize", refuse)
     argv(*grid_options(tiny_bert, glue, output, "1.0e-4,5.0e-5,2.0e-4"))
     benchmark.main()
@@ -125,7 +125,8 @@ def write_run(output: Path, task: str, max_lr: float, seed: int, results: dict) 
     """A finished run in its cell's folder, as benchmark.py leaves it."""
     settings = {"task": task, "seed": seed, "model": "m", "epochs": 3, "max_lr": max_lr, "batch_size": 16,
                 "max_seq_len": 128, "nproc_per_node": 1, "train_options": ""}
-    folder = output / "runs" / task / benchmark.cell_name(benchmark.TaskSettings(3, max_lr, 16, 128, 0)) / f"seed{seed}"
+    cell_folder = benchmark_plan.cell_name(benchmark_plan.TaskSettings(3, max_lr, 16, 128, 0))
+    folder = output / "runs" / task / cell_folder / f"seed{seed}"
     folder.mkdir(parents=True)
     (folder / "results.json").write_text(json.dumps({"task": task, "model": "m", **results}))
     (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done", "wall_s": 1.0}))
@@ -168,7 +169,7 @@ def test_per_task_values_are_lists_each_value_in_range(argv):
     config = parse_config(benchmark.BENCHMARK_CONFIG, short_group="bench")
     assert config["rte"]["max_lr"] == [2e-5, 3e-5] and config["mrpc"]["batch_size"] == [16, 32]
     assert config["stsb"]["max_lr"] == [3e-5]  # one number, in the form YAML 1.1 reads as text
-    assert [benchmark.cell_name(settings) for settings in benchmark.task_cells(config["mrpc"])] == [
+    assert [benchmark_plan.cell_name(settings) for settings in benchmark_plan.task_cells(config["mrpc"])] == [
         "lr5e-05-bs16-ep5-len128", "lr5e-05-bs32-ep5-len128"]
     argv("--rte.max_lr", "2.0e-5,-1")
     with pytest.raises(SystemExit, match=r"--rte.max_lr -1: expected a number > 0"):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import benchmark
 import data
 from conftest import write_rte_subset
-from glue_support import provenance, scoreboard
+from glue_support import benchmark_plan, provenance, scoreboard
 
 
 def bench_options(tiny_bert: str, data_dir: Path, output: Path) -> list[str]:
@@ -87,7 +88,7 @@ def test_the_same_bytes_in_another_folder_reuse_the_features_and_the_finished_ru
         finished, output, tiny_bert, tmp_path, argv, monkeypatch):
     moved = Path(shutil.copytree(finished[0], tmp_path / "elsewhere"))
     monkeypatch.setattr(data, "featurize", refuse)
-    monkeypatch.setattr(benchmark.subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
     argv(*bench_options(tiny_bert, moved, output))
     benchmark.main()
     assert json.loads((output / "results.json").read_text()) == json.loads((finished[1] / "results.json").read_text())
@@ -97,7 +98,7 @@ def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_i
         finished, output, tiny_bert, tmp_path, argv, caplog):
     glue = finished[0]
     other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=40, dev_rows=24).parent  # dev.tsv: same bytes
-    features = output / "features" / "RTE" / f"{benchmark.model_slug(tiny_bert)}-len64"
+    features = output / "features" / "RTE" / f"{benchmark_plan.model_slug(tiny_bert)}-len64"
     dev_file = (features / "dev" / "dev.tsv").stat()
     argv(*bench_options(tiny_bert, other, output))
     refusal = (f"{output / RUN} holds a RTE seed 42 run with other data ({other}/RTE/train.tsv sha256 "

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import benchmark
-from conftest import ROOT, python_env, write_rte_subset
+from conftest import ROOT, bench_arguments, python_env, write_rte_subset
 from glue_support import parallel
 
 THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -58,10 +58,7 @@ def test_no_more_runs_at_once_than_are_left_to_run(monkeypatch):
     monkeypatch.setattr(parallel, "visible_gpus", lambda environ: [])
 
     def shares(option: int, to_run: int) -> list[dict[str, str]]:
-        args = benchmark.BenchmarkArguments(tasks="RTE", data_dir="glue", model="m", seeds=1, first_seed=42,
-                                            output_dir="out", nproc_per_node=1, train_options="", checkpoint_steps=0,
-                                            keep_models=False, report_only=False, references="", parallel=option)
-        return benchmark.run_shares(args, to_run)
+        return benchmark.run_shares(bench_arguments(nproc_per_node=1, parallel=option), to_run)
 
     assert shares(0, 1) == shares(2, 1) == shares(1, 5) == [{}]  # the whole machine, as one run at a time
     assert shares(0, 5) == shares(2, 2) == [dict.fromkeys(THREADS, "1")] * 2
