@@ -181,8 +181,9 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
         "trainer.train_batch_size": run.settings.batch_size, "trainer.disable_tqdm": True,
         "ckpt.checkpoint": True, "ckpt.period_steps": args.checkpoint_steps or None,
         "tmod.overwrite_output_dir": True, "ckpt.resume": resume,
-        # the model a run keeps is its best validation's: the one the scoreboard scores and --predict predicts with
-        "tmod.keep_best": True,
+        # the model a run keeps is its best validation's (as its settings record): the one the scoreboard scores
+        # and --predict predicts with
+        "tmod.keep_best": run_settings(args, run)["keep_best"],
     }
     script = os.path.join(HERE, "train.py")
     launcher = [sys.executable, script] if args.nproc_per_node <= 1 else [

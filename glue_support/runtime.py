@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from glue_support.atomic_write import remove_leftovers
 from glue_support.marlin import getlogger
-from glue_support.strict_config import ConfigError
+from glue_support.strict_config import ConfigError, require_writable_folder
 
 try:
     import fcntl
@@ -222,7 +222,8 @@ def own_output_dir(output_dir: str, overwrite: bool, resuming: bool, ranks: Rank
     if not ranks.is_main:
         yield OwnedOutputDir(output_dir, replacing=False)
         return
-    check_writable(output_dir)
+    # an unwritable folder found now, not after training
+    os.makedirs(require_writable_folder("--tmod.output_dir", output_dir, "the run's outputs"), exist_ok=True)
     with _locked(output_dir):
         interrupted = _remove_leftovers(output_dir)
         if not (overwrite or resuming or interrupted):
@@ -233,17 +234,6 @@ def own_output_dir(output_dir: str, overwrite: bool, resuming: bool, ranks: Rank
         yield owned
         if owned.aside:
             shutil.rmtree(owned.aside)
-
-
-def check_writable(output_dir: str) -> None:
-    """Find an unwritable folder now, not after training."""
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as error:
-        raise ValueError(f"{output_dir}: cannot write the outputs there ({error.strerror}): choose another "
-                         "--tmod.output_dir, or make it writable") from None
 
 
 @contextmanager

@@ -323,14 +323,16 @@ def made_from(summary: dict[str, Any]) -> list[str]:
     and the library versions (with the runs of each set, when they differ)."""
     if not summary["tasks"]:
         return []
-    lines = ["", "Data: the files the features were made from (sizes in results.json):", "",
-             "| task | folder | file | examples | SHA-256 |", "|---|---|---|---|---|"]
+    # each file by its task folder and name: where it lay on the machine that ran is in results.json, and a
+    # results.md shared or committed shows no machine's paths
+    lines = ["", "Data: the files the features were made from (their folders and sizes in results.json):", "",
+             "| task | file | examples | SHA-256 |", "|---|---|---|---|"]
     for task, entry in summary["tasks"].items():
         if entry["data"] is None:
-            lines.append(f"| {task} | not recorded (runs from before results.json named their data) | | | |")
+            lines.append(f"| {task} | not recorded (runs from before results.json named their data) | | |")
         for file in (entry["data"] or {}).values():
-            lines.append(f"| {task} | {os.path.dirname(file['source'])} | {os.path.basename(file['source'])} | "
-                         f"{file['examples']} | `{file['sha256']}` |")
+            folder, name = os.path.split(file["source"])
+            lines.append(f"| {task} | {os.path.basename(folder)}/{name} | {file['examples']} | `{file['sha256']}` |")
     made = [(", ".join(f"{name} {version}" for name, version in (group["versions"] or {}).items())
              or "versions not recorded", group["runs"]) for group in summary["versions"]]
     if len(made) == 1:

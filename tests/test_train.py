@@ -459,7 +459,8 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
 def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
                                                                        monkeypatch):
     (tmp_path / "a-file").write_text("")
-    with pytest.raises(ValueError, match="a-file/out: cannot write the outputs there"):
+    with pytest.raises(SystemExit, match=r"^--tmod.output_dir .*a-file/out: .*a-file is a file, expected a folder "
+                                         r"\(the run's outputs\)$"):
         run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
 
     trained = []
