@@ -269,14 +269,18 @@ def usage(path: str, groups: Optional[tuple[str, ...]] = None, short_group: Opti
     return "\n".join(lines)
 
 
+def config_file(argv: list[str], default: str) -> str:
+    """The config file a command line reads: the one ``--config_path`` names, else ``default``."""
+    return argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else default
+
+
 def answer_help(path: str = CONFIG_PATH, groups: Optional[tuple[str, ...]] = None,
                 short_group: Optional[str] = None) -> None:
     """With ``--help`` or ``-h`` on the command line, print ``usage`` and exit 0. Scripts call this before their
     heavy imports (torch, transformers), so asking for help takes a fraction of a second."""
     argv = sys.argv[1:]
     if "--help" in argv or "-h" in argv:
-        path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else path
-        print(usage(path, groups, short_group))
+        print(usage(config_file(argv, path), groups, short_group))
         raise SystemExit(0)
 
 
@@ -329,7 +333,7 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     three``, is refused naming the key), then each is checked against the range its comment in
     ``default_yamlfile`` declares (``check_ranges``): all before a script does any work."""
     argv = expand_params(sys.argv[1:])
-    path = argv[argv.index("--config_path") + 1] if "--config_path" in argv[:-1] else default_yamlfile
+    path = config_file(argv, default_yamlfile)
     try:
         with open(path, encoding="utf-8") as stream:
             defaults = yaml.safe_load(stream)
