@@ -24,8 +24,9 @@ What breaks and why (measured; see the notes in the project's shared folder):
 5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, and the command
    line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``, which also
    reads pymarlin's ``['stdout', 'tensorboard']``), as comma-separated words (``stdout,tensorboard``), or in
-   pymarlin's dash form (``stdout-tensorboard``). (An empty list default still cannot be overridden:
-   config.yaml has none.)
+   pymarlin's dash form (``stdout-tensorboard``); a value that is not a list of the default's type is refused
+   in one line saying what it takes (a fraction for a list of whole numbers too: ``int(2.5)`` is 2). (An empty
+   list default still cannot be overridden: config.yaml has none.)
 6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
    wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
    device is left alone and ``device_ids`` is None. pymarlin's ``find_unused_parameters=True`` becomes an
@@ -45,6 +46,7 @@ Where pymarlin's documented behaviour differs after these fixes (everything else
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import logging
@@ -146,6 +148,9 @@ def typed_null_overrides() -> None:
     parser_class._add_known_arguments_to_parser = add_known_argument
 
 
+EXAMPLES = {"int": "3, 3,5 or [3, 5]", "float": "2.0e-5, 2.0e-5,3.0e-5 or [2.0e-5, 3.0e-5]"}  # list overrides
+
+
 def _is_dashed(text: str) -> bool:
     """pymarlin's ``a-b-c`` list form: a dash between items, where the text is not one number (``-1``, ``2.0e-5``,
     and ``2e-5``, which YAML 1.1 reads as text)."""
@@ -158,7 +163,9 @@ def _is_dashed(text: str) -> bool:
 
 def list_overrides_without_eval() -> None:
     """Fix 5: a list value is read as YAML (``[a, b]``), comma-separated (``a,b``) or dashed (``a-b``), never
-    ``eval``-ed."""
+    ``eval``-ed; a value that is not a list of the default's type is refused saying so (argparse's own message
+    would name the converter, ``invalid <lambda> value``), a fraction for a whole number included (``int(2.5)``
+    would be 2)."""
     parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
 
     def read_list(self: Any, text: Any, eval_type: type = float) -> list[Any]:
@@ -167,9 +174,14 @@ def list_overrides_without_eval() -> None:
         separator = "," if "," in text or not _is_dashed(text) else "-"  # pymarlin's own form: a-b-c
         items = yaml.safe_load(text) if text.strip().startswith("[") else [
             item.strip() for item in text.split(separator) if item.strip()]
-        if not isinstance(items, list):
-            raise ValueError(f"expected a list such as [a, b] or a,b; got {text!r}")
-        return [eval_type(item) for item in items]
+        try:
+            if not isinstance(items, list) or (eval_type is int and any(isinstance(item, float) for item in items)):
+                raise ValueError
+            return [eval_type(item) for item in items]
+        except ValueError:
+            name = eval_type.__name__
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of {name}: give one {name} or several, "
+                                             f"as {EXAMPLES.get(name, 'a,b or [a, b]')}") from None
 
     parser_class._eval_str_list = read_list
 

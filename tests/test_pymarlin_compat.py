@@ -140,6 +140,19 @@ def test_pymarlins_documented_forms_still_parse(tmp_path, args, expected):
     assert {key: parsed[key] for key in expected} == expected
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("2.5", "'2.5' is not a list of int: give one int or several, as 3, 3,5 or [3, 5]"),
+    ("[2.5]", "'[2.5]' is not a list of int"),  # YAML's float, which int() would cut to 2
+    ("3,x", "'3,x' is not a list of int"),
+    ("{a: 1}", "'{a: 1}' is not a list of int"),
+])
+def test_a_list_option_of_another_type_is_refused_saying_what_it_takes(tmp_path, value, expected):
+    config = tmp_path / "config.yaml"
+    config.write_text("test:\n  test_list_int: [-1, -1]\n")
+    failed = run(PYMARLIN_FORMS, "", str(config), "--test.test_list_int", value)
+    assert failed.returncode != 0 and f"argument --test.test_list_int: {expected}" in failed.stderr
+
+
 def test_an_invalid_boolean_still_stops_the_parser(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("test:\n  test_true: False\n")
