@@ -418,8 +418,10 @@ class Schedule:
         # building features (data.featurize writes each file complete or not at all) is stopped at once: the
         # runs training meanwhile end at their checkpoints (run's clean-up waits for them)
         if self.building or not self.pool.running:
-            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(signum).name} before the next run started; "
-                             "run the same command again to go on")
+            training = ", ".join(child.key.run.name for child in self.pool.running)
+            raise SystemExit(f"benchmark.py: stopped by {signal.Signals(signum).name} before the next run started"
+                             + (f" ({training} stopped at a checkpoint)" if training else "")
+                             + "; run the same command again to go on")
 
     def run(self) -> None:
         """Every pending run; SystemExit naming the failure or the signal where they did not all finish."""

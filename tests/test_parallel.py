@@ -178,3 +178,35 @@ def test_a_run_that_dies_stops_the_other_at_a_checkpoint_and_both_resume(argv, t
     assert "Run the same command again to resume the runs stopped." in stderr
     assert "Stopped by SIGTERM after step" in (runs[1] / "train.log").read_text()
     resume_and_compare(argv, tiny_bert, glue_dir, output, runs, tmp_path)
+
+
+@two_cores
+def test_ctrl_c_while_the_next_runs_features_build_stops_at_once(argv, tiny_bert, glue_dir, tmp_path, monkeypatch):
+    """A stop while features build for the next run (here a second length's, taking minutes as MNLI's would) ends
+    the build at once, and the run training meanwhile at its checkpoint: it waited for the build to finish."""
+    import data
+
+    output = tmp_path / "bench"
+    first = output / "runs" / "RTE" / "lr5e-05-bs4-ep3-len128" / "seed42"
+    featurize = data.featurize
+
+    def slow_second_length(interface_args, processor_args):
+        if processor_args.max_seq_len == 128:
+            return featurize(interface_args, processor_args)
+        while not list((first / "checkpoints").glob("marlin_glue_*.pt")):  # the first run trains meanwhile
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(300)
+
+    monkeypatch.setattr(data, "featurize", slow_second_length)
+    argv(*options(tiny_bert, glue_dir, output, seeds=1, parallel=2, **{"rte.max_seq_len": "128,64"}))
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match=r"^benchmark.py: stopped by SIGINT before the next run started \(RTE "
+                                         r"lr5e-05-bs4-ep3-len128 seed 42 stopped at a checkpoint\); run the same "
+                                         r"command again to go on$"):
+        benchmark.main()
+    assert time.perf_counter() - start < 300
+    assert "Stopped by SIGINT after step" in (first / "train.log").read_text()
+    record = json.loads((first / "benchmark_run.json").read_text())
+    assert record["status"] == "running" and record["wall_s"] > 0
+    assert not (output / "runs" / "RTE" / "lr5e-05-bs4-ep3-len64").exists()
