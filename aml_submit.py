@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from glue_processors import TaskSpec, get_task
-from glue_support.benchmark_plan import GRID_KEYS, BenchmarkArguments, plan, task_cells
+from glue_support.benchmark_plan import GRID_KEYS, BenchmarkArguments, plan
 from glue_support.runtime import multi_process_backend
 from glue_support.strict_config import (
     CONFIG_PATH,
@@ -274,14 +274,7 @@ def submit_benchmark(args: BenchmarkArguments, config: dict[str, Any], defaults:
     benchmark.py plans from ``config`` (benchmark.yaml's values, ``defaults`` as written there): printed with
     ``aml.dry_run``, otherwise submitted. A step is one run (a task, a cell of its grid, a seed), given every
     setting changed from benchmark.yaml for its task, with its cell's values; the scoreboard step chooses the
-    cells. Refused: ``init_from`` (the steps run at once) and ``bench.predict`` (each step would predict before
-    the selection)."""
-    if any(settings.init_from for spec in specs for settings in task_cells(config[spec.hf_name])):
-        raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs first: "
-                          "leave init_from empty there, or run the benchmark locally")
-    if args.predict:
-        raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
-                          "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
+    cells (benchmark.py refuses ``init_from`` and ``bench.predict`` there first)."""
     require_workspace(config["aml"])
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
                 "bench.parallel", "bench.report_only")

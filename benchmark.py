@@ -15,8 +15,8 @@ one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` s
 cell by its mean (``bench.select``: or median) dev score over seeds. With ``bench.predict`` each task's selected
 run then predicts its test sets (``predict_all``) into ``submission/`` and ``glue_submission.zip``. A task with
 ``init_from`` starts its runs from another task's selected run, planned after all of that task's runs
-(``start_order``); ``--tasks all`` is the nine tasks, and ``bench.max_train_examples``/``max_eval_examples`` run
-on the first rows of the files (``source_file``).
+(``benchmark_plan.start_order``); ``--tasks all`` is the nine tasks, and ``bench.max_train_examples``/
+``max_eval_examples`` run on the first rows of the files (``benchmark_plan.source_file``).
 
 ``glue_support/benchmark_plan.py`` plans the runs (tasks, files, cells, order, what makes a run the same
 experiment); here they are run (``Schedule``: ``bench.parallel`` of them at once), scored and predicted with;
@@ -148,25 +148,33 @@ def stale(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
     return ", ".join(f"{key} {metadata.get(key)!r} -> {expected[key]!r}" for key in changed) or None
 
 
-def run_shares(args: BenchmarkArguments, to_run: int) -> list[dict[str, str]]:
-    """The environment each of ``bench.parallel`` runs at once starts with (``glue_support/parallel.py``; 0: as
-    many as ``parallel.auto_parallel`` gives this machine), but no more runs at once than the ``to_run`` left: a
-    share left idle would be a run's threads or GPUs lost (one run of a 2-core machine's two shares trains on one
-    core). Refused before any work where the machine has too few GPUs or cores for ``bench.parallel``."""
+def runs_at_once(args: BenchmarkArguments) -> int:
+    """``bench.parallel``, or with 0 what ``parallel.auto_parallel`` gives this machine; refused before any work
+    where the machine has too few GPUs or cores for it."""
     if args.parallel == 1:
-        return [{}]
+        return 1
     gpus, cores = parallel.visible_gpus(os.environ), parallel.cpu_cores()
     count = args.parallel or parallel.auto_parallel(args.nproc_per_node, gpus, cores)
     try:
-        parallel.shares(count, args.nproc_per_node, gpus, cores)  # the refusal, whatever is left to run
+        parallel.shares(count, args.nproc_per_node, gpus, cores)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if not args.parallel:
+        logger.info(f"benchmark.py: up to {count} run{'s' if count > 1 else ''} at once (--parallel 0: "
+                    f"{f'{len(gpus)} GPUs' if gpus else f'{cores} cores'}, {args.nproc_per_node} process(es) a run)")
+    return count
+
+
+def run_shares(args: BenchmarkArguments, count: int, to_run: int) -> list[dict[str, str]]:
+    """The environment each of ``count`` runs at once (``runs_at_once``) starts with (``glue_support/parallel.py``),
+    but no more runs at once than the ``to_run`` left: a share left idle would be a run's threads or GPUs lost (one
+    run of a 2-core machine's two shares would train on one core)."""
     at_once = max(1, min(count, to_run))
-    logger.info(f"benchmark.py: {at_once} run{'s' if at_once > 1 else ''} at once ("
-                + (f"--parallel 0: {f'{len(gpus)} GPUs' if gpus else f'{cores} cores'}, {args.nproc_per_node} "
-                   "process(es) a run" if not args.parallel else f"--parallel {args.parallel}")
-                + (f"; {to_run} to run" if at_once < count else "") + ")")
-    return parallel.shares(at_once, args.nproc_per_node, gpus, cores)
+    if at_once < count:
+        logger.info(f"benchmark.py: {at_once} run{'s' if at_once > 1 else ''} at once ({to_run} to run)")
+    if at_once == 1:
+        return [{}]
+    return parallel.shares(at_once, args.nproc_per_node, parallel.visible_gpus(os.environ), parallel.cpu_cores())
 
 
 def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]:
@@ -466,8 +474,12 @@ class Schedule:
                 progress.update()
                 continue
             self.building = True
-            build_features(self.args, run)
-            self.building = False
+            try:
+                build_features(self.args, run)
+            finally:
+                self.building = False
+            if self.stopping:  # a stop that came while the run was being prepared: it never starts
+                break
             start_training(self.args, self.pool, run, record,
                            self.args.keep_models or run.spec.name in self.keep_until_selected)
 
@@ -499,6 +511,7 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     """Every planned run not finished yet, the scoreboard after each (``Schedule``); then with ``bench.predict``
     the submission, and the models kept until the selection was known removed but the selected ones."""
     require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
+    count = runs_at_once(args)
     runs = plan(args, config, specs, hash_sources(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                 f"into {args.output_dir}")
@@ -508,7 +521,7 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     to_run = sum(1 for record in records if record is None or record["status"] != "done")
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
-    Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, to_run)),
+    Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, count, to_run)),
              list(zip(runs, records)), keep_until_selected).run()
     if args.predict:
         predict_all(args, config, specs)
@@ -529,6 +542,13 @@ def main() -> None:
         for set_type in ("train", "test"):  # WNLI's file then comes from its train.tsv, whether or not it trains
             require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
     if config["aml"]["submit"]:
+        # refused before aml_submit loads the Azure ML SDK: these need no SDK to be read
+        if init_sources(config, specs):
+            raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs "
+                              "first: leave init_from empty there, or run the benchmark locally")
+        if args.predict:
+            raise ConfigError("--predict true runs locally, after the runs: submit without it, then run the same "
+                              "benchmark locally with the pipeline's runs/ in --output_dir and --predict true")
         import aml_submit  # here: it loads the Azure ML SDK, which a local benchmark needs not
 
         with open(BENCHMARK_CONFIG, encoding="utf-8") as stream:

@@ -415,7 +415,7 @@ def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Set
         return results
     with open(summary_path, encoding="utf-8") as stream:
         earlier = json.load(stream)
-    if earlier["set_up_check"] != check:
+    if earlier["set_up_check"] != check or earlier.get("inputs") != inputs(a):
         return results
     for task, s in plan.items():
         if earlier["settings"].get(task) == vars(s) and all(task in earlier["results"].get(side, {})
@@ -425,12 +425,18 @@ def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Set
     return results
 
 
+def inputs(a: argparse.Namespace) -> dict[str, Any]:
+    """What a task's measurement read besides its settings: the data, and a set-up check's caps."""
+    return {"data_dir": a.data_dir, "epochs": a.epochs, "max_train_examples": a.max_train_examples,
+            "max_eval_examples": a.max_eval_examples}
+
+
 def write_summary(path: str, a: argparse.Namespace, plan: dict[str, Settings], check: bool,
                   results: dict[str, dict[str, dict[str, Any]]]) -> None:
     done = [task for task in a.tasks if all(task in results[side] for side in a.sides)]
-    summary = {"tasks": a.tasks, "sides": a.sides, "set_up_check": check,
+    summary = {"tasks": a.tasks, "sides": a.sides, "set_up_check": check, "inputs": inputs(a),
                "settings": {task: vars(plan[task]) for task in done},
-               "results": {side: {task: results[side][task] for task in done} for side in SIDES}}
+               "results": {side: {task: results[side][task] for task in done} for side in a.sides}}
     with open(path + ".tmp", "w", encoding="utf-8") as stream:
         json.dump(summary, stream, indent=1)
     os.replace(path + ".tmp", path)

@@ -172,13 +172,13 @@ def list_overrides_without_eval() -> None:
         if not isinstance(text, str):
             return list(text)
         separator = "," if "," in text or not _is_dashed(text) else "-"  # pymarlin's own form: a-b-c
-        items = yaml.safe_load(text) if text.strip().startswith("[") else [
-            item.strip() for item in text.split(separator) if item.strip()]
         try:
+            items = yaml.safe_load(text) if text.strip().startswith("[") else [
+                item.strip() for item in text.split(separator) if item.strip()]
             if not isinstance(items, list) or (eval_type is int and any(isinstance(item, float) for item in items)):
                 raise ValueError
             return [eval_type(item) for item in items]
-        except ValueError:
+        except (TypeError, ValueError, yaml.YAMLError):  # [[1]], [null]; 2.5; [a
             name = eval_type.__name__
             raise argparse.ArgumentTypeError(f"{text!r} is not a list of {name}: give one {name} or several, "
                                              f"as {EXAMPLES.get(name, 'a,b or [a, b]')}") from None

@@ -3,6 +3,7 @@ an interrupted benchmark resumed to the same result, the scoreboard's arithmetic
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import statistics
@@ -229,6 +230,19 @@ def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_s
     argv("--aml.submit", "true", "--tasks", "RTE", "--data_dir", "azureml:glue:1")
     with pytest.raises(SystemExit, match="to submit the job, set --aml.subscription_id, --aml.resource_group, "
                                          "--aml.workspace, --aml.compute"):
+        benchmark.main()
+
+
+@pytest.mark.parametrize("option, refusal", [
+    (("--rte.init_from", "MRPC"), "--aml.submit runs every task at once, and init_from needs the named task's runs "
+                                  "first"),
+    (("--predict", "true"), "--predict true runs locally, after the runs: submit without it"),
+])
+def test_what_a_pipeline_cannot_run_is_refused_before_the_azure_sdk_loads(argv, monkeypatch, option, refusal):
+    monkeypatch.setitem(sys.modules, "aml_submit", None)  # as without the SDK: importing it would fail
+    argv("--aml.submit", "true", "--aml.dry_run", "true", "--tasks", "RTE,MRPC", "--data_dir", "azureml:glue:1",
+         *option)
+    with pytest.raises(SystemExit, match=re.escape(refusal)):
         benchmark.main()
 
 

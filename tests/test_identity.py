@@ -74,7 +74,7 @@ def test_results_name_the_data_its_example_counts_and_the_versions(finished):
     assert summary["versions"] == [{"versions": versions, "runs": ["RTE seed 42"]}]
     table = (output / "results.md").read_text()
     for name, rows in (("train.tsv", 48), ("dev.tsv", 24)):
-        assert f"| RTE | {glue / 'RTE'} | {name} | {rows} | `{sha256(glue / 'RTE' / name)}` |" in table
+        assert f"| RTE | RTE/{name} | {rows} | `{sha256(glue / 'RTE' / name)}` |" in table  # no machine's path
     assert f"Made with python {versions['python']}, torch {versions['torch']}, transformers " in table
 
     record = json.loads((output / RUN / "benchmark_run.json").read_text())
@@ -155,6 +155,6 @@ def test_the_scoreboard_names_runs_of_other_versions_and_runs_from_before_the_re
     summary = scoreboard.summarize(str(tmp_path), scoreboard.collect_all(str(tmp_path), ["RTE", "MRPC"]), "m", "")
     assert summary["tasks"]["RTE"]["data"] is None
     table = scoreboard.markdown(summary)
-    assert "| MRPC | not recorded (runs from before results.json named their data) | | | |" in table
+    assert "| MRPC | not recorded (runs from before results.json named their data) | | |" in table
     assert ("Made with different versions:\n- python 3.11.7, torch 2.13.0: RTE seed 1\n"
             "- python 3.11.7, torch 2.14.0: RTE seed 2\n- versions not recorded: MRPC seed 1\n") in table

@@ -58,7 +58,8 @@ def test_no_more_runs_at_once_than_are_left_to_run(monkeypatch):
     monkeypatch.setattr(parallel, "visible_gpus", lambda environ: [])
 
     def shares(option: int, to_run: int) -> list[dict[str, str]]:
-        return benchmark.run_shares(bench_arguments(nproc_per_node=1, parallel=option), to_run)
+        args = bench_arguments(nproc_per_node=1, parallel=option)
+        return benchmark.run_shares(args, benchmark.runs_at_once(args), to_run)
 
     assert shares(0, 1) == shares(2, 1) == shares(1, 5) == [{}]  # the whole machine, as one run at a time
     assert shares(0, 5) == shares(2, 2) == [dict.fromkeys(THREADS, "1")] * 2

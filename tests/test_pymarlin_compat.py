@@ -145,6 +145,8 @@ def test_pymarlins_documented_forms_still_parse(tmp_path, args, expected):
     ("[2.5]", "'[2.5]' is not a list of int"),  # YAML's float, which int() would cut to 2
     ("3,x", "'3,x' is not a list of int"),
     ("{a: 1}", "'{a: 1}' is not a list of int"),
+    ("[3", "'[3' is not a list of int"),
+    ("[[3]]", "'[[3]]' is not a list of int"),
 ])
 def test_a_list_option_of_another_type_is_refused_saying_what_it_takes(tmp_path, value, expected):
     config = tmp_path / "config.yaml"
