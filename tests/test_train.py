@@ -189,8 +189,10 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
 
     monkeypatch.setattr(train.Recipe, "setup_models", setup_without_dropout)
     monkeypatch.setattr(train.Recipe, "train_step", recording_step)
-    ours = run_train(argv, tiny_bert, features, tmp_path / "out", "--trainer.gpu_batch_size_limit", limit,
-                     "--tmod.warmup_prop", 0.1, "--trainer.max_grad_norm", 0.1).model
+    module = run_train(argv, tiny_bert, features, tmp_path / "out", "--trainer.gpu_batch_size_limit", limit,
+                       "--tmod.warmup_prop", 0.1, "--trainer.max_grad_norm", 0.1)
+    ours = module.model
+    assert module.optimizer.defaults["fused"]  # one kernel an update, as the Trainer's adamw_torch_fused
 
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     model.load_state_dict(record["initial"])
@@ -199,7 +201,7 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     plain = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     decayed = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.01}, {"params": plain, "weight_decay": 0.0}],
-                                  lr=1e-3)
+                                  lr=1e-3, fused=True)  # the Trainer's adamw_torch_fused
     accumulate = 8 // limit
     steps = len(record["batches"]) // accumulate
     assert steps == 12 and math.ceil(0.1 * steps) == 2 != round(0.1 * steps)
