@@ -16,22 +16,24 @@ sys.path.insert(0, str(ROOT))
 
 
 
+def yaml_group(file: str, group: str, overrides: dict) -> dict:
+    """One group of one of the project's YAML files with some values replaced, each a key the group has."""
+    values = yaml.safe_load((ROOT / file).read_text(encoding="utf-8"))[group]
+    unknown = set(overrides) - set(values)
+    assert not unknown, f"not in {file} {group}: {unknown}"
+    return {**values, **overrides}
+
+
 def config_defaults(group: str, **overrides) -> dict:
     """One group of config.yaml with some values replaced: tests build arguments the way the scripts do."""
-    values = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))[group]
-    unknown = set(overrides) - set(values)
-    assert not unknown, f"not in config.yaml {group}: {unknown}"
-    return {**values, **overrides}
+    return yaml_group("config.yaml", group, overrides)
 
 
 def bench_arguments(**overrides):
     """benchmark.yaml's ``bench`` group as benchmark.py's arguments, with some values replaced."""
     from glue_support.benchmark_plan import BenchmarkArguments
 
-    values = yaml.safe_load((ROOT / "benchmark.yaml").read_text(encoding="utf-8"))["bench"]
-    unknown = set(overrides) - set(values)
-    assert not unknown, f"not in benchmark.yaml bench: {unknown}"
-    return BenchmarkArguments(**{**values, **overrides})
+    return BenchmarkArguments(**yaml_group("benchmark.yaml", "bench", overrides))
 
 
 def featurize(raw: Path, output: Path, tokenizer: str, task: str, set_type: str, **overrides) -> Path:
