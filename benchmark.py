@@ -413,7 +413,8 @@ class Schedule:
         self.keep_until_selected = keep_until_selected  # tasks whose models stay until the selection is known
         self.received: list[int] = []  # stop signals
         self.failures: list[str] = []
-        self.stopped: list[str] = []  # runs that exited at a stop signal, to resume
+        self.started: list[str] = []  # runs in the order they started, which the messages follow
+        self.stopped: set[str] = set()  # runs that exited at a stop signal, to resume (they exit in any order)
         self.building = False  # building a run's features, which a stop signal may cut short
 
     @property
@@ -456,8 +457,9 @@ class Schedule:
                              + ("it." if len(self.failures) + len(self.stopped) == 1 else "the runs stopped."))
         if self.received:
             one = len(self.stopped) == 1
+            stopped = [name for name in self.started if name in self.stopped]
             raise SystemExit(f"benchmark.py: stopped by {signal.Signals(self.received[0]).name} during "
-                             f"{', '.join(self.stopped) or 'the last runs, which had finished'}; "
+                             f"{', '.join(stopped) or 'the last runs, which had finished'}; "
                              f"run the same command again to resume {'it' if one else 'them'} from "
                              f"{'its checkpoint' if one else 'their checkpoints'}")
 
@@ -482,6 +484,7 @@ class Schedule:
                 break
             start_training(self.args, self.pool, run, record,
                            self.args.keep_models or run.spec.name in self.keep_until_selected)
+            self.started.append(run.name)
 
     def next_run(self) -> Optional[tuple[Run, Optional[dict[str, Any]]]]:
         """The first pending run that may start: one whose init_from task has no run left pending or running."""
@@ -498,7 +501,7 @@ class Schedule:
             self.failures.append(failure)
             self.pool.signal_all(signal.SIGTERM)
         elif training.record["status"] != "done":
-            self.stopped.append(training.run.name)
+            self.stopped.add(training.run.name)
         else:
             progress.update()
             score, last = scoreboard.run_score(training.run.folder, training.run.spec.name)
