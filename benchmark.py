@@ -8,7 +8,8 @@ runs while the GLUE files' bytes are those they were made from); then each seed 
 (every combination of its per-task values: ``--rte.max_lr 2.0e-5,3.0e-5``) is one ``train.py`` process (under
 ``torchrun`` with ``bench.nproc_per_node`` > 1) writing ``<output_dir>/runs/<Task>/<cell>/seed<N>/``, the cell
 named by its settings (``lr5e-05-bs16-ep5-len128``), so a grid given more values runs only the new cells. Runs go
-seed by seed across the tasks, so a benchmark stopped early still has every task and cell scored. Running the same
+seed by seed across the tasks, so a benchmark stopped early still has every task and cell scored, and within a seed
+the runs with the most training first, so that runs at once (``--parallel``) end together. Running the same
 command again skips finished runs (refusing one made with other settings or data) and resumes an interrupted
 one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
 ``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``, choosing each task's

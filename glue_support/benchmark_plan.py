@@ -233,10 +233,13 @@ def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]
 
 def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
                sources: Optional[dict[str, dict[str, dict[str, Any]]]]) -> list[Run]:
-    """``specs``' runs, every cell of every task with the first seed, then with the second, ..."""
+    """``specs``' runs, every cell of every task with the first seed, then with the second, ...; within a seed,
+    the most training first (``training_work``), so that runs at once (``--parallel``) end together: MNLI's
+    started last would train alone for hours after the small tasks' runs."""
     grids = {spec.name: task_cells(config[spec.hf_name]) for spec in specs}
     runs = []
     for number in range(args.seeds):
+        seed_runs = []
         for spec in specs:
             for settings in grids[spec.name]:
                 if settings.seeds and number >= settings.seeds:
@@ -245,9 +248,16 @@ def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[Tas
                 features = os.path.join(args.output_dir, "features", spec.name,
                                         f"{model_slug(args.model)}-len{settings.max_seq_len}")
                 folder = os.path.join(args.output_dir, "runs", spec.name, cell_name(settings), f"seed{seed}")
-                runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None,
-                                cell_name(settings) if len(grids[spec.name]) > 1 else ""))
+                seed_runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None,
+                                     cell_name(settings) if len(grids[spec.name]) > 1 else ""))
+        runs += sorted(seed_runs, key=training_work, reverse=True)  # stable: the named order among equals
     return runs
+
+
+def training_work(run: Run) -> int:
+    """What a run's training costs, to order runs by: its training file's bytes (tokens go with them) times its
+    epochs; 0 where the files are not read (an Azure ML pipeline's plan)."""
+    return run.sources["train.tsv"]["bytes"] * run.settings.epochs if run.sources else 0
 
 
 def refuse_runs_outside_cells(args: BenchmarkArguments, specs: list[TaskSpec]) -> None:

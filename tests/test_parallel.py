@@ -15,7 +15,7 @@ import pytest
 
 import benchmark
 from conftest import ROOT, bench_arguments, python_env, write_rte_subset
-from glue_support import parallel
+from glue_support import benchmark_plan, parallel
 
 THREADS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -65,6 +65,32 @@ def test_no_more_runs_at_once_than_are_left_to_run(monkeypatch):
     assert shares(0, 5) == shares(2, 2) == [dict.fromkeys(THREADS, "1")] * 2
     with pytest.raises(benchmark.ConfigError, match=r"--bench.parallel 3: 3 runs .* need 3 cores"):
         shares(3, 1)  # refused as given, though one run is left
+
+
+def test_within_a_seed_the_runs_with_most_training_start_first(tmp_path):
+    """Runs at once end together when the longest start first: MNLI named last of nine would otherwise train alone
+    for hours after the small tasks. The order stays seed-major (a benchmark stopped early has every task)."""
+    data = tmp_path / "glue"
+    for task, train_bytes in (("CoLA", 3000), ("RTE", 1000)):
+        (data / task).mkdir(parents=True)
+        (data / task / "train.tsv").write_bytes(b"x" * train_bytes)
+        (data / task / "dev.tsv").write_bytes(b"x")
+    args = bench_arguments(tasks="CoLA,RTE", data_dir=str(data), seeds=2, output_dir=str(tmp_path / "bench"))
+    specs = benchmark_plan.parse_tasks(args, check_files=False)
+
+    def order(cola_epochs: int, rte_epochs: list[int], files_read: bool = True) -> list[str]:
+        config = {"cola": {"epochs": cola_epochs, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "seeds": 0},
+                  "rte": {"epochs": rte_epochs, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "seeds": 0}}
+        sources = benchmark_plan.hash_sources(args, specs) if files_read else None
+        return [f"{run.spec.name} ep{run.settings.epochs} {run.seed}"
+                for run in benchmark_plan.plan(args, config, specs, sources)]
+
+    # training work: bytes x epochs, CoLA 3000 x 2 = 6000, RTE 1000 x 5 = 5000 and 1000 x 1
+    assert order(2, [1, 5]) == ["CoLA ep2 42", "RTE ep5 42", "RTE ep1 42", "CoLA ep2 43", "RTE ep5 43", "RTE ep1 43"]
+    assert order(1, [1, 5]) == ["RTE ep5 42", "CoLA ep1 42", "RTE ep1 42", "RTE ep5 43", "CoLA ep1 43", "RTE ep1 43"]
+    # without the files (an Azure ML pipeline's plan): the order named
+    assert order(1, [1, 5], files_read=False) == ["CoLA ep1 42", "RTE ep1 42", "RTE ep5 42", "CoLA ep1 43",
+                                                  "RTE ep1 43", "RTE ep5 43"]
 
 
 def test_a_pool_runs_each_child_in_a_free_share(tmp_path):
