@@ -21,6 +21,9 @@ Sides, one process per task each, one process at a time, in the order ours RTE, 
         epoch's model at the end (``load_best_model_at_end``, ``metric_for_best_model`` the task's GLUE score:
         the mean of its metrics where it has two), ``save_model``, then ``evaluate()`` on dev (its dev metric)
         and ``predict()`` on test, written as run_glue writes ``predict_results_<task>.txt``.
+--together: ours is one ``benchmark.py --tasks RTE,MRPC,STS-B,CoLA ...`` process, as a user benchmarks the suite
+(its default ``--parallel`` on 2 cores: two runs at once, a core each, the most training first), then the peer's
+tasks one after the other, as run_glue runs them; only the totals compare (ours' runs overlap).
 Same model (the embedded MiniLM), same settings on both sides: per task epochs, max_lr, batch_size and
 max_seq_len from benchmark.yaml, the seed from its bench.first_seed; warmup_prop, weight_decay, gradient clipping
 and val_batch_size from config.yaml; torch's default threads. Both sides' metrics come from glue_metrics.compute.
@@ -243,17 +246,34 @@ def append_file(log_path: str, path: str) -> None:
             log.write(f"\n===== {path}\n{part.read()}")
 
 
-def run_ours(a: argparse.Namespace, spec: TaskSpec, s: Settings, log_path: str) -> dict[str, Any]:
-    from glue_support.scoreboard import read_json, scored  # here: it loads matplotlib, which the peer's child need not
-
-    out = fresh(os.path.join(a.workdir, f"ours_{spec.name}"))
-    command = [common.PYTHON, "benchmark.py", "--tasks", spec.name, "--seeds", "1", "--data_dir", a.data_dir,
-               "--output_dir", out, "--predict", "true"]
+def run_ours(a: argparse.Namespace, specs: list[TaskSpec], plan: dict[str, Settings],
+             log_path: str) -> dict[str, dict[str, Any]]:
+    """One ``benchmark.py --predict true`` process over ``specs`` (one task, or with --together all), each task's
+    result read from its output."""
+    out = fresh(os.path.join(a.workdir, "ours_" + "_".join(spec.name for spec in specs)))
+    command = [common.PYTHON, "benchmark.py", "--tasks", ",".join(spec.name for spec in specs), "--seeds", "1",
+               "--data_dir", a.data_dir, "--output_dir", out, "--predict", "true"]
     if a.epochs:
-        command += [f"--{spec.hf_name}.epochs", str(a.epochs)]
+        command += [part for spec in specs for part in (f"--{spec.hf_name}.epochs", str(a.epochs))]
     for option in ("max_train_examples", "max_eval_examples"):
         command += [f"--{option}", str(getattr(a, option))] if getattr(a, option) else []
-    result = common.run_logged(command, log_path, env=OFFLINE)
+    process_wall_s = common.run_logged(command, log_path, env=OFFLINE)["process_wall_s"]
+    results = {spec.name: ours_task(out, spec, plan[spec.name], log_path) for spec in specs}
+    for result in results.values():
+        if len(specs) == 1:
+            result["process_wall_s"] = process_wall_s
+            result["phases"]["rest"] = process_wall_s - result["phases"]["features"] - result["phases"]["train"]
+        else:  # the tasks' runs overlap: only the whole process is the suite's time
+            result["suite_wall_s"] = process_wall_s
+    if not a.keep_outputs:
+        shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
+def ours_task(out: str, spec: TaskSpec, s: Settings, log_path: str) -> dict[str, Any]:
+    """One task's dev metrics, steps, rows and times from benchmark.py's output folder ``out``."""
+    from glue_support.scoreboard import read_json, scored  # here: it loads matplotlib, which the peer's child need not
+
     [run] = glob.glob(os.path.join(out, "runs", spec.name, "*", f"seed{s.seed}"))
     append_file(log_path, os.path.join(run, "train.log"))
     append_file(log_path, os.path.join(out, "predictions", spec.name, "predict.log"))
@@ -269,11 +289,9 @@ def run_ours(a: argparse.Namespace, spec: TaskSpec, s: Settings, log_path: str) 
     return {"metrics": {key: value for key, value in best[dev_file].items() if key in (*METRIC_KEYS[spec.metric],
                                                                                        "loss")},
             "best_epoch": best["epoch"], "steps": results[dev_file]["step"],
-            "phases": {"features": features_s, "train": train_s,
-                       "rest": result["process_wall_s"] - features_s - train_s},
+            "phases": {"features": features_s, "train": train_s},
             "rows": {"train": sum(f["examples"] for f in data["trainpath"].values()),
-                     "dev": sum(f["examples"] for f in data["valpath"].values()), "test": test_rows},
-            "process_wall_s": result["process_wall_s"], "out": out}
+                     "dev": sum(f["examples"] for f in data["valpath"].values()), "test": test_rows}}
 
 
 def run_peer(a: argparse.Namespace, spec: TaskSpec, log_path: str) -> dict[str, Any]:
@@ -281,7 +299,10 @@ def run_peer(a: argparse.Namespace, spec: TaskSpec, log_path: str) -> dict[str, 
     command = [common.PYTHON, os.path.abspath(__file__), "--child", spec.name, "--out", out, "--data_dir", a.data_dir,
                "--epochs", str(a.epochs), "--max_train_examples", str(a.max_train_examples),
                "--max_eval_examples", str(a.max_eval_examples)]
-    return {**common.run_logged(command, log_path, env=OFFLINE), "out": out}
+    result = common.run_logged(command, log_path, env=OFFLINE)
+    if not a.keep_outputs:
+        shutil.rmtree(out, ignore_errors=True)
+    return result
 
 
 # -- the report ------------------------------------------------------------------------------------------------
@@ -302,20 +323,25 @@ def score(spec: TaskSpec, result: dict[str, Any]) -> float:
     return spec.glue_score({spec.scored_files[0]: result["metrics"]})
 
 
+def wall(result: dict[str, Any]) -> str:
+    """A task's time on one side: its process's, or with --together its train.py run's (the runs overlap)."""
+    if "suite_wall_s" in result:
+        return f"train.py {result['phases']['train']:.0f} s"
+    return f"{result['process_wall_s']:.0f} s"
+
+
 def report(a: argparse.Namespace, results: dict[str, dict[str, dict[str, Any]]]) -> None:
     both = all(side in a.sides for side in SIDES)
-    rows, totals = [], {side: 0.0 for side in a.sides}
+    rows = []
     for task in a.tasks:
         spec = get_task(task)
-        row = [task]
-        for side in SIDES:
-            result = results[side].get(task)
-            row.append(f"{result['process_wall_s']:.0f} s" if result else "")
-            totals[side] = totals.get(side, 0.0) + (result["process_wall_s"] if result else 0.0)
+        row = [task, *(wall(results[side][task]) if task in results[side] else "" for side in SIDES)]
         row.append(f"**{results['peer'][task]['process_wall_s'] / results['ours'][task]['process_wall_s']:.2f}x**"
-                   if both else "")
+                   if both and not a.together else "")
         row += [shown(spec, results[side].get(task)) for side in SIDES]
         rows.append(row)
+    totals = {side: (results[side][a.tasks[0]]["suite_wall_s"] if side == "ours" and a.together else
+                     sum(results[side][task]["process_wall_s"] for task in a.tasks)) for side in a.sides}
     means = {side: sum(score(get_task(task), results[side][task]) for task in a.tasks) / len(a.tasks)
              for side in a.sides}
     rows.append(["**total**", *(f"**{totals[side]:.0f} s**" if side in a.sides else "" for side in SIDES),
@@ -341,15 +367,21 @@ def main() -> None:
     parser.add_argument("--sides", nargs="+", default=SIDES, choices=SIDES)
     parser.add_argument("--data_dir", default=common.GLUE, help="one folder of GLUE files per task (%(default)s)")
     parser.add_argument("--workdir", default=None,
-                        help="the runs' outputs, <workdir>/<side>_<Task>/ (replaced if there; default: a new "
-                             "temporary folder); each is removed once read, unless --keep_outputs")
-    parser.add_argument("--logdir", default=None, help="each side's log per task, <side>_<Task>.log, and "
+                        help="the runs' outputs, <workdir>/<side>_<Task>/ (--together: ours_<Task>_<Task>...; "
+                             "replaced if there; default: a new temporary folder); each is removed once read, "
+                             "unless --keep_outputs")
+    parser.add_argument("--logdir", default=None, help="each side's log per process, <side>_<Task>.log, and "
                                                        "summary.json (default: <workdir>/logs)")
     parser.add_argument("--keep_outputs", action="store_true", help="keep the runs' outputs (models, checkpoints)")
     parser.add_argument("--again", action="store_true",
                         help="measure every task again (default: a task whose two sides are in --logdir's "
                              "summary.json with these settings is reported from there, so that an interrupted "
                              "suite resumes)")
+    parser.add_argument("--together", action="store_true",
+                        help="ours as one benchmark.py process over every task, as a user runs the suite: its "
+                             "default --parallel runs two at once on 2 cores, a core each, the longest first; the "
+                             "peer's tasks one after the other, as run_glue runs them. Ours' time per task is then "
+                             "its train.py run's, beside another: only the totals compare")
     parser.add_argument("--epochs", type=int, default=0, help="set-up check: this many epochs for every task "
                                                               "(0: benchmark.yaml's)")
     parser.add_argument("--max_train_examples", type=int, default=0, help="set-up check: the first N training rows")
@@ -378,38 +410,48 @@ def main() -> None:
               flush=True)
     summary_path = os.path.join(a.logdir, "summary.json")
     results = finished_tasks(a, summary_path, plan, bool(check))
+    rows = {task: expected_rows(a, get_task(task)) for task in a.tasks}
+    if a.together and "ours" in a.sides and not results["ours"]:
+        measure(a, "ours", a.tasks, plan, rows, results)
+        write_summary(summary_path, a, plan, bool(check), results)
     for task in a.tasks:
-        spec = get_task(task)
-        if all(task in results[side] for side in a.sides):
-            print(f"{task}: both sides as measured before, in {summary_path} (--again measures them again)",
-                  flush=True)
-            continue
-        rows = expected_rows(a, spec)
-        for side in a.sides:
-            log_path = os.path.join(a.logdir, f"{side}_{task}.log")
-            if os.path.exists(log_path):
-                os.remove(log_path)  # one run per log
-            load = os.getloadavg()[0]
-            result = run_ours(a, spec, plan[task], log_path) if side == "ours" else run_peer(a, spec, log_path)
-            if result["rows"] != rows:
-                raise SystemExit(f"suite.py: {side} {task} read rows {result['rows']}, data.py reads {rows}: "
-                                 f"not the same data (log: {log_path})")
-            results[side][task] = result
-            print(f"{task:5s} {side}: {result['process_wall_s']:.1f} s, {shown(spec, result)} "
-                  f"(load average {load:.2f} before; log {log_path})", flush=True)
-            result["machine"] = common.machine()
-            if not a.keep_outputs:
-                shutil.rmtree(result.pop("out"), ignore_errors=True)
-        # after each task's pair: an interrupted suite resumes at the next task, each task's pair on one machine
+        sides = [side for side in a.sides if task not in results[side]]
+        if not sides:
+            print(f"{task}: measured before, in {summary_path} (--again measures it again)", flush=True)
+        for side in sides:
+            measure(a, side, [task], plan, rows, results)
+        # after each task: an interrupted suite resumes at the next task, each task's pair on one machine
         write_summary(summary_path, a, plan, bool(check), results)
     report(a, results)
     print(json.dumps({"load_average_at_end": os.getloadavg()[0]}))
 
 
+def measure(a: argparse.Namespace, side: str, tasks: list[str], plan: dict[str, Settings],
+            rows: dict[str, dict[str, int]], results: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """One side's process for ``tasks`` (the peer: one task; ours: one, or all with --together), its results
+    checked against the rows data.py reads and put in ``results``."""
+    log_path = os.path.join(a.logdir, f"{side}_{'_'.join(tasks)}.log")
+    if os.path.exists(log_path):
+        os.remove(log_path)  # one run per log
+    load = os.getloadavg()[0]
+    specs = [get_task(task) for task in tasks]
+    measured = run_ours(a, specs, plan, log_path) if side == "ours" else {tasks[0]: run_peer(a, specs[0], log_path)}
+    for spec in specs:
+        result = measured[spec.name]
+        if result["rows"] != rows[spec.name]:
+            raise SystemExit(f"suite.py: {side} {spec.name} read rows {result['rows']}, data.py reads "
+                             f"{rows[spec.name]}: not the same data (log: {log_path})")
+        result["machine"] = common.machine()
+        results[side][spec.name] = result
+        print(f"{spec.name:5s} {side}: {wall(result)}, {shown(spec, result)} (load average {load:.2f} before; "
+              f"log {log_path})", flush=True)
+
+
 def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Settings],
                    check: bool) -> dict[str, dict[str, dict[str, Any]]]:
-    """The results of an earlier run of this command into --logdir, for the tasks measured with these settings
-    (both sides of a task or neither: a pair is measured together); none with --again."""
+    """The results of an earlier run of this command into --logdir, for the tasks measured with these settings:
+    both sides of a task or neither (a pair is measured together), and with --together ours' for every task or
+    none (one process); none with --again."""
     results: dict[str, dict[str, dict[str, Any]]] = {side: {} for side in SIDES}
     if a.again or not os.path.exists(summary_path):
         return results
@@ -417,26 +459,29 @@ def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Set
         earlier = json.load(stream)
     if earlier["set_up_check"] != check or earlier.get("inputs") != inputs(a):
         return results
-    for task, s in plan.items():
-        if earlier["settings"].get(task) == vars(s) and all(task in earlier["results"].get(side, {})
-                                                             for side in a.sides):
-            for side in a.sides:
+    same = [task for task, s in plan.items() if earlier["settings"].get(task) == vars(s)]
+    for side in a.sides:
+        measured = [task for task in same if task in earlier["results"].get(side, {})]
+        if a.together and side == "ours" and len(measured) < len(plan):
+            continue
+        for task in measured:
+            if a.together or all(task in earlier["results"].get(other, {}) for other in a.sides):
                 results[side][task] = earlier["results"][side][task]
     return results
 
 
 def inputs(a: argparse.Namespace) -> dict[str, Any]:
-    """What a task's measurement read besides its settings: the data, and a set-up check's caps."""
+    """What a task's measurement read besides its settings: the data, a set-up check's caps, and whether ours ran
+    the tasks together."""
     return {"data_dir": a.data_dir, "epochs": a.epochs, "max_train_examples": a.max_train_examples,
-            "max_eval_examples": a.max_eval_examples}
+            "max_eval_examples": a.max_eval_examples, "together": a.together}
 
 
 def write_summary(path: str, a: argparse.Namespace, plan: dict[str, Settings], check: bool,
                   results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    done = [task for task in a.tasks if all(task in results[side] for side in a.sides)]
     summary = {"tasks": a.tasks, "sides": a.sides, "set_up_check": check, "inputs": inputs(a),
-               "settings": {task: vars(plan[task]) for task in done},
-               "results": {side: {task: results[side][task] for task in done} for side in a.sides}}
+               "settings": {task: vars(s) for task, s in plan.items()},
+               "results": {side: results[side] for side in a.sides}}
     with open(path + ".tmp", "w", encoding="utf-8") as stream:
         json.dump(summary, stream, indent=1)
     os.replace(path + ".tmp", path)
