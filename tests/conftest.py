@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -103,3 +104,37 @@ def fixture_counts(monkeypatch):
         counts = tuple(sum(1 for _ in open(FIXTURES / spec.name / f"{set_type}.tsv", encoding="utf-8")) - 1
                        for set_type in spec.test_set_types)
         monkeypatch.setitem(TASKS, key, dataclasses.replace(spec, test_rows=counts))
+
+
+def torchrun(*args, cwd) -> subprocess.CompletedProcess:
+    """train.py under torchrun, 2 processes, with ``args``; its output (asserted to exit 0)."""
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "train.py"), *map(str, args), "--trainer.disable_tqdm", "true"],
+                            cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+def featurize_splits(raw, output, tokenizer, set_types=("train", "dev"), task="RTE") -> dict:
+    """Featurize ``task`` files in ``raw`` into ``output/<set_type>/``; the folders by set type."""
+    for set_type in set_types:
+        featurize(raw, output / set_type, tokenizer, task, set_type)
+    return {set_type: output / set_type for set_type in set_types}
+
+
+def run_train(argv, tiny_bert, features, output_dir, *extra, epochs: int = 2, batch_size: int = 8):
+    """train.py's ``main()`` in-process on ``features`` (``featurize_splits``' folders) with ``extra`` options; its
+    Recipe."""
+    import train  # here: ROOT is on sys.path once this module has run
+
+    argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
+         "--tmod.output_dir", output_dir, "--trainer.epochs", epochs, "--trainer.train_batch_size", batch_size,
+         "--trainer.disable_tqdm", "true", "--tmod.max_lr", "1.0e-3", *extra)
+    return train.main()
+
+
+def read_submission(path) -> list[tuple[str, str]]:
+    """A leaderboard file's (index, prediction) rows, its header and final newline checked."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "index\tprediction" and lines[-1] == ""
+    return [tuple(line.split("\t")) for line in lines[1:-1]]

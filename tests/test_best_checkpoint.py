@@ -10,14 +10,12 @@ import signal
 
 import pytest
 import torch
-from test_distributed import torchrun
-from test_train import featurize_splits, read_submission, run_train
 from transformers import AutoModelForSequenceClassification
 
 import data
 import glue_metrics
 import train
-from conftest import FIXTURES, featurize, write_rte_subset
+from conftest import FIXTURES, featurize, featurize_splits, read_submission, run_train, torchrun, write_rte_subset
 from glue_processors import METRIC_KEYS, TASKS, TaskSpec, get_task
 from glue_support import scoreboard
 from glue_support.strict_config import ConfigError

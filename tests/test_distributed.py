@@ -3,22 +3,12 @@ exactly once, so metrics equal the single-process ones, and only rank 0 writes o
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import train
-from conftest import FIXTURES, ROOT, featurize, python_env, write_rte_subset
-
-
-def torchrun(*args, cwd) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "train.py"), *map(str, args), "--trainer.disable_tqdm", "true"],
-                            cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result
+from conftest import FIXTURES, featurize, torchrun, write_rte_subset
 
 
 @pytest.fixture

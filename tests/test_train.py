@@ -19,30 +19,24 @@ from transformers import AutoModelForSequenceClassification
 
 import data
 import train
-from conftest import FIXTURES, config_defaults, featurize, write_rte_subset
+from conftest import (
+    FIXTURES,
+    config_defaults,
+    featurize,
+    featurize_splits,
+    read_submission,
+    run_train,
+    write_rte_subset,
+)
 from glue_support import runtime
 from glue_support.marlin import DistributedTrainingArguments, Trainer
 from glue_support.strict_config import ConfigError
 from glue_support.submission import SubmissionWriter
 
 
-def featurize_splits(raw, output, tokenizer, set_types=("train", "dev"), task="RTE") -> dict:
-    """Featurize ``task`` files in ``raw`` into ``output/<set_type>/``; the folders by set type."""
-    for set_type in set_types:
-        featurize(raw, output / set_type, tokenizer, task, set_type)
-    return {set_type: output / set_type for set_type in set_types}
-
-
 @pytest.fixture
 def features(tiny_bert, rte_subset, tmp_path):
     return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
-
-
-def run_train(argv, tiny_bert, features, output_dir, *extra, epochs: int = 2, batch_size: int = 8) -> train.Recipe:
-    argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.valpath", features["dev"],
-         "--tmod.output_dir", output_dir, "--trainer.epochs", epochs, "--trainer.train_batch_size", batch_size,
-         "--trainer.disable_tqdm", "true", "--tmod.max_lr", "1.0e-3", *extra)
-    return train.main()
 
 
 def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, features, tmp_path):
@@ -294,12 +288,6 @@ def test_resume_with_nothing_to_resume_starts_fresh_and_a_damaged_checkpoint_is_
     (tmp_path / "bad" / "marlin_glue_step00000003.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="marlin_glue_step00000003.pt: not a loadable marlin-glue checkpoint"):
         run_train(argv, tiny_bert, features, tmp_path / "b", "--ckpt.load_dir", tmp_path / "bad", epochs=1)
-
-
-def read_submission(path) -> list[tuple[str, str]]:
-    lines = path.read_text(encoding="utf-8").split("\n")
-    assert lines[0] == "index\tprediction" and lines[-1] == ""
-    return [tuple(line.split("\t")) for line in lines[1:-1]]
 
 
 def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(argv, tiny_bert, tmp_path):
