@@ -472,9 +472,9 @@ def finished_tasks(a: argparse.Namespace, summary_path: str, plan: dict[str, Set
 
 def inputs(a: argparse.Namespace) -> dict[str, Any]:
     """What a task's measurement read besides its settings: the data, a set-up check's caps, and whether ours ran
-    the tasks together."""
+    the tasks together (only if so: a summary written before --together existed resumes)."""
     return {"data_dir": a.data_dir, "epochs": a.epochs, "max_train_examples": a.max_train_examples,
-            "max_eval_examples": a.max_eval_examples, "together": a.together}
+            "max_eval_examples": a.max_eval_examples, **({"together": True} if a.together else {})}
 
 
 def write_summary(path: str, a: argparse.Namespace, plan: dict[str, Settings], check: bool,
