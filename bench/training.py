@@ -213,7 +213,13 @@ def child_peer(a: argparse.Namespace, padding: str, grouped: bool, dtype: str | 
         datasets = None
     if datasets is not None:
         datasets.disable_progress_bars()
-        encoded = datasets.Dataset.from_dict(columns).map(tokenize, batched=True, remove_columns=["s1", "s2"])
+        from datasets.table import InMemoryTable
+
+        # fingerprints given: datasets would otherwise hash the table and ``tokenize`` with dill, which fails on
+        # pyarrow 26's types (MonthDayNano, as from_dict does); caching is not what is measured here
+        fingerprint = f"{padding}-{a.max_seq_len}-{len(rows)}"
+        encoded = datasets.Dataset(InMemoryTable.from_pydict(columns), fingerprint=fingerprint).map(
+            tokenize, batched=True, remove_columns=["s1", "s2"], new_fingerprint=fingerprint + "-tokenized")
     else:
         enc = tokenize(columns)
         encoded = [{**{k: v[i] for k, v in enc.items()}, "label": label} for i, label in enumerate(columns["label"])]
