@@ -328,8 +328,8 @@ class Recipe(ModuleInterface):
         for name, parameter in self.model.named_parameters():
             (plain if name.endswith(no_decay) else decay).append(parameter)
         # fused: one kernel for every tensor's update, on CPU as on GPU, where torch's default on CPU loops over the
-        # tensors (five times the time for MiniLM's 22.7M parameters: a short batch's step is mostly its update).
-        # The same update, to float rounding; the Trainer's default (adamw_torch_fused) too
+        # tensors (bench/RESULTS.md (j): with short batches most of a step is the update). The same update, to
+        # float rounding; the Trainer's default (adamw_torch_fused) too
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": plain, "weight_decay": 0.0}],
             lr=self.args.max_lr, fused=True,
