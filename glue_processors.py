@@ -1,23 +1,15 @@
-"""The GLUE task table, and GLUE task files (TSV) -> ``InputExample`` lists.
+"""The GLUE task table (``TASKS``, one row per task) and the reader of GLUE files (TSV -> ``InputExample`` s).
 
-What differs between tasks is data, not code, so everything the code knows about a task is one row of
-``TASKS``: where its texts and label sit in the official files, its label set (``None`` for the STS-B
-regression), which files it has, its metric and how the scoreboard heads it, its leaderboard file names, its
-Hugging Face name (benchmark.yaml's group) and where ``download_glue.py`` gets it. Every script reads the row,
-so adding a task is one edit (and its hyperparameters in benchmark.yaml). The cheap commands (downloads, the
-scoreboard, dry runs, ``--help``) read the table too, so this module loads neither torch nor pymarlin's trainer.
-
-One ``GlueProcessor`` reads every task. GLUE files are tab-separated and their sentences contain quote
-characters, so lines are split on tabs with no quote handling (``csv`` would merge rows).
+Everything the code knows about a task is its row: every script reads it, so adding a task is one edit. The cheap
+commands read the table too, so this module imports nothing of the project and neither torch nor transformers.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
@@ -180,12 +172,6 @@ def _zip(folder: str, archive: str, stems: tuple[str, ...] = ("train", "dev", "t
     return Download(folder, "zip", ((archive, GLUE_URL),), tuple(f"{stem}.tsv" for stem in stems))
 
 
-# the numbers each metric function of glue_metrics reports, by its name (less combined_score, their mean)
-METRIC_KEYS: dict[str, tuple[str, ...]] = {
-    "accuracy": ("accuracy",), "matthews_correlation": ("matthews_correlation",),
-    "accuracy_and_f1": ("accuracy", "f1"), "correlations": ("pearson", "spearmanr")}
-
-
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything the code knows about one GLUE task: one row of ``TASKS``."""
@@ -204,7 +190,6 @@ class TaskSpec:
     submissions: tuple[str, ...] = ()  # leaderboard file stem per test set type; () = the task name
     test_rows: tuple[int, ...] = ()  # the official test file's row count per test set type: its leaderboard file's
     model_task: Optional[str] = None  # the task whose models predict it (AX: MNLI); None = itself
-    scored_set_types: tuple[str, ...] = ()  # the dev files its GLUE score is taken on (MNLI: dev_matched); () = all
 
     @property
     def is_regression(self) -> bool:
@@ -217,19 +202,9 @@ class TaskSpec:
 
     @property
     def scored_files(self) -> tuple[str, ...]:
-        """The validation files the task's GLUE score is taken on, named as data.py names features:
-        ``<set_type>.tsv``."""
-        return tuple(f"{set_type}.tsv" for set_type in self.scored_set_types or self.dev_set_types)
-
-    def glue_score(self, results: dict[str, Any]) -> float:
-        """The task's GLUE score, 0-1, from validation results keyed by file (a ``results.json``, or its ``best``):
-        on each scored file the mean of the official metrics (two where GLUE reports two: MRPC, QQP, STS-B), then
-        the mean over the scored files (MNLI: matched accuracy alone, as model selection on MNLI takes it)."""
-        missing = [file for file in self.scored_files if file not in results]
-        if missing:
-            raise ValueError(f"no {self.name} validation of {', '.join(missing)} to take its GLUE score on")
-        return statistics.fmean(statistics.fmean(results[file][key] for key in METRIC_KEYS[self.metric])
-                                for file in self.scored_files)
+        """The validation files the task's GLUE score is taken on (every labeled dev file), named as data.py names
+        features: ``<set_type>.tsv``."""
+        return tuple(f"{set_type}.tsv" for set_type in self.dev_set_types)
 
     @property
     def trained_as(self) -> "TaskSpec":
@@ -298,7 +273,7 @@ TASKS: dict[str, TaskSpec] = {
             test=Columns(text_a=8, text_b=9, label=None, index=0),
             metric="accuracy", metric_label="acc (m/mm)", hf_name="mnli",
             download=_zip("MNLI", "MNLI.zip", _MNLI_FILES), set_types=_MNLI_FILES,
-            test_set_types=("test_matched", "test_mismatched"), scored_set_types=("dev_matched",),
+            test_set_types=("test_matched", "test_mismatched"),
             submissions=("MNLI-m", "MNLI-mm"), test_rows=(9796, 9847),
         ),
         TaskSpec("QNLI", _NLI2, labeled=Columns(text_a=1, text_b=2, label=3, index=0), test=_PAIR_BY_INDEX,

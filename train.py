@@ -446,7 +446,7 @@ class Recipe(ModuleInterface):
     def judge(self, global_step: int) -> None:
         """After a validation of every file: the best so far when its GLUE score beats the best's (a tie does not),
         its weights copied with ``keep_best``; else one more validation without improvement."""
-        score = self.spec.glue_score(self.results)
+        score = glue_metrics.glue_score(self.spec.name, self.results)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "epoch": self.order.epoch, "step": global_step, **self.results}
             self.since_best = 0

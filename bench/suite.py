@@ -54,7 +54,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 common.setup_path()
-from glue_processors import METRIC_KEYS, TASKS, GlueProcessor, TaskSpec, get_task  # noqa: E402
+from glue_metrics import REPORTS, glue_score  # noqa: E402
+from glue_processors import TASKS, GlueProcessor, TaskSpec, get_task  # noqa: E402
 
 SUITE = ["RTE", "MRPC", "STS-B", "CoLA"]
 # tasks with one dev file and one test file: the peer's path is written for that layout
@@ -113,9 +114,9 @@ def expected_rows(a: argparse.Namespace, spec: TaskSpec) -> dict[str, int]:
 
 
 def best_metric(spec: TaskSpec) -> str:
-    """The Trainer's ``metric_for_best_model`` that selects as train.py's ``glue_score`` does: the task's metric,
-    or ``combined_score`` (their mean, from glue_metrics.compute) where it reports two."""
-    keys = METRIC_KEYS[spec.metric]
+    """The Trainer's ``metric_for_best_model`` that selects as ``glue_metrics.glue_score`` does (one dev file): the
+    task's metric, or ``combined_score`` (their mean, from glue_metrics.compute) where it reports two."""
+    keys = list(REPORTS[spec.metric])
     return keys[0] if len(keys) == 1 else "combined_score"
 
 
@@ -226,7 +227,7 @@ def child_peer(a: argparse.Namespace, task: str, out: str) -> None:
     best = next((entry["epoch"] for entry in evaluations if entry[f"eval_{metric}"] == trainer.state.best_metric),
                 float("nan"))
     common.report({"metrics": {key.removeprefix("eval_"): value for key, value in evaluation.items()
-                               if key.removeprefix("eval_") in (*METRIC_KEYS[spec.metric], "loss")},
+                               if key.removeprefix("eval_") in (*REPORTS[spec.metric], "loss")},
                    "best_epoch": best, "steps": trainer.state.global_step, "phases": clock,
                    "rows": {"train": len(train), "dev": len(dev), "test": len(outputs)}})
 
@@ -286,7 +287,7 @@ def ours_task(out: str, spec: TaskSpec, s: Settings, log_path: str) -> dict[str,
     with open(os.path.join(out, "submission", spec.submission_file("test")), encoding="utf-8") as stream:
         test_rows = sum(1 for _ in stream) - 1
     data = results["data"]
-    return {"metrics": {key: value for key, value in best[dev_file].items() if key in (*METRIC_KEYS[spec.metric],
+    return {"metrics": {key: value for key, value in best[dev_file].items() if key in (*REPORTS[spec.metric],
                                                                                        "loss")},
             "best_epoch": best["epoch"], "steps": results[dev_file]["step"],
             "phases": {"features": features_s, "train": train_s},
@@ -309,18 +310,16 @@ def run_peer(a: argparse.Namespace, spec: TaskSpec, log_path: str) -> dict[str, 
 def shown(spec: TaskSpec, result: dict[str, Any] | None) -> str:
     if result is None:
         return ""
-    from glue_support.scoreboard import METRIC_NAMES  # see run_ours
-
     metrics = result["metrics"]
-    text = ", ".join(f"{METRIC_NAMES[key]} {metrics[key]:.4f}" for key in METRIC_KEYS[spec.metric])
-    if len(METRIC_KEYS[spec.metric]) > 1:
+    text = ", ".join(f"{name} {metrics[key]:.4f}" for key, name in REPORTS[spec.metric].items())
+    if len(REPORTS[spec.metric]) > 1:
         text += f" (score {score(spec, result):.4f})"
     return text + f", epoch {result['best_epoch']:g}"
 
 
 def score(spec: TaskSpec, result: dict[str, Any]) -> float:
     """The task's GLUE score, 0-1, as train.py selects its best validation and the scoreboard reports it."""
-    return spec.glue_score({spec.scored_files[0]: result["metrics"]})
+    return glue_score(spec.name, {spec.scored_files[0]: result["metrics"]})
 
 
 def wall(result: dict[str, Any]) -> str:

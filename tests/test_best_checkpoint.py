@@ -16,8 +16,6 @@ import data
 import glue_metrics
 import train
 from conftest import FIXTURES, featurize, featurize_splits, read_submission, run_train, torchrun, write_rte_subset
-from glue_processors import METRIC_KEYS, TASKS, TaskSpec, get_task
-from glue_support import scoreboard
 from glue_support.strict_config import ConfigError
 
 
@@ -30,7 +28,7 @@ def features(tiny_bert, rte_subset, tmp_path):
 
 def scored_by_step(monkeypatch, scores: dict[int, float]) -> None:
     """The GLUE score of the validation at each step, as given (so the test chooses which one is best)."""
-    monkeypatch.setattr(TaskSpec, "glue_score", lambda self, results: scores[results["dev.tsv"]["step"]])
+    monkeypatch.setattr(glue_metrics, "glue_score", lambda task, results: scores[results["dev.tsv"]["step"]])
 
 
 def read(output, name: str):
@@ -66,8 +64,7 @@ def test_eval_steps_validates_every_n_steps_and_each_epoch_end_once(argv, tiny_b
     assert set(best) == {"score", "epoch", "step", "dev.tsv"}
     assert (best["score"], best["epoch"], best["step"], best["dev.tsv"]) == (
         max(accuracies), first_best["epoch"], first_best["step"], first_best)
-    assert best["score"] == get_task("RTE").glue_score(best)
-    assert scoreboard.dev_files(results) == ["dev.tsv"]  # "best" is not taken for a validation file
+    assert best["score"] == glue_metrics.glue_score("RTE", best)
 
 
 def test_keep_best_saves_and_predicts_with_the_model_of_the_best_validation(argv, tiny_bert, features, tmp_path,
@@ -192,32 +189,10 @@ def test_mnli_validated_without_dev_matched_reports_no_best_and_refuses_selectio
     for set_type in ("train", "dev_mismatched"):
         featurize(FIXTURES / "MNLI", tmp_path / set_type, tiny_bert, "MNLI", set_type)
     folders = {"train": tmp_path / "train", "dev": tmp_path / "dev_mismatched"}
-    with pytest.raises(ValueError, match=r"dev_mismatched: no dev_matched.tsv, where MNLI's GLUE score is taken"):
+    with pytest.raises(ValueError, match=r"dev_mismatched: no dev_matched.tsv"):
         run_train(argv, tiny_bert, folders, tmp_path / "refused", "--tmod.keep_best", "true", epochs=1)
     module = run_train(argv, tiny_bert, folders, tmp_path / "out", epochs=1)
     assert module.best is None and "best" not in read(tmp_path / "out", "results.json")
-
-
-def test_the_glue_score_of_each_kind_of_task():
-    """The mean of the official metrics where GLUE reports two; MNLI on matched accuracy alone."""
-    last = {"loss": 0.7, "epoch": 3, "step": 30, "examples": 10}
-    assert get_task("MNLI").glue_score({"task": "MNLI", "dev_matched.tsv": {"accuracy": 0.8, **last},
-                                        "dev_mismatched.tsv": {"accuracy": 0.6, **last}, "data": {}}) == 0.8
-    assert get_task("MRPC").glue_score({"dev.tsv": {"accuracy": 0.8, "f1": 0.9, "combined_score": 0.85, **last}}
-                                       ) == pytest.approx(0.85)
-    assert get_task("STS-B").glue_score({"dev.tsv": {"pearson": 0.5, "spearmanr": 0.7, **last}}) == pytest.approx(0.6)
-    assert get_task("CoLA").glue_score({"dev.tsv": {"matthews_correlation": -0.1, **last}}) == -0.1
-    with pytest.raises(ValueError, match="no MNLI validation of dev_matched.tsv"):
-        get_task("MNLI").glue_score({"dev_mismatched.tsv": {"accuracy": 0.6, **last}})
-    assert [spec.scored_files for spec in (get_task("MNLI"), get_task("RTE"))] == [("dev_matched.tsv",), ("dev.tsv",)]
-
-
-@pytest.mark.parametrize("task", sorted({spec.name for spec in TASKS.values() if spec.dev_set_types}))
-def test_the_glue_score_reads_the_numbers_each_metric_reports(task):
-    labels, preds = ([0.0, 1.0, 2.5, 4.0], [0.5, 1.0, 2.0, 3.0]) if get_task(task).is_regression else ([0, 1, 1, 0],
-                                                                                                      [0, 1, 0, 0])
-    reported = glue_metrics.compute(task, labels, preds)
-    assert set(METRIC_KEYS[get_task(task).metric]) == set(reported) - {"combined_score"}
 
 
 def test_two_processes_validate_mid_epoch_together_and_stop_early_together(tiny_bert, tmp_path):

@@ -1,4 +1,6 @@
-"""glue_metrics agrees with scikit-learn and scipy, and stays defined on degenerate input."""
+"""glue_metrics agrees with scikit-learn and scipy, stays defined on degenerate input, and gives a task's GLUE score
+by one rule: the mean of its official metrics on each dev file, then over its dev files (MNLI's matched and
+mismatched)."""
 from __future__ import annotations
 
 import warnings
@@ -9,6 +11,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 import glue_metrics
+from glue_processors import TASKS, get_task
 
 LABELS = np.array([0, 1, 1, 0, 1, 1, 0, 1, 0, 0])
 PREDS = np.array([0, 1, 0, 0, 1, 1, 1, 1, 0, 1])
@@ -65,3 +68,37 @@ def test_constant_predictions_that_are_well_defined_give_no_warning():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="equal-length"):
         glue_metrics.compute("RTE", LABELS, PREDS[:-1])
+
+
+LAST = {"loss": 0.7, "epoch": 3, "step": 30, "examples": 10}  # a validation's bookkeeping, beside its metrics
+
+
+def test_the_glue_score_of_each_kind_of_task():
+    """The mean of the official metrics where GLUE reports two; MNLI the mean of matched and mismatched accuracy."""
+    assert glue_metrics.glue_score("MNLI", {"task": "MNLI", "dev_matched.tsv": {"accuracy": 0.8, **LAST},
+                                            "dev_mismatched.tsv": {"accuracy": 0.6, **LAST}, "data": {}}
+                                   ) == pytest.approx(0.7)
+    assert glue_metrics.glue_score("MRPC", {"dev.tsv": {"accuracy": 0.8, "f1": 0.9, "combined_score": 0.85, **LAST}}
+                                   ) == pytest.approx(0.85)
+    assert glue_metrics.glue_score("STS-B", {"dev.tsv": {"pearson": 0.5, "spearmanr": 0.7, **LAST}}
+                                   ) == pytest.approx(0.6)
+    assert glue_metrics.glue_score("CoLA", {"dev.tsv": {"matthews_correlation": -0.1, **LAST}}) == -0.1
+    assert [get_task(task).scored_files for task in ("MNLI", "RTE")] == [
+        ("dev_matched.tsv", "dev_mismatched.tsv"), ("dev.tsv",)]
+
+
+def test_a_missing_file_or_metric_is_named():
+    with pytest.raises(ValueError, match="no MNLI validation of dev_matched.tsv to take its GLUE score on"):
+        glue_metrics.glue_score("MNLI", {"dev_mismatched.tsv": {"accuracy": 0.6, **LAST}})
+    with pytest.raises(ValueError, match=r"no f1 among the metrics of a MRPC validation \(accuracy, loss, epoch"):
+        glue_metrics.glue_score("MRPC", {"dev.tsv": {"accuracy": 0.8, **LAST}})
+
+
+@pytest.mark.parametrize("task", sorted({spec.name for spec in TASKS.values() if spec.dev_set_types}))
+def test_the_glue_score_reads_the_numbers_each_metric_reports(task):
+    labels, preds = ([0.0, 1.0, 2.5, 4.0], [0.5, 1.0, 2.0, 3.0]) if get_task(task).is_regression else ([0, 1, 1, 0],
+                                                                                                      [0, 1, 0, 0])
+    reported = glue_metrics.compute(task, labels, preds)
+    assert list(glue_metrics.official(task, reported)) == [key for key in reported if key != "combined_score"]
+    assert glue_metrics.glue_score(task, {name: reported for name in get_task(task).scored_files}) == pytest.approx(
+        reported.get("combined_score", next(iter(reported.values()))))
