@@ -2,32 +2,19 @@
 
     python benchmark.py --tasks RTE,MRPC,STS-B,CoLA,SST-2 --data_dir glue_data --model <name or path> --seeds 3
 
-Options and per-task hyperparameters are in ``benchmark.yaml``. For each task, ``data.featurize`` builds the
-training and labeled dev features once per tokenizer and length (``<output_dir>/features/``, reused by later
-runs while the GLUE files' bytes are those they were made from); then each seed of each cell of the task's grid
-(every combination of its per-task values: ``--rte.max_lr 2.0e-5,3.0e-5``) is one ``train.py`` process (under
-``torchrun`` with ``bench.nproc_per_node`` > 1) writing ``<output_dir>/runs/<Task>/<cell>/seed<N>/``, the cell
-named by its settings (``lr5e-05-bs16-ep5-len128``), so a grid given more values runs only the new cells. Runs go
-seed by seed across the tasks, so a benchmark stopped early still has every task and cell scored, and within a seed
-the runs with the most training first, so that runs at once (``--parallel``) end together. Running the same
-command again skips finished runs (refusing one made with other settings or data) and resumes an interrupted
-one from its last checkpoint (every epoch and every ``bench.checkpoint_steps`` steps). After every finished run
-``glue_support/scoreboard.py`` rewrites ``results.md``, ``results.json`` and ``results.png``, choosing each task's
-cell by its mean (``bench.select``: or median) dev score over seeds. With ``bench.predict`` each task's selected
-run then predicts its test sets (``predict_all``) into ``submission/`` and ``glue_submission.zip``. A task with
-``init_from`` starts its runs from another task's selected run, planned after all of that task's runs
-(``benchmark_plan.start_order``); ``--tasks all`` is the nine tasks, and ``bench.max_train_examples``/
-``max_eval_examples`` run on the first rows of the files (``benchmark_plan.source_file``).
-
-``glue_support/benchmark_plan.py`` plans the runs (tasks, files, cells, order, what makes a run the same
-experiment); here they are run (``Schedule``: ``bench.parallel`` of them at once), scored and predicted with;
-``--aml.submit`` makes them an Azure ML pipeline instead (``aml_submit.submit_benchmark``).
+Options and per-task hyperparameters are in ``benchmark.yaml``. ``glue_support/benchmark_plan.py`` plans the runs
+(a task, a cell of its grid, a seed); here their files are copied and hashed, their features built and each run is
+one ``train.py`` process (``Schedule``: ``bench.parallel`` at once), resumed or skipped where an earlier invocation
+started or finished it. After every finished run the scoreboard is written; with ``bench.predict`` each task's
+selected run (``glue_support/selection.py``) then predicts its test sets. ``--aml.submit`` makes the runs an Azure
+ML pipeline instead (``aml_submit.submit_benchmark``).
 """
 from __future__ import annotations
 
 import functools
 import glob
 import os
+import pathlib
 import shlex
 import shutil
 import signal
@@ -41,26 +28,30 @@ import yaml
 from tqdm import tqdm
 
 from glue_processors import TaskSpec, get_task
-from glue_support import parallel, provenance, scoreboard, submission
-from glue_support.atomic_write import write_json
+from glue_support import parallel, provenance, scoreboard, selection, submission
+from glue_support.atomic_write import atomic_path, write_json
 from glue_support.benchmark_plan import (
+    KEEP_BEST,
     RUN_RECORD,
     BenchmarkArguments,
     Run,
+    cap,
+    capped_rows,
     earlier_record,
-    hash_sources,
-    init_sources,
+    glue_file,
     model_slug,
     parse_tasks,
     plan,
-    refuse_runs_outside_cells,
+    read_record,
     require_glue_file,
-    run_settings,
-    source_file,
+    run_identity,
     splits,
+    starting_tasks,
     test_files,
+    training_sizes,
 )
 from glue_support.marlin import getlogger
+from glue_support.run_record import read_json, read_run
 from glue_support.runtime import on_stop_signals
 from glue_support.strict_config import (
     CONFIG_PATH,
@@ -78,15 +69,39 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARK_CONFIG = os.path.join(HERE, "benchmark.yaml")
 
 
-def build_features(args: BenchmarkArguments, run: Run) -> None:
-    """train/ and dev/ features for the run's task, tokenizer and length (``ensure_features``), with the seconds
-    spent building them in ``featurize_seconds.json`` for the scoreboard."""
+def source_file(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> str:
+    """The GLUE file runs read for ``set_type``: ``<data_dir>/<Task>/<set_type>.tsv``, or under a cap
+    (``bench.max_train_examples``, ``bench.max_eval_examples``) a copy of its header and first N rows in
+    ``<output_dir>/subsets/<Task>/<set_type>-first<N>/``, written where it is not already: its size and SHA-256 are
+    then what the runs and features record, so a quick check never passes for a run on the whole file."""
+    if not cap(args, set_type):
+        return glue_file(args, spec, set_type)
+    subset = os.path.join(args.output_dir, "subsets", spec.name, f"{set_type}-first{cap(args, set_type)}",
+                          f"{set_type}.tsv")
+    rows = capped_rows(args, spec, set_type)
+    if not os.path.exists(subset) or pathlib.Path(subset).read_bytes() != rows:
+        with atomic_path(subset) as temporary, open(temporary, "wb") as stream:
+            stream.write(rows)
+    return subset
+
+
+def read_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Size and SHA-256 of every file the runs read (``source_file``), by task and file name: what features and
+    finished runs are checked against before they are reused. Read once per invocation, before any run starts."""
+    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(source_file(args, spec, set_type))
+                        for set_type in splits(spec)} for spec in specs}
+
+
+def build_features(args: BenchmarkArguments, run: Run, files: dict[str, dict[str, Any]]) -> None:
+    """train/ and dev/ features for the run's task, tokenizer and length (``ensure_features``) from its files
+    (``files``: ``read_sources``), with the seconds spent building them in ``featurize_seconds.json`` for the
+    scoreboard."""
     timings_path = os.path.join(run.features, "featurize_seconds.json")
-    timings = scoreboard.read_json(timings_path) or {}
+    timings = read_json(timings_path) or {}
     for set_type in splits(run.spec):
         folder = os.path.join(run.features, "train" if set_type == "train" else "dev")
         seconds = ensure_features(args, run.spec, source_file(args, run.spec, set_type),
-                                  folder, run.settings.max_seq_len, run.sources[f"{set_type}.tsv"])
+                                  folder, run.settings.max_seq_len, files[f"{set_type}.tsv"])
         if seconds is not None:
             timings[set_type] = seconds
             write_json(timings_path, timings)
@@ -106,7 +121,7 @@ def ensure_features(args: BenchmarkArguments, spec: TaskSpec, source: str, folde
     expected = {"task": spec.name, "set_type": set_type, "tokenizer": args.model, "vocab": vocabulary(args.model),
                 "max_seq_len": max_seq_len, "padding": dproc["padding"], "source_bytes": identity["bytes"],
                 "source_sha256": identity["sha256"]}
-    why = stale(os.path.join(folder, f"{set_type}.tsv"), expected, source)
+    why = rebuild_reason(os.path.join(folder, f"{set_type}.tsv"), expected, source)
     if why is None:
         return None
     logger.info(f"{spec.name} {set_type} features: building them ({why})")
@@ -129,7 +144,7 @@ def vocabulary(model: str) -> str:
     return data.vocab_fingerprint(AutoTokenizer.from_pretrained(embedded_model.resolve(model)))
 
 
-def stale(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
+def rebuild_reason(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
     """Why the features file at ``path`` cannot serve a run that needs ``expected`` (fields of its metadata), or
     None if it can: one that is missing, from an older data.py, damaged, or made from other bytes of ``source``
     (the GLUE file), another tokenizer or length is built again."""
@@ -190,9 +205,7 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
         "trainer.train_batch_size": run.settings.batch_size, "trainer.disable_tqdm": True,
         "ckpt.checkpoint": True, "ckpt.period_steps": args.checkpoint_steps or None,
         "tmod.overwrite_output_dir": True, "ckpt.resume": resume,
-        # the model a run keeps is its best validation's (as its settings record): the one the scoreboard scores
-        # and --predict predicts with
-        "tmod.keep_best": run_settings(args, run)["keep_best"],
+        "tmod.keep_best": KEEP_BEST,
     }
     script = os.path.join(HERE, "train.py")
     launcher = [sys.executable, script] if args.nproc_per_node <= 1 else [
@@ -216,12 +229,12 @@ class Training:
 
 
 def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training], run: Run,
-                   record: Optional[dict[str, Any]], keep_model: bool) -> None:
+                   files: dict[str, dict[str, Any]], record: Optional[dict[str, Any]], keep_model: bool) -> None:
     """Start ``run``'s train.py in a free share of ``pool``, resumed if ``record`` (``earlier_record``) says it
-    was started."""
+    was started; ``files``: its files' identities (``read_sources``)."""
     resume = record is not None
     # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
-    record = record or {"settings": run_settings(args, run), "data_dir": args.data_dir, "status": "running",
+    record = record or {"settings": run_identity(args, run, files), "data_dir": args.data_dir, "status": "running",
                         "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
@@ -296,22 +309,14 @@ def predict_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[Ta
 
 
 def selected_run(args: BenchmarkArguments, task: str) -> Optional[str]:
-    """The folder of ``task``'s selected run: the seed with the best dev score in the cell the scoreboard selects
-    (``bench.select``; the first of equals); None while none has finished."""
-    runs = scoreboard.collect(args.output_dir, task)
-    if not runs:
-        return None
-    cell = scoreboard.select_cell([scoreboard.summarize_cell(group) for group in scoreboard.cell_groups(runs)],
-                                  args.select)
-    best = max(cell["runs"], key=lambda run: run["score"])
-    return os.path.join(args.output_dir, "runs", task, cell["name"], f"seed{best['seed']}")
+    """The folder of ``task``'s selected run (``selection.select`` by ``bench.select``), the one the scoreboard
+    reports; None while none has finished."""
+    chosen = selection.select(args.output_dir, task, args.select)
+    return chosen.run.folder if chosen else None
 
 
 def require_model(run_folder: str, task: str, use: str) -> None:
     """The selected run ``run_folder`` of ``task`` must hold its model, for ``use``; refused otherwise."""
-    if " #" in os.path.basename(os.path.dirname(run_folder)) or not os.path.isdir(run_folder):
-        raise ValueError(f"{run_folder}: {task}'s selected run is not in the folder of its settings; move it there "
-                         "(or delete it), then run the same command again")
     if not model_files(run_folder):
         raise ValueError(f"{run_folder}: {task}'s selected run kept no model to {use} (removed when it finished, "
                          "not needed then); delete that run folder to train it again")
@@ -334,12 +339,11 @@ def predict(args: BenchmarkArguments, spec: TaskSpec, run_folder: str) -> list[s
     like its dev features; reused when that run and those test files made them."""
     output = os.path.join(args.output_dir, "predictions", spec.name)
     files = test_files(spec, args.data_dir)
-    record = {"run": os.path.relpath(run_folder, args.output_dir),
-              "run_record": scoreboard.read_json(os.path.join(run_folder, RUN_RECORD)),
+    record = {"run": os.path.relpath(run_folder, args.output_dir), "run_record": read_record(run_folder),
               "test": {os.path.basename(path): provenance.file_identity(path) for path in files}}
     written = [os.path.join(output, "submission", task.submission_file(os.path.basename(path).removesuffix(".tsv")))
                for path, task in files.items()]
-    if scoreboard.read_json(os.path.join(output, PREDICTION_RECORD)) == record and all(map(os.path.exists, written)):
+    if read_json(os.path.join(output, PREDICTION_RECORD)) == record and all(map(os.path.exists, written)):
         logger.info(f"{spec.name} test predictions of {run_folder}: made earlier, reused")
         return written
     require_model(run_folder, spec.name, "predict with")
@@ -406,10 +410,11 @@ class Schedule:
     checkpoint) and none started after it; a failed run stopping the others at a checkpoint too."""
 
     def __init__(self, args: BenchmarkArguments, tasks: list[str], references: str,
-                 pool: parallel.ProcessPool[Training], pending: list[tuple[Run, Optional[dict[str, Any]]]],
-                 keep_until_selected: set[str]):
+                 pool: parallel.ProcessPool[Training], sources: dict[str, dict[str, dict[str, Any]]],
+                 pending: list[tuple[Run, Optional[dict[str, Any]]]], keep_until_selected: set[str]):
         self.args, self.tasks, self.references = args, tasks, references
         self.pool = pool
+        self.sources = sources  # each task's files' identities (read_sources)
         self.pending = pending  # (run, its earlier record) in the plan's order
         self.keep_until_selected = keep_until_selected  # tasks whose models stay until the selection is known
         self.received: list[int] = []  # stop signals
@@ -468,22 +473,23 @@ class Schedule:
         """Start pending runs while the pool has room (skipping those finished earlier)."""
         while self.pool.has_room() and not self.stopping and (chosen := self.next_run()):
             run, record = chosen
+            files = self.sources[run.spec.name]
             if run.settings.init_from:
                 run.init_model = selected_run(self.args, get_task(run.settings.init_from).name)
                 require_model(run.init_model, run.settings.init_from, "start from")
-                record = earlier_record(self.args, run)
+                record = earlier_record(self.args, run, files)
             if record is not None and record["status"] == "done":
                 logger.info(f"{run.name}: finished earlier, skipped")
                 progress.update()
                 continue
             self.building = True
             try:
-                build_features(self.args, run)
+                build_features(self.args, run, files)
             finally:
                 self.building = False
             if self.stopping:  # a stop that came while the run was being prepared: it never starts
                 break
-            start_training(self.args, self.pool, run, record,
+            start_training(self.args, self.pool, run, files, record,
                            self.args.keep_models or run.spec.name in self.keep_until_selected)
             self.started.append(run.name)
 
@@ -505,9 +511,9 @@ class Schedule:
             self.stopped.add(training.run.name)
         else:
             progress.update()
-            score, last = scoreboard.run_score(training.run.folder, training.run.spec.name)
-            logger.info(f"{training.run.name}: {training.run.spec.metric_label} {score:.4f} at its best validation, "
-                        f"{last:.4f} at its last ({training.record['wall_s']:.0f} s)")
+            finished = read_run(training.run.folder)
+            logger.info(f"{training.run.name}: {training.run.spec.metric_label} {finished.score:.4f} at its best "
+                        f"validation, {finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)")
             scoreboard.write(self.args.output_dir, self.tasks, self.args.model, self.references, self.args.select)
 
 
@@ -516,17 +522,18 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     the submission, and the models kept until the selection was known removed but the selected ones."""
     require_path("--bench.data_dir", args.data_dir, "the folder with one subfolder per GLUE task")
     count = runs_at_once(args)
-    runs = plan(args, config, specs, hash_sources(args, specs))
+    runs = plan(args, config, specs, training_sizes(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                 f"into {args.output_dir}")
+    sources = read_sources(args, specs)
     # every refusal before any work, but for a run that starts from another task's selected run: known only once
     # that task's runs (planned before) are done
-    records = [None if run.settings.init_from else earlier_record(args, run) for run in runs]
+    records = [None if run.settings.init_from else earlier_record(args, run, sources[run.spec.name]) for run in runs]
     to_run = sum(1 for record in records if record is None or record["status"] != "done")
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
-    keep_until_selected = {spec.name for spec in specs} if args.predict else set(init_sources(config, specs).values())
+    keep_until_selected = {spec.name for spec in specs} if args.predict else set(starting_tasks(config, specs).values())
     Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, count, to_run)),
-             list(zip(runs, records)), keep_until_selected).run()
+             sources, list(zip(runs, records)), keep_until_selected).run()
     if args.predict:
         predict_all(args, config, specs)
     if not args.keep_models:
@@ -547,7 +554,7 @@ def main() -> None:
             require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
     if config["aml"]["submit"]:
         # refused before aml_submit loads the Azure ML SDK: these need no SDK to be read
-        if init_sources(config, specs):
+        if starting_tasks(config, specs):
             raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs "
                               "first: leave init_from empty there, or run the benchmark locally")
         if args.predict:
@@ -559,7 +566,6 @@ def main() -> None:
             aml_submit.submit_benchmark(args, config, yaml.safe_load(stream), specs)
         return
     references = args.references or os.path.join(HERE, "glue_references.json")
-    refuse_runs_outside_cells(args, specs)
     if not args.report_only:
         run_all(args, config, specs, references)
     elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded

@@ -273,14 +273,15 @@ def run_ours(a: argparse.Namespace, specs: list[TaskSpec], plan: dict[str, Setti
 
 def ours_task(out: str, spec: TaskSpec, s: Settings, log_path: str) -> dict[str, Any]:
     """One task's dev metrics, steps, rows and times from benchmark.py's output folder ``out``."""
-    from glue_support.scoreboard import read_json, scored  # here: it loads matplotlib, which the peer's child need not
+    from glue_support.run_record import read_json, read_run  # here: the peer's child needs none of them
 
     [run] = glob.glob(os.path.join(out, "runs", spec.name, "*", f"seed{s.seed}"))
     append_file(log_path, os.path.join(run, "train.log"))
     append_file(log_path, os.path.join(out, "predictions", spec.name, "predict.log"))
-    results = read_json(os.path.join(run, "results.json"))
-    train_s = read_json(os.path.join(run, "benchmark_run.json"))["wall_s"]  # the train.py process
-    best = scored(results)  # keep_best: the validation the scoreboard scores and whose model predicts
+    record = read_run(run)
+    results = record.results
+    train_s = record.wall_s  # the train.py process
+    best = record.scored  # keep_best: the validation the scoreboard scores and whose model predicts
     [dev_file] = spec.scored_files
     features_s = sum(sum(read_json(path).values())  # train and dev; the test file's are not recorded
                      for path in glob.glob(os.path.join(out, "features", spec.name, "*", "featurize_seconds.json")))

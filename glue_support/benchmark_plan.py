@@ -1,13 +1,12 @@
-"""What a benchmark runs, before anything runs: its tasks and the GLUE files they read, each task's grid of cells
+"""What a benchmark runs, before anything runs: its tasks and their GLUE files, each task's grid of cells
 (``benchmark.yaml``'s per-task values), and every run (a task, a cell, a seed) in the order benchmark.py starts
-them, with the folder it writes and the settings that make it the same experiment as a run found there.
+them, with the folder it writes and what makes it the same experiment as a run found there (``run_identity``).
 
-Nothing here trains or builds features: benchmark.py does, from this plan; ``--aml.submit`` plans the same runs
-as pipeline steps without reading the data (``Run.sources`` None).
+Planning reads (file sizes, to order the runs) and writes nothing: benchmark.py copies and hashes the files when
+it runs the plan; ``--aml.submit`` plans the same runs without reading the data.
 """
 from __future__ import annotations
 
-import glob
 import itertools
 import json
 import os
@@ -17,8 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from glue_processors import TASKS, TaskSpec, get_task
-from glue_support import provenance
-from glue_support.atomic_write import atomic_path
 from glue_support.strict_config import ConfigError
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
@@ -43,7 +40,7 @@ class BenchmarkArguments:
     check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
     select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
-    max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (source_file)
+    max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (capped_rows)
     max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
     parallel: int = 0  # runs at once, each with its share of the cores or GPUs (run_shares); 0: by the machine
 
@@ -68,8 +65,7 @@ def task_cells(group: dict[str, Any]) -> list[TaskSettings]:
     """A task's grid: every combination of the values of its ``GRID_KEYS`` (a list, or one value), in the order
     given, each value once."""
     values = [list(dict.fromkeys(group[key] if isinstance(group[key], list) else [group[key]])) for key in GRID_KEYS]
-    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"],
-                         init_from=group.get("init_from", ""))  # "": a group written before init_from existed
+    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"], init_from=group["init_from"])
             for combination in itertools.product(*values)]
 
 
@@ -89,9 +85,7 @@ class Run:
     settings: TaskSettings
     features: str  # <output_dir>/features/<Task>/<tokenizer>-len<L>: train/ and dev/ inside
     folder: str  # <output_dir>/runs/<Task>/<cell_name>/seed<N>
-    # the task's files by name (train.tsv, dev.tsv, ...): size and SHA-256, read once per invocation (hash_sources);
-    # None where they are not read: an Azure ML pipeline is planned without its data
-    sources: Optional[dict[str, dict[str, Any]]] = None
+    train_bytes: int = 0  # its training file's size as read (training_work); 0 where the data is not read
     cell: str = ""  # the cell's name where the task's grid has several, for messages; "" for a grid of one
     init_model: str = ""  # with settings.init_from: the run folder it starts from, known once that task has run
 
@@ -100,11 +94,16 @@ class Run:
         return f"{self.spec.name} {self.cell + ' ' if self.cell else ''}seed {self.seed}"
 
     def record(self) -> Optional[dict[str, Any]]:
-        path = os.path.join(self.folder, RUN_RECORD)
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as stream:
-            return json.load(stream)
+        return read_record(self.folder)
+
+
+def read_record(folder: str) -> Optional[dict[str, Any]]:
+    """The ``RUN_RECORD`` of the run in ``folder``; None where none was started there."""
+    path = os.path.join(folder, RUN_RECORD)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
 
 
 def model_slug(model: str) -> str:
@@ -128,7 +127,7 @@ def test_files(spec: TaskSpec, data_dir: str) -> dict[str, TaskSpec]:
 
 def needed_files(args: BenchmarkArguments, spec: TaskSpec) -> list[str]:
     """The files a benchmark of ``spec`` reads: train and dev, and with ``bench.predict`` its test files."""
-    paths = [os.path.join(args.data_dir, spec.name, f"{set_type}.tsv") for set_type in splits(spec)]
+    paths = [glue_file(args, spec, set_type) for set_type in splits(spec)]
     return paths + (list(test_files(spec, args.data_dir)) if args.predict else [])
 
 
@@ -160,53 +159,51 @@ def require_glue_file(args: BenchmarkArguments, path: str) -> None:
                           f"python download_glue.py --tasks {folder} --data_dir {args.data_dir}")
 
 
-def hash_sources(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Size and SHA-256 of every file the runs read, by task and file name: what features and finished runs are
-    checked against before they are reused. Read once per invocation, not once per run."""
-    return {spec.name: {f"{set_type}.tsv": provenance.file_identity(source_file(args, spec, set_type))
-                        for set_type in splits(spec)} for spec in specs}
+def glue_file(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> str:
+    """``<data_dir>/<Task>/<set_type>.tsv``."""
+    return os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
 
 
-def source_file(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> str:
-    """The GLUE file runs read for ``set_type``: ``<data_dir>/<Task>/<set_type>.tsv``, or under a cap
-    (``bench.max_train_examples``, ``bench.max_eval_examples``) a copy of its header and first N rows in
-    ``<output_dir>/subsets/<Task>/<set_type>-first<N>/``: its size and SHA-256 are then what the runs and features
-    record, so a quick check never passes for a run on the whole file."""
-    source = os.path.join(args.data_dir, spec.name, f"{set_type}.tsv")
-    cap = args.max_train_examples if set_type == "train" else args.max_eval_examples
-    if not cap:
-        return source
-    subset = os.path.join(args.output_dir, "subsets", spec.name, f"{set_type}-first{cap}", f"{set_type}.tsv")
-    with open(source, "rb") as stream:  # bytes: the rows as they are, byte-order mark and line ends included
-        lines = list(itertools.islice(stream, cap + int(spec.labeled.header)))
-    if not os.path.exists(subset) or pathlib.Path(subset).read_bytes() != b"".join(lines):
-        with atomic_path(subset) as temporary, open(temporary, "wb") as stream:
-            stream.writelines(lines)
-    return subset
+def cap(args: BenchmarkArguments, set_type: str) -> int:
+    """The rows runs read of a ``set_type`` file (``bench.max_train_examples``, ``max_eval_examples``); 0: all."""
+    return args.max_train_examples if set_type == "train" else args.max_eval_examples
 
 
-def init_sources(config: dict[str, Any], specs: list[TaskSpec]) -> dict[str, str]:
+def capped_rows(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> bytes:
+    """The header and first rows of a GLUE file under a cap, as bytes: byte-order mark and line ends as they are."""
+    with open(glue_file(args, spec, set_type), "rb") as stream:
+        return b"".join(itertools.islice(stream, cap(args, set_type) + int(spec.labeled.header)))
+
+
+def training_sizes(args: BenchmarkArguments, specs: list[TaskSpec]) -> dict[str, int]:
+    """Each task's training file's size in bytes as its runs read it (its first rows under a cap), to order the runs
+    by (``training_work``). Read only: nothing is written or hashed."""
+    return {spec.name: len(capped_rows(args, spec, "train")) if cap(args, "train")
+            else os.path.getsize(glue_file(args, spec, "train")) for spec in specs}
+
+
+def starting_tasks(config: dict[str, Any], specs: list[TaskSpec]) -> dict[str, str]:
     """The task each task's runs start from (``init_from``), by task, for those that set it; refused, in one line,
     when it names a task outside ``specs``."""
     names = [spec.name for spec in specs]
-    sources = {}
+    starts = {}
     for spec in specs:
-        value = config[spec.hf_name].get("init_from", "")
+        value = config[spec.hf_name]["init_from"]
         if value:
             try:
-                sources[spec.name] = get_task(value).name
+                starts[spec.name] = get_task(value).name
             except ValueError as error:
                 raise ConfigError(f"--{spec.hf_name}.init_from {value}: {error}") from None
-            if sources[spec.name] not in names:
-                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {sources[spec.name]} is not among --tasks "
+            if starts[spec.name] not in names:
+                raise ConfigError(f"--{spec.hf_name}.init_from {value}: {starts[spec.name]} is not among --tasks "
                                   f"({', '.join(names)}); add it, so its selected run exists to start from")
-    return sources
+    return starts
 
 
 def start_order(config: dict[str, Any], specs: list[TaskSpec]) -> list[list[TaskSpec]]:
     """The tasks in stages: those that start from ``--model``, then those that start from a task of an earlier
     stage (``init_from``), ...; refused, in one line, when the starts form a loop."""
-    sources = init_sources(config, specs)
+    starts = starting_tasks(config, specs)
 
     def depth(name: str, chain: tuple[str, ...]) -> int:
         """How many starts lie between ``name`` and ``--model``; ``chain``: the tasks that start from it."""
@@ -214,28 +211,27 @@ def start_order(config: dict[str, Any], specs: list[TaskSpec]) -> list[list[Task
             first = get_task(chain[0])
             raise ConfigError(f"--{first.hf_name}.init_from {config[first.hf_name]['init_from']}: the tasks' starts "
                               f"form a loop ({' -> '.join((*chain, name))}); one of them must start from --model")
-        return depth(sources[name], (*chain, name)) + 1 if name in sources else 0
+        return depth(starts[name], (*chain, name)) + 1 if name in starts else 0
 
     depths = {spec.name: depth(spec.name, ()) for spec in specs}
     return [[spec for spec in specs if depths[spec.name] == stage] for stage in sorted(set(depths.values()))]
 
 
 def plan(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
-         sources: Optional[dict[str, dict[str, dict[str, Any]]]] = None) -> list[Run]:
+         sizes: Optional[dict[str, int]] = None) -> list[Run]:
     """Every (task, cell, seed) run, seed-major: every cell of every task with the first seed, then with the
     second, ...; a task that starts from another's selected run (``init_from``) after all of that task's runs
-    (``start_order``); ``sources``: ``hash_sources``."""
+    (``start_order``); ``sizes``: ``training_sizes``, None where the data is not read."""
     runs = []
     for stage in start_order(config, specs):
-        runs += seed_major(args, config, stage, sources)
+        runs += seed_major(args, config, stage, sizes or {})
     return runs
 
 
 def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec],
-               sources: Optional[dict[str, dict[str, dict[str, Any]]]]) -> list[Run]:
+               sizes: dict[str, int]) -> list[Run]:
     """``specs``' runs, every cell of every task with the first seed, then with the second, ...; within a seed,
-    the most training first (``training_work``), so that runs at once (``--parallel``) end together: MNLI's
-    started last would train alone for hours after the small tasks' runs."""
+    the most training first (``training_work``), so that runs at once (``--parallel``) end together."""
     grids = {spec.name: task_cells(config[spec.hf_name]) for spec in specs}
     runs = []
     for number in range(args.seeds):
@@ -248,7 +244,7 @@ def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[Tas
                 features = os.path.join(args.output_dir, "features", spec.name,
                                         f"{model_slug(args.model)}-len{settings.max_seq_len}")
                 folder = os.path.join(args.output_dir, "runs", spec.name, cell_name(settings), f"seed{seed}")
-                seed_runs.append(Run(spec, seed, settings, features, folder, sources[spec.name] if sources else None,
+                seed_runs.append(Run(spec, seed, settings, features, folder, sizes.get(spec.name, 0),
                                      cell_name(settings) if len(grids[spec.name]) > 1 else ""))
         runs += sorted(seed_runs, key=training_work, reverse=True)  # stable: the named order among equals
     return runs
@@ -257,52 +253,46 @@ def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[Tas
 def training_work(run: Run) -> int:
     """What a run's training costs, to order runs by: its training file's bytes (tokens go with them) times its
     epochs; 0 where the files are not read (an Azure ML pipeline's plan)."""
-    return run.sources["train.tsv"]["bytes"] * run.settings.epochs if run.sources else 0
+    return run.train_bytes * run.settings.epochs
 
 
-def refuse_runs_outside_cells(args: BenchmarkArguments, specs: list[TaskSpec]) -> None:
-    """Runs in ``runs/<Task>/seed<N>/``, where benchmark.py wrote them before grids, are neither reused nor scored
-    there: stop, naming the cell folder each one belongs in."""
-    for spec in specs:
-        for record_path in sorted(glob.glob(os.path.join(args.output_dir, "runs", spec.name, "seed*", RUN_RECORD))):
-            folder = os.path.dirname(record_path)
-            with open(record_path, encoding="utf-8") as stream:
-                settings = json.load(stream)["settings"]
-            cell = os.path.join(os.path.dirname(folder), cell_name(TaskSettings(
-                **{key: settings[key] for key in GRID_KEYS}, seeds=0)))
-            raise ConfigError(f"{folder} is a run of the layout before grids: move each run folder into the folder "
-                              f"of its settings, e.g. mkdir -p {cell} && mv {folder} {cell}/")
+KEEP_BEST = True  # runs keep their best validation's model: the one scored, started from and predicting
 
 
-def run_settings(args: BenchmarkArguments, run: Run) -> dict[str, Any]:
-    """What makes two runs the same experiment: a finished run is reused only if these match. ``data`` is each
-    file's size and SHA-256, not its folder: the same bytes elsewhere are the same data."""
-    # the caps only where set: a run recorded before they existed stays the same experiment
+def run_identity(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What makes two runs the same experiment: a finished run is reused only if these match (its recorded
+    ``settings``). ``data`` is each file's size and SHA-256, not its folder: the same bytes elsewhere are the same
+    data."""
+    # the caps only where set: runs of the whole files are recorded without them
     caps = {key: getattr(args, key) for key in ("max_train_examples", "max_eval_examples") if getattr(args, key)}
     # the run it starts from, by folder: another selected run (more seeds of that task) is another experiment
     start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
-    # keep_best: scored by its best validation (train_command); a run recorded without it was scored at its last
-    # epoch, and would sit in a grid beside best-checkpoint runs as if measured the same way
-    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "keep_best": True,
+    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "keep_best": KEEP_BEST,
             **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
             "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
-            "data": run.sources}
+            "data": data}
 
 
-def earlier_record(args: BenchmarkArguments, run: Run) -> Optional[dict[str, Any]]:
+def recorded_cell(settings: dict[str, Any]) -> str:
+    """The cell a run's recorded settings (``run_identity``) belong to: the name of the folder it must lie in."""
+    start = pathlib.PurePath(settings["init_from"]).parts[1] if "init_from" in settings else ""  # runs/<Task>/...
+    return cell_name(TaskSettings(**{key: settings[key] for key in GRID_KEYS}, seeds=0, init_from=start))
+
+
+def earlier_record(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]]) -> Optional[dict[str, Any]]:
     """The record of this run from an earlier invocation, if any; refused if it was run with other settings or
-    made from other data, naming the files whose checksum differs."""
-    settings = run_settings(args, run)
+    made from other data (``data``: its files' identities), naming the files whose checksum differs."""
+    settings = run_identity(args, run, data)
     record = run.record()
     if record is None or record["settings"] == settings:
         return record
     recorded = record["settings"]
     files = {name: ((recorded.get("data") or {}).get(name), identity) for name, identity in settings["data"].items()}
-    data = [f"{os.path.join(args.data_dir, run.spec.name, name)} sha256 "
-            f"{old['sha256'][:12] if old else 'not recorded'} -> {new['sha256'][:12]}"
-            for name, (old, new) in files.items() if old != new]
+    changed = [f"{os.path.join(args.data_dir, run.spec.name, name)} sha256 "
+               f"{old['sha256'][:12] if old else 'not recorded'} -> {new['sha256'][:12]}"
+               for name, (old, new) in files.items() if old != new]
     others = [f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}" for key in dict.fromkeys([*settings, *recorded])
               if key != "data" and recorded.get(key) != settings.get(key)]
-    what = " and ".join(kind for kind, found in (("data", data), ("settings", others)) if found)
-    raise ConfigError(f"{run.folder} holds a {run.name} run with other {what} ({', '.join(data + others)}): "
+    what = " and ".join(kind for kind, found in (("data", changed), ("settings", others)) if found)
+    raise ConfigError(f"{run.folder} holds a {run.name} run with other {what} ({', '.join(changed + others)}): "
                       "choose another --bench.output_dir, or delete that folder to run it again")

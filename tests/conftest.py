@@ -3,6 +3,7 @@ the repo ships, every task's official layout in ``tests/fixtures``, and config.y
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,26 @@ def read_submission(path) -> list[tuple[str, str]]:
     lines = path.read_text(encoding="utf-8").split("\n")
     assert lines[0] == "index\tprediction" and lines[-1] == ""
     return [tuple(line.split("\t")) for line in lines[1:-1]]
+
+
+def write_finished_run(output: Path, task: str, seed: int, results: dict, wall_s: float = 1.0, **settings) -> Path:
+    """A run of ``task`` finished in ``output``, as benchmark.py and train.py leave it: ``results`` holds its
+    validation files' metrics (and ``best``), each the one validation of its history; ``settings`` replace the
+    recorded ones (epochs 3, lr 5e-05, batch 16, length 128). Its folder, the cell named by its settings."""
+    from glue_processors import get_task
+    from glue_support.benchmark_plan import recorded_cell
+
+    settings = {"task": task, "seed": seed, "model": "m", "keep_best": True, "epochs": 3, "max_lr": 5e-5,
+                "batch_size": 16, "max_seq_len": 128, "nproc_per_node": 1, "train_options": "", **settings}
+    folder = output / "runs" / task / recorded_cell(settings) / f"seed{seed}"
+    folder.mkdir(parents=True)
+    identity = {"bytes": 10, "sha256": "0" * 64, "examples": 4}
+    data = {"trainpath": {"train.tsv": {"source": f"/glue/{task}/train.tsv", **identity}},
+            "valpath": {name: {"source": f"/glue/{task}/{name}", **identity} for name in get_task(task).scored_files}}
+    results = {"task": task, "model": "m", "data": data, "versions": {"python": "3.11.7"}, **results}
+    (folder / "results.json").write_text(json.dumps(results))
+    history = {"train": [], **{name: [{"epoch": 1, "step": 10, **value}] for name, value in results.items()
+                               if name.endswith(".tsv")}}
+    (folder / "history.json").write_text(json.dumps(history))
+    (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done", "wall_s": wall_s}))
+    return folder

@@ -17,8 +17,10 @@ import yaml
 
 import benchmark
 import data
-from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_rte_subset
-from glue_support import benchmark_plan, scoreboard
+import glue_metrics
+from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_finished_run, write_rte_subset
+from glue_support import benchmark_plan, scoreboard, selection
+from glue_support.run_record import read_run
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +64,11 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
         entry = summary["tasks"][task]
         assert entry["seeds"] == [42, 43]
         runs = [json.loads((run_folder(output, task, seed) / "results.json").read_text()) for seed in (42, 43)]
-        # a run scores its best validation where train.py kept one ("best"), else its last
+        # a run scores its best validation where train.py kept one ("best"), else its last; MNLI the mean of its
+        # files' accuracies, as train.py chose its best validation
         scores = [100 * statistics.fmean(run.get("best", run)[key]["accuracy"] for key in files) for run in runs]
+        assert [run["best"]["score"] for run in runs] == pytest.approx([score / 100 for score in scores])
+        assert [run["best"]["score"] for run in runs] == [glue_metrics.glue_score(task, run["best"]) for run in runs]
         assert entry["score"]["values"] == pytest.approx(scores)
         assert entry["score"]["mean"] == pytest.approx(statistics.fmean(scores))
         assert entry["score"]["std"] == pytest.approx(statistics.stdev(scores))
@@ -141,7 +146,7 @@ def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
     args = bench_arguments(tasks="RTE", data_dir="glue", model=tiny_bert, first_seed=42, output_dir=str(tmp_path),
                            nproc_per_node=2, train_options="--x 'a b'", checkpoint_steps=0)
     run = benchmark_plan.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
-                                        "seeds": 0}}, [benchmark.get_task("RTE")])[0]
+                                        "seeds": 0, "init_from": ""}}, [benchmark.get_task("RTE")])[0]
     command = benchmark.train_command(args, run, resume=True)
     assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     assert command[5].endswith("train.py") and command[-2:] == ["--x", "a b"]
@@ -151,39 +156,31 @@ def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
     assert command[command.index("--tmod.keep_best") + 1] == "true"  # the model scored is the model kept
 
 
-def write_run(output: Path, task: str, seed: int, results: dict, wall_s: float) -> None:
-    folder = output / "runs" / task / "lr5e-05-bs16-ep3-len128" / f"seed{seed}"
-    folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"task": task, "model": "m", **results}))
-    settings = {"task": task, "seed": seed, "epochs": 3, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128}
-    (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done", "wall_s": wall_s}))
-
-
 def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
     """Two metrics score their mean, two dev files the mean of theirs, unfinished runs do not count."""
-    write_run(tmp_path, "MRPC", 1, {"dev.tsv": {"accuracy": 0.80, "f1": 0.90, "combined_score": 0.85,
-                                                "loss": 0.4, "epoch": 3}}, 10.0)
-    write_run(tmp_path, "MRPC", 2, {"dev.tsv": {"accuracy": 0.70, "f1": 0.80, "combined_score": 0.75}}, 30.0)
-    write_run(tmp_path, "MNLI", 1, {"dev_matched.tsv": {"accuracy": 0.6}, "dev_mismatched.tsv": {"accuracy": 0.7}},
-              5.0)
-    write_run(tmp_path, "RTE", 1, {"dev.tsv": {"accuracy": 0.5}}, 1.0)
+    write_finished_run(tmp_path, "MRPC", 1, {"dev.tsv": {"accuracy": 0.80, "f1": 0.90, "combined_score": 0.85,
+                                                         "loss": 0.4, "epoch": 3}}, 10.0)
+    write_finished_run(tmp_path, "MRPC", 2, {"dev.tsv": {"accuracy": 0.70, "f1": 0.80, "combined_score": 0.75}}, 30.0)
+    write_finished_run(tmp_path, "MNLI", 1, {"dev_matched.tsv": {"accuracy": 0.6},
+                                             "dev_mismatched.tsv": {"accuracy": 0.7}}, 5.0)
+    write_finished_run(tmp_path, "RTE", 1, {"dev.tsv": {"accuracy": 0.5}}, 1.0)
     record = tmp_path / "runs" / "RTE" / "lr5e-05-bs16-ep3-len128" / "seed1" / "benchmark_run.json"
     record.write_text(record.read_text().replace('"done"', '"running"'))
     references = tmp_path / "references.json"
     references.write_text(json.dumps({"references": [{"model": "Ref", "about": "a.", "source": "s", "scores": {
         "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
 
-    summary = scoreboard.summarize(str(tmp_path), scoreboard.collect_all(str(tmp_path), ["MRPC", "MNLI", "RTE"]), "m",
-                                   str(references))
-    mrpc, mnli = summary["tasks"]["MRPC"], summary["tasks"]["MNLI"]
+    summary = scoreboard.summarize(str(tmp_path), {task: selection.select(str(tmp_path), task)
+                                                   for task in ("MRPC", "MNLI", "RTE")}, "m", str(references))
+    mrpc, mnli = summary.to_json()["tasks"]["MRPC"], summary.to_json()["tasks"]["MNLI"]
     assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
                                                                                                           abs=1e-4)
     assert mrpc["metrics"]["dev.tsv/f1"]["mean"] == pytest.approx(85.0)
     assert mrpc["wall_s"] == {"featurize": 0.0, "train": 40.0, "per_run": 20.0}
     assert mrpc["references"] == {"Ref": 88.0}
     assert mnli["score"]["values"] == pytest.approx([65.0]) and mnli["score"]["std"] is None
-    assert "RTE" not in summary["tasks"]
-    assert summary["glue_average"] == pytest.approx(72.5)
+    assert "RTE" not in summary.tasks
+    assert summary.glue_average == pytest.approx(72.5)
     table = scoreboard.markdown(summary)
     assert "| MRPC | F1/acc | **80.0 ± 7.1** |" in table and "| MNLI | acc (m/mm) | **65.0** |" in table
     assert "GLUE average over 2 tasks (MRPC, MNLI): 72.5" in table and "Ref on the same tasks: 84.0" in table
@@ -250,20 +247,20 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     args = bench_arguments(tasks="RTE", data_dir=str(glue_dir), model=tiny_bert, output_dir=str(tmp_path / "bench"))
     specs = [benchmark.get_task("RTE")]
     run = benchmark_plan.plan(args, {"rte": {"epochs": 1, "max_lr": 1e-4, "batch_size": 8, "max_seq_len": 64,
-                                        "seeds": 0}}, specs, benchmark_plan.hash_sources(args, specs))[0]
-    benchmark.build_features(args, run)
+                                        "seeds": 0, "init_from": ""}}, specs)[0]
+    files = benchmark.read_sources(args, specs)["RTE"]
+    benchmark.build_features(args, run, files)
     train_file = Path(run.features) / "train" / "train.tsv"
     built = train_file.read_bytes()
     train_file.write_bytes(b"features of another format")
-    benchmark.build_features(args, run)
+    benchmark.build_features(args, run, files)
     assert train_file.read_bytes() == built
     assert data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
 
 
-def test_a_finished_run_is_logged_with_the_score_it_is_ranked_by_and_its_last(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({
-        "task": "MRPC", "dev.tsv": {"accuracy": 0.7, "f1": 0.8, "epoch": 3},
-        "best": {"epoch": 2, "step": 20, "dev.tsv": {"accuracy": 0.8, "f1": 0.9}}}))
-    assert scoreboard.run_score(str(tmp_path), "MRPC") == pytest.approx((0.85, 0.75))  # GLUE's mean of F1 and acc
-    with pytest.raises(FileNotFoundError, match="no results.json of a RTE run"):
-        scoreboard.run_score(str(tmp_path), "RTE")
+def test_a_finished_run_is_scored_by_its_best_validation_and_at_its_last(tmp_path):
+    folder = write_finished_run(tmp_path, "MRPC", 42, {"dev.tsv": {"accuracy": 0.7, "f1": 0.8, "epoch": 3},
+                                                       "best": {"epoch": 2, "step": 20,
+                                                                "dev.tsv": {"accuracy": 0.8, "f1": 0.9}}})
+    run = read_run(str(folder))
+    assert (run.score, run.last_score) == pytest.approx((0.85, 0.75))  # GLUE's mean of F1 and acc

@@ -1,4 +1,5 @@
-"""benchmark.py's quick checks: --tasks all, and runs on the first N training and dev examples, recorded as such."""
+"""benchmark.py's quick checks: --tasks all, and runs on the first N training and dev examples, recorded as such;
+planning them writes nothing."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import benchmark
 import data
 from conftest import bench_arguments, write_rte_subset
 from glue_support import benchmark_plan, provenance
+from glue_support.strict_config import parse_config
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +51,25 @@ def test_capped_runs_read_and_record_the_first_examples(argv, tiny_bert, tmp_pat
     argv(*common)
     with pytest.raises(SystemExit, match=r"seed42 holds a RTE seed 42 run with other data and settings"):
         benchmark.main()
+
+
+def test_planning_a_capped_benchmark_writes_nothing(argv, tmp_path):
+    """The plan reads the files' sizes to order the runs; the capped copies are written, and the files hashed, when
+    the runs start (benchmark.read_sources)."""
+    glue_dir = tmp_path / "glue_data"
+    write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
+    output = tmp_path / "bench"
+    output.mkdir()
+    argv("--tasks", "RTE", "--data_dir", glue_dir, "--output_dir", output, "--seeds", 2, "--max_train_examples", 10,
+         "--max_eval_examples", 5)
+    config = parse_config(benchmark.BENCHMARK_CONFIG, short_group="bench")
+    args = benchmark_plan.BenchmarkArguments(**config["bench"])
+    specs = benchmark_plan.parse_tasks(args, check_files=True)
+    runs = benchmark_plan.plan(args, config, specs, benchmark_plan.training_sizes(args, specs))
+    assert [run.seed for run in runs] == [42, 43] and not list(output.iterdir())
+    assert runs[0].train_bytes == len(b"".join((glue_dir / "RTE" / "train.tsv").read_bytes().splitlines(True)[:11]))
+
+    sources = benchmark.read_sources(args, specs)
+    subset = output / "subsets" / "RTE" / "train-first10" / "train.tsv"
+    assert sources["RTE"]["train.tsv"] == provenance.file_identity(str(subset))
+    assert subset.stat().st_size == runs[0].train_bytes

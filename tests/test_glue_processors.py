@@ -10,9 +10,9 @@ import pytest
 
 import download_glue
 import glue_metrics
-from conftest import FIXTURES, ROOT, python_env
+from conftest import FIXTURES, ROOT, python_env, write_finished_run
 from glue_processors import GLUE_URL, TASKS, Download, GlueFormatError, GlueProcessor, get_task
-from glue_support import scoreboard
+from glue_support import scoreboard, selection
 
 SHARED_GLUE = ROOT.parent / "shared" / "glue_data"
 
@@ -198,10 +198,11 @@ def test_adding_a_task_is_one_row(tmp_path, monkeypatch):
     assert len(examples) == 6 and examples[0].label == "not_entailment"
     assert glue_metrics.compute("RTE2", [0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx(
         {"accuracy": 0.75, "f1": 2 / 3, "combined_score": (0.75 + 2 / 3) / 2})
-    run = {"cell": "lr5e-05-bs16-ep5-len128", "seed": 1, "record": {"settings": {"max_seq_len": 128}, "wall_s": 1.0},
-           "results": {"dev.tsv": {"accuracy": 0.5, "f1": 0.5}}}
-    summary = scoreboard.summarize(str(tmp_path), {"RTE2": [run]}, "model", str(tmp_path / "no-references.json"))
-    assert summary["tasks"]["RTE2"]["metric"] == "F1/acc (RTE2)"
+    write_finished_run(tmp_path / "bench", "RTE2", 1, {"dev.tsv": {"accuracy": 0.5, "f1": 0.7}})
+    chosen = selection.select(str(tmp_path / "bench"), "RTE2")
+    summary = scoreboard.summarize(str(tmp_path), {"RTE2": chosen}, "model", str(tmp_path / "no-references.json"))
+    assert summary.to_json()["tasks"]["RTE2"]["metric"] == "F1/acc (RTE2)"
+    assert chosen.run.score == pytest.approx(0.6)
 
 
 def test_every_task_names_a_metric_function():
@@ -210,13 +211,21 @@ def test_every_task_names_a_metric_function():
 
 def test_the_task_table_loads_without_torch_transformers_sklearn_or_scipy():
     """The commands that do not train read the table; they must start without the heavy libraries."""
-    code = ("import sys, glue_processors, download_glue; from glue_support import scoreboard; "
+    code = ("import sys, glue_processors, glue_metrics, download_glue; from glue_support import scoreboard; "
             "print(sorted({name.partition('.')[0] for name in sys.modules} & "
             "{'torch', 'transformers', 'sklearn', 'scipy'}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_task_table_imports_nothing_of_the_project():
+    code = ("import sys, glue_processors; print(sorted(name for name in sys.modules if name.partition('.')[0] in "
+            "{'glue_support', 'glue_metrics', 'data', 'train', 'benchmark', 'filegen_dataloaders'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
 
 
 def test_every_set_type_of_every_task_has_an_official_layout_fixture():

@@ -1,7 +1,7 @@
 """Grids and seeds in benchmark.py: every cell of a task's grid (a combination of its per-task values) runs the
 seeds into a folder named by its settings, a grid given another value runs only the new cell, the scoreboard picks
-each task's cell by its mean (or median) dev score and shows every cell, and the committed scoreboard, moved into
-that layout, reports the scores the README shows."""
+each task's cell by its mean (or median) dev score and shows every cell, and the committed grid's scoreboard is
+written again as it was committed."""
 from __future__ import annotations
 
 import json
@@ -15,8 +15,9 @@ import pytest
 
 import benchmark
 import data
-from conftest import ROOT, write_rte_subset
-from glue_support import benchmark_plan, scoreboard
+import glue_metrics
+from conftest import ROOT, write_finished_run, write_rte_subset
+from glue_support import benchmark_plan, scoreboard, selection
 from glue_support.strict_config import parse_config
 
 FIVE_TASKS = "RTE,MRPC,STS-B,CoLA,SST-2"
@@ -58,8 +59,7 @@ def test_every_cell_runs_every_seed_into_the_folder_of_its_settings(two_cells):
         assert cell["settings"]["max_lr"] == CELLS[cell["name"]] and [run["seed"] for run in cell["runs"]] == [42, 43]
         results = [json.loads((output / "runs" / "RTE" / cell["name"] / f"seed{seed}" / "results.json").read_text())
                    for seed in (42, 43)]  # scored by train.py's best validation where it kept one, else its last
-        scores = [100 * statistics.fmean(scoreboard.file_score(run.get("best", run)[key])
-                                         for key in scoreboard.dev_files(run)) for run in results]
+        scores = [100 * glue_metrics.glue_score("RTE", run.get("best", run)) for run in results]
         assert cell["score"]["values"] == pytest.approx(scores)
         means[cell["name"]] = statistics.fmean(scores)
     chosen = max(means, key=means.get)  # equal means: the first cell, as max takes it
@@ -105,31 +105,28 @@ def test_a_value_added_to_the_grid_runs_only_its_cell(two_cells, tiny_bert, tmp_
             assert json.loads((output / run / "benchmark_run.json").read_text())["attempts"] == 1
     entry = json.loads((output / "results.json").read_text())["tasks"]["RTE"]
     assert sorted(cell["name"] for cell in entry["cells"]) == sorted([*CELLS, "lr0.0002-bs8-ep1-len64"])
-    assert entry["selected"] == scoreboard.select_cell(entry["cells"])["name"]
+    means = {cell["name"]: cell["score"]["mean"] for cell in entry["cells"]}
+    assert entry["selected"] == max(means, key=means.get)
 
 
-def cell(name: str, values: list[float]) -> dict:
-    return {"name": name, "score": scoreboard.mean_std(values)}
-
-
-def test_the_cell_with_the_best_mean_or_median_is_selected():
-    steady = cell("steady", [58.0, 58.0, 58.0])  # mean 58, median 58
-    lucky = cell("lucky", [50.0, 60.0, 61.0])  # mean 57, median 60
-    worse = cell("worse", [40.0, 41.0, 42.0])
-    assert scoreboard.select_cell([lucky, steady, worse])["name"] == "steady"
-    assert scoreboard.select_cell([lucky, steady, worse], "median")["name"] == "lucky"
-    assert scoreboard.select_cell([cell("first", [50.0, 52.0]), cell("second", [52.0, 50.0])])["name"] == "first"
+def test_the_cell_with_the_best_mean_or_median_is_selected(tmp_path):
+    cells = {1e-5: [58.0, 58.0, 58.0],  # mean 58, median 58
+             2e-5: [50.0, 60.0, 61.0],  # mean 57, median 60
+             3e-5: [40.0, 41.0, 42.0], 4e-5: [50.0, 52.0], 5e-5: [52.0, 50.0]}  # the last two: equal means
+    for max_lr, values in cells.items():
+        for seed, value in zip((42, 43, 44), values):
+            write_finished_run(tmp_path / "all", "RTE", seed, {"dev.tsv": {"accuracy": value / 100}}, max_lr=max_lr)
+            if max_lr > 3e-5:
+                write_finished_run(tmp_path / "tied", "RTE", seed, {"dev.tsv": {"accuracy": value / 100}},
+                                   max_lr=max_lr)
+    assert selection.select(str(tmp_path / "all"), "RTE").cell.name == "lr1e-05-bs16-ep3-len128"
+    assert selection.select(str(tmp_path / "all"), "RTE", "median").cell.name == "lr2e-05-bs16-ep3-len128"
+    assert selection.select(str(tmp_path / "tied"), "RTE").cell.name == "lr4e-05-bs16-ep3-len128"  # the first
 
 
 def write_run(output: Path, task: str, max_lr: float, seed: int, results: dict) -> None:
-    """A finished run in its cell's folder, as benchmark.py leaves it."""
-    settings = {"task": task, "seed": seed, "model": "m", "epochs": 3, "max_lr": max_lr, "batch_size": 16,
-                "max_seq_len": 128, "nproc_per_node": 1, "train_options": ""}
-    cell_folder = benchmark_plan.cell_name(benchmark_plan.TaskSettings(3, max_lr, 16, 128, 0))
-    folder = output / "runs" / task / cell_folder / f"seed{seed}"
-    folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"task": task, "model": "m", **results}))
-    (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done", "wall_s": 1.0}))
+    """A finished run in the folder of its cell (``max_lr``)."""
+    write_finished_run(output, task, seed, results, max_lr=max_lr)
 
 
 def test_runs_are_scored_by_their_best_validation_and_the_last_epoch_stands_beside_it(tmp_path):
@@ -140,15 +137,16 @@ def test_runs_are_scored_by_their_best_validation_and_the_last_epoch_stands_besi
         for seed, accuracy in zip((42, 43, 44), accuracies):
             write_run(tmp_path, "RTE", max_lr, seed, {"dev.tsv": {"accuracy": accuracy / 100 - 0.02}, "best": {
                 "score": accuracy / 100, "epoch": 2, "step": 20, "dev.tsv": {"accuracy": accuracy / 100}}})
-    runs = scoreboard.collect_all(str(tmp_path), ["RTE"])
-    by_mean = scoreboard.summarize(str(tmp_path), runs, "m", "")["tasks"]["RTE"]
+    by_mean = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE")}, "m", ""
+                                   ).to_json()["tasks"]["RTE"]
     assert by_mean["selected"] == "lr3e-05-bs16-ep3-len128" and by_mean["score"]["mean"] == pytest.approx(58.0)
     assert by_mean["last_epoch"]["mean"] == pytest.approx(56.0) and by_mean["best_checkpoint"]
     assert by_mean["metrics"]["dev.tsv/accuracy"]["mean"] == pytest.approx(58.0)  # the best validation's metrics
 
-    summary = scoreboard.summarize(str(tmp_path), runs, "m", "", select="median")
-    assert summary["tasks"]["RTE"]["selected"] == "lr5e-05-bs16-ep3-len128"
-    assert summary["glue_average"] == pytest.approx(61.0)
+    summary = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE", "median")}, "m",
+                                   "", "median")
+    assert summary.to_json()["tasks"]["RTE"]["selected"] == "lr5e-05-bs16-ep3-len128"
+    assert summary.glue_average == pytest.approx(61.0)
     lucky, last = best[5e-5], [value - 2 for value in best[5e-5]]
     spread = f"{statistics.stdev(lucky):.1f}"
     table = scoreboard.markdown(summary)
@@ -160,7 +158,7 @@ def test_runs_are_scored_by_their_best_validation_and_the_last_epoch_stands_besi
             f"{spread} |") in table
     assert "| lr3e-05-bs16-ep3-len128 | 3e-05 | 16 | 3 | 128 | 42: 58.0 (2), 43: 58.0 (2), 44: 58.0 (2) |" in table
     assert "best median dev score" in table and "optimistic" in table
-    scoreboard.chart(summary, runs, str(tmp_path / "results.png"))
+    scoreboard.chart(summary, str(tmp_path / "results.png"))
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -179,33 +177,12 @@ def test_per_task_values_are_lists_each_value_in_range(argv):
         parse_config(benchmark.BENCHMARK_CONFIG, short_group="bench")
 
 
-def test_runs_outside_a_cell_folder_are_refused_naming_their_cell(argv, tmp_path):
-    folder = tmp_path / "runs" / "RTE" / "seed42"
-    folder.mkdir(parents=True)
-    settings = {"task": "RTE", "seed": 42, "epochs": 5, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128}
-    (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done"}))
-    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true")
-    cell = tmp_path / "runs" / "RTE" / "lr5e-05-bs16-ep5-len128"
-    with pytest.raises(SystemExit, match=re.escape(f"mkdir -p {cell} && mv {folder} {cell}/")):
-        benchmark.main()
-
-
-def test_the_committed_scoreboard_reports_the_scores_the_readme_shows(argv, tmp_path, capsys):
-    """bench/scoreboard's runs, moved into their cells, are one column of a grid: the README's command reports them
-    as the README shows them."""
-    committed = ROOT / "bench" / "scoreboard"
-    assert not list(committed.glob("runs/*/seed*"))  # every run in the folder of its settings
-    output = Path(shutil.copytree(committed, tmp_path / "scoreboard"))
-    argv("--tasks", FIVE_TASKS, "--data_dir", "../shared/glue_data", "--seeds", "3", "--output_dir", output,
+def test_the_committed_grid_writes_its_committed_scoreboard_again(argv, tmp_path, capsys):
+    """bench/grid's runs, scored again (--report_only), give its results.json and results.md byte for byte."""
+    committed = ROOT / "bench" / "grid"
+    output = Path(shutil.copytree(committed, tmp_path / "grid"))
+    argv("--tasks", "RTE,MRPC", "--data_dir", "../shared/glue_data", "--seeds", "3", "--output_dir", output,
          "--report_only", "true")
     benchmark.main()
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = readme[readme.index("### The embedded MiniLM on five tasks"):]
-    shown = shown[:shown.index("How to read it:")]
-    rows = [line for line in shown.splitlines() if line.startswith("| ") or line.startswith("**GLUE average")]
-    assert len(rows) == 7  # the header, five tasks and the average
-    table = (output / "results.md").read_text(encoding="utf-8")
-    assert [row for row in rows if row not in table] == []
-    summary = json.loads((output / "results.json").read_text())
-    assert {task: len(entry["cells"]) for task, entry in summary["tasks"].items()} == dict.fromkeys(
-        FIVE_TASKS.split(","), 1)
+    for name in ("results.json", "results.md"):
+        assert (output / name).read_bytes() == (committed / name).read_bytes(), name

@@ -79,11 +79,11 @@ def test_within_a_seed_the_runs_with_most_training_start_first(tmp_path):
     specs = benchmark_plan.parse_tasks(args, check_files=False)
 
     def order(cola_epochs: int, rte_epochs: list[int], files_read: bool = True) -> list[str]:
-        config = {"cola": {"epochs": cola_epochs, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "seeds": 0},
-                  "rte": {"epochs": rte_epochs, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "seeds": 0}}
-        sources = benchmark_plan.hash_sources(args, specs) if files_read else None
+        config = {task: {"epochs": epochs, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "seeds": 0,
+                         "init_from": ""} for task, epochs in (("cola", cola_epochs), ("rte", rte_epochs))}
+        sizes = benchmark_plan.training_sizes(args, specs) if files_read else None
         return [f"{run.spec.name} ep{run.settings.epochs} {run.seed}"
-                for run in benchmark_plan.plan(args, config, specs, sources)]
+                for run in benchmark_plan.plan(args, config, specs, sizes)]
 
     # training work: bytes x epochs, CoLA 3000 x 2 = 6000, RTE 1000 x 5 = 5000 and 1000 x 1
     assert order(2, [1, 5]) == ["CoLA ep2 42", "RTE ep5 42", "RTE ep1 42", "CoLA ep2 43", "RTE ep5 43", "RTE ep1 43"]

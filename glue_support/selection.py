@@ -1,0 +1,108 @@
+"""A task's selection among its finished runs, computed in one place (``select``): the cells of its grid with their
+scores over the seeds, the cell with the best mean (or median) score, and in it the run with the best score. The
+scoreboard reports it; the selected run predicts the test sets and is the one other tasks start from.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from glue_support.benchmark_plan import GRID_KEYS
+from glue_support.run_record import RunRecord, finished_runs
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Scores x100 over seeds: their mean, sample standard deviation (None for one seed), median, and each one."""
+
+    mean: float
+    std: Optional[float]
+    median: float
+    values: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
+                   statistics.median(values), tuple(values))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "median": self.median, "values": list(self.values)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a task's grid: its folder's name, its settings (its runs' recorded settings but the task, the
+    seed and the data) and its runs, by seed."""
+
+    name: str
+    settings: dict[str, Any]
+    runs: tuple[RunRecord, ...]
+
+    @property
+    def score(self) -> Spread:
+        """Its runs' GLUE scores x100, each at the validation it is scored by: what the cell is ranked by."""
+        return Spread.of([100 * run.score for run in self.runs])
+
+    @property
+    def last_epoch(self) -> Spread:
+        """Its runs' GLUE scores x100 at their last validation."""
+        return Spread.of([100 * run.last_score for run in self.runs])
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A task's cells, the selected one (the best by the rule; the first of equals) and its selected run (the seed
+    with the best score; the first of equals)."""
+
+    task: str
+    rule: str
+    cells: tuple[Cell, ...]
+    cell: Cell
+    run: RunRecord
+
+    @property
+    def runs(self) -> tuple[RunRecord, ...]:
+        """Every finished run of the task, cell by cell."""
+        return tuple(run for cell in self.cells for run in cell.runs)
+
+
+def cell_settings(run: RunRecord) -> dict[str, Any]:
+    return {key: value for key, value in run.settings.items() if key not in ("task", "seed", "data")}
+
+
+def cells_of(runs: list[RunRecord]) -> tuple[Cell, ...]:
+    """``runs`` by cell, ordered by their settings; refused, in one line naming both folders, where two runs of one
+    cell were made with other settings (benchmark.py refuses to mix them; copied by hand, they could be)."""
+    by_name: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_name.setdefault(run.cell, []).append(run)
+    cells = []
+    for name, members in by_name.items():
+        members.sort(key=lambda run: run.seed)
+        settings = cell_settings(members[0])
+        for other in members[1:]:
+            if (found := cell_settings(other)) != settings:
+                changed = ", ".join(f"{key} {settings.get(key)!r} -> {found.get(key)!r}"
+                                    for key in dict.fromkeys([*settings, *found])
+                                    if settings.get(key) != found.get(key))
+                raise ValueError(f"{other.folder}: made with other settings than {members[0].folder} ({changed}); "
+                                 "the seeds of a cell must be one experiment: move or delete one of them")
+        cells.append(Cell(name, settings, tuple(members)))
+    return tuple(sorted(cells, key=lambda cell: (*(cell.settings[key] for key in GRID_KEYS), cell.name)))
+
+
+def best_cell(cells: tuple[Cell, ...], rule: str = "mean") -> Cell:
+    """The cell with the best mean (``rule="median"``: median) score over its seeds; the first of equals."""
+    return max(cells, key=lambda cell: getattr(cell.score, rule))
+
+
+def select(output_dir: str, task: str, rule: str = "mean") -> Optional[Selection]:
+    """``task``'s selection among its finished runs in ``output_dir``; None while none has finished."""
+    runs = finished_runs(output_dir, task)
+    if not runs:
+        return None
+    cells = cells_of(runs)
+    cell = best_cell(cells, rule)
+    scores = cell.score.values
+    return Selection(task, rule, cells, cell, cell.runs[scores.index(max(scores))])
