@@ -21,7 +21,7 @@ curves), the fine-tuned model and tokenizer in Hugging Face format, ``submission
 """
 from __future__ import annotations
 
-from glue_support.strict_config import answer_help
+from glue_support.command_line import answer_help
 
 if __name__ == "__main__":  # first: the imports below load torch and transformers (seconds)
     answer_help(groups=("model", "tmod", "trainer", "amp", "dist", "ckpt", "stats", "wrts"))
@@ -48,6 +48,8 @@ from glue_processors import TaskSpec, get_task
 from glue_support import embedded_model, provenance, runtime
 from glue_support.atomic_write import atomic_files_into, write_json
 from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
+from glue_support.command_line import parse_config, save_config
+from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import (
     DistributedTrainingArguments,
     ModuleInterface,
@@ -56,7 +58,7 @@ from glue_support.marlin import (
     global_stats,
     rank_zero_only,
 )
-from glue_support.strict_config import ConfigError, parse_config, require_path, run_main, save_config
+from glue_support.path_checks import require_path
 from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)

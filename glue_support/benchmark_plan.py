@@ -19,7 +19,7 @@ from typing import Any, Optional
 from glue_processors import TASKS, TaskSpec, get_task
 from glue_support import provenance
 from glue_support.atomic_write import atomic_path
-from glue_support.strict_config import ConfigError
+from glue_support.exit_codes import ConfigError
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
 

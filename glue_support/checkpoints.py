@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from glue_support.atomic_write import atomic_path
+from glue_support.exit_codes import ConfigError
 from glue_support.marlin import (
     CallbackInterface,
     Checkpoint,
@@ -38,7 +39,6 @@ from glue_support.marlin import (
     TrainerBackend,
     getlogger,
 )
-from glue_support.strict_config import ConfigError
 
 logger = getlogger(__name__)
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from glue_support.atomic_write import remove_leftovers
+from glue_support.exit_codes import ConfigError
 from glue_support.marlin import getlogger
-from glue_support.strict_config import ConfigError, require_writable_folder
+from glue_support.path_checks import require_writable_folder
 
 try:
     import fcntl

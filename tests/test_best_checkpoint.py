@@ -18,7 +18,7 @@ import train
 from conftest import FIXTURES, featurize, featurize_splits, read_submission, run_train, torchrun, write_rte_subset
 from glue_processors import METRIC_KEYS, TASKS, TaskSpec, get_task
 from glue_support import scoreboard
-from glue_support.strict_config import ConfigError
+from glue_support.exit_codes import ConfigError
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import benchmark
 import data
 from conftest import ROOT, write_rte_subset
 from glue_support import benchmark_plan, scoreboard
-from glue_support.strict_config import parse_config
+from glue_support.command_line import parse_config
 
 FIVE_TASKS = "RTE,MRPC,STS-B,CoLA,SST-2"
 

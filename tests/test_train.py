@@ -29,8 +29,8 @@ from conftest import (
     write_rte_subset,
 )
 from glue_support import runtime
+from glue_support.exit_codes import ConfigError
 from glue_support.marlin import DistributedTrainingArguments, Trainer
-from glue_support.strict_config import ConfigError
 from glue_support.submission import SubmissionWriter
 
 
