@@ -45,7 +45,7 @@ import glue_metrics
 from data import TaskData, read_metadata, verify_features, vocab_fingerprint
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
 from glue_processors import TaskSpec, get_task
-from glue_support import embedded_model, provenance, runtime
+from glue_support import embedded_model, output_folder, provenance, runtime
 from glue_support.atomic_write import atomic_files_into, write_json
 from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
 from glue_support.command_line import parse_config, save_config
@@ -541,12 +541,12 @@ def main() -> Recipe:
     config = runtime.with_process_backend(config, ranks)
     distributed = runtime.distributed_arguments(config, ranks)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
-    with runtime.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks) as output:
+    with output_folder.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks.is_main) as output:
         return fine_tune(config, args, model_args, ranks, distributed, output)
 
 
 def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args: ModelArguments,
-              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: runtime.OwnedOutputDir
+              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: output_folder.OwnedOutputDir
               ) -> Recipe:
     """The run in the output folder it owns: built and checked first, then the earlier run it replaces set aside
     before its first write (so a refused run leaves that run in place), then trained, validated and/or predicted."""
@@ -557,9 +557,9 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     rank_zero_only.rank = ranks.global_rank
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData())
-    checkpoints = runtime.checkpoints_written(trainer_args, config["ckpt"]["period_steps"],
-                                              recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0)
-    runtime.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
+    steps = recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0
+    checkpoints = output_folder.checkpoints_written(trainer_args, config["ckpt"]["period_steps"], steps)
+    output_folder.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
     backend = runtime.build_backend(config)
     output.set_aside_earlier()
     if ranks.is_main:

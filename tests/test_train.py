@@ -28,7 +28,7 @@ from conftest import (
     run_train,
     write_rte_subset,
 )
-from glue_support import runtime
+from glue_support import output_folder
 from glue_support.exit_codes import ConfigError
 from glue_support.marlin import DistributedTrainingArguments, Trainer
 from glue_support.submission import SubmissionWriter
@@ -443,7 +443,7 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
     assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
     # the earlier run's outputs, TensorBoard logs included, were set aside, then removed
     assert len(list((output / "logs").iterdir())) == 1
-    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [runtime.LOCK_FILE]
+    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [output_folder.LOCK_FILE]
 
 
 def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
@@ -455,8 +455,8 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
 
     trained = []
     monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
-    monkeypatch.setattr(runtime.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
-                                                                                            2 ** 20))
+    monkeypatch.setattr(output_folder.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
     with pytest.raises(ValueError, match=r"out: 1 MiB free on its disk; the fine-tuned model and \d+ checkpoints need "
                                          r"about \d+ MiB: free some space, or choose another --tmod.output_dir"):
         run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
