@@ -11,13 +11,13 @@ import types
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 import data
 import train
 from conftest import FIXTURES, ROOT, config_defaults, featurize, python_env, write_rte_subset
-from glue_support import command_line, embedded_model, exit_codes, option_docs, path_checks
+from glue_support import command_line, embedded_model, exit_codes, option_docs, path_checks, preflight
 from glue_support.checkpoints import StepCheckpointer
 from glue_support.marlin import DefaultCheckpointerArguments
 
@@ -148,8 +148,8 @@ def test_a_value_out_of_range_is_refused_in_one_line_before_any_work(monkeypatch
         raise AssertionError("loaded before the options were checked")
 
     monkeypatch.setattr(data.AutoTokenizer, "from_pretrained", never)
-    monkeypatch.setattr(train.AutoConfig, "from_pretrained", never)
-    monkeypatch.setattr(train.AutoModelForSequenceClassification, "from_pretrained", never)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", never)
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", never)
     out = tmp_path / "out"
     code, stdout, stderr = run_command(monkeypatch, capsys, script, *work_args(script, inputs, tiny_bert, out), *args)
     assert (code, stderr) == (2, f"{script}: {refusal}\n")
@@ -319,14 +319,14 @@ def test_train_py_refuses_features_longer_than_the_models_positions_before_loadi
     features = data.featurize(data.DataInterfaceArguments(str(inputs["raw"]), str(tmp_path / "features")),
                               data.DataProcessorArguments(**config_defaults("dproc", set_type="dev",
                                                                             tokenizer=short_bert, max_seq_len=128)))
-    monkeypatch.setattr(train.AutoModelForSequenceClassification, "from_pretrained",
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
                         lambda *args, **kwargs: pytest.fail("the model's weights were loaded"))
     code, _, stderr = run_command(monkeypatch, capsys, "train.py", "--tmod.valpath", features, "--model.hf_model",
                                   short_bert, "--tmod.output_dir", tmp_path / "val")
     assert code == 1 and stderr.splitlines()[-1] == (
         f"train.py: {features}: features of up to 128 tokens (its max_seq_len), but {short_bert} has 64 positions "
         "(max_position_embeddings): featurize again with --dproc.max_seq_len 64")
-    train.check_positions({features: {"max_seq_len": 64}}, short_bert)  # within them: no refusal
+    preflight.check_positions({features: {"max_seq_len": 64}}, short_bert)  # within them: no refusal
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------

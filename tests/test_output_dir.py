@@ -20,7 +20,7 @@ import yaml
 import download_glue
 import train
 from conftest import ROOT, featurize, python_env, write_rte_subset
-from glue_support import output_folder
+from glue_support import output_folder, result_files
 
 LOCK = output_folder.LOCK_FILE
 USER_FILE = "notes.txt"  # the user's own file in an output folder: never moved nor removed
@@ -187,7 +187,7 @@ KILL_POINTS = {  # call=2: killed with one output already moved aside, one model
     "after setting them aside": lambda patch: kill_at(
         patch, output_folder.OwnedOutputDir, "set_aside_earlier", lambda self: True, after=True),
     "after results.json": lambda patch: kill_at(
-        patch, train, "write_json", lambda path, content: path.endswith("results.json"), after=True),
+        patch, result_files, "write_json", lambda path, content: path.endswith("results.json"), after=True),
     "while moving the model in": lambda patch: kill_at(
         patch, os, "replace", lambda source, target: ".staging." in str(source), call=2),
     "before removing the earlier outputs": lambda patch: kill_at(
