@@ -28,16 +28,11 @@ import yaml
 
 from glue_processors import TaskSpec, get_task
 from glue_support.benchmark_plan import GRID_KEYS, BenchmarkArguments, plan
+from glue_support.command_line import CONFIG_PATH, answer_help, parse_config
+from glue_support.exit_codes import ConfigError, run_main
+from glue_support.option_docs import cli_value
+from glue_support.path_checks import require_path
 from glue_support.runtime import multi_process_backend
-from glue_support.strict_config import (
-    CONFIG_PATH,
-    ConfigError,
-    answer_help,
-    cli_value,
-    parse_config,
-    require_path,
-    run_main,
-)
 
 if __name__ == "__main__":
     answer_help()  # before the Azure ML SDK loads (seconds), and even where it is not installed

@@ -50,18 +50,13 @@ from glue_support.benchmark_plan import (
     test_files,
     training_sizes,
 )
+from glue_support.command_line import CONFIG_PATH, answer_help, parse_config
+from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
+from glue_support.option_docs import cli_value
+from glue_support.path_checks import require_path
 from glue_support.run_record import read_json, read_run
 from glue_support.runtime import on_stop_signals
-from glue_support.strict_config import (
-    CONFIG_PATH,
-    ConfigError,
-    answer_help,
-    cli_value,
-    parse_config,
-    require_path,
-    run_main,
-)
 
 logger = getlogger(__name__)
 

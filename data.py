@@ -10,7 +10,7 @@ appears under its final name only once it is complete.
 """
 from __future__ import annotations
 
-from glue_support.strict_config import answer_help
+from glue_support.command_line import answer_help
 
 if __name__ == "__main__":
     answer_help(groups=("dmod", "dproc"))  # first: the imports below load torch and transformers (seconds)
@@ -35,8 +35,10 @@ from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from glue_processors import FeatureTable, GlueProcessor, InputExample, InputFeatures
 from glue_support import embedded_model
 from glue_support.atomic_write import atomic_path
+from glue_support.command_line import parse_config
+from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import DataInterface, DataProcessor, getlogger
-from glue_support.strict_config import ConfigError, parse_config, require_folder, require_writable_folder, run_main
+from glue_support.path_checks import require_folder, require_writable_folder
 
 logger = getlogger(__name__)
 

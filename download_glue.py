@@ -43,8 +43,9 @@ from tqdm import tqdm
 
 from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.atomic_write import FILE_MODE, remove_leftovers
+from glue_support.command_line import answer_help, parse_config
+from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
-from glue_support.strict_config import ConfigError, answer_help, parse_config, run_main
 
 logger = getlogger(__name__)
 

@@ -1,35 +1,23 @@
-"""Fine-tune and validate a Hugging Face encoder on one GLUE task with pymarlin's Trainer.
+"""Fine-tune and validate a Hugging Face encoder on one GLUE task with pymarlin's Trainer; predict its test sets.
 
-    python train.py --tmod.trainpath processed_data/train --tmod.valpath processed_data/dev \
-        --tmod.output_dir training_output
+    python train.py --tmod.trainpath processed_data/RTE/train --tmod.valpath processed_data/RTE/dev \
+        --tmod.output_dir training_output/RTE
 
-``Recipe`` is the pymarlin ``ModuleInterface``: an ``AutoModelForSequenceClassification`` with the task's
-labels, AdamW with linear warmup and decay, the train and validation steps, and the task's official metrics
-after each validation; where training stands in its data (for exact resumes) is its ``DataOrder``. Without
-``--tmod.trainpath`` it only validates ``--model.hf_model``; with ``--tmod.predictpath`` (a folder of test-set
-features) ``predict`` then runs the test sets and a ``SubmissionWriter`` writes GLUE leaderboard files.
-``main`` builds these with the run's setup from ``glue_support.runtime`` (output folder, ranks under torchrun,
-backend) and a ``CheckpointingTrainer`` (checkpoints every ``ckpt.period_steps`` steps and on SIGTERM/Ctrl-C).
-Training validates after every epoch and, with ``tmod.eval_steps``, every N optimizer steps; the Recipe keeps the
-validation of the best GLUE score (the task table's ``glue_score``), with ``tmod.keep_best`` its model too, which
-is then the one saved and predicting, and ``tmod.early_stopping_patience`` ends training after N validations
-without a better score.
-Outputs in ``tmod.output_dir``: ``results.json`` (per validation file the last validation, and under ``best`` the
-best one), ``history.json`` (training loss every ``stats.log_steps`` steps and every validation's metrics: the
-curves), the fine-tuned model and tokenizer in Hugging Face format, ``submission/`` (``RTE.tsv``, ``MNLI-m.tsv``,
-...), ``logs/`` (TensorBoard).
+``Recipe`` is the pymarlin ``ModuleInterface`` PyMarlin's GLUE walkthrough describes. ``main`` checks the options and
+the features first (``glue_support.preflight``), takes the output folder, and runs the Recipe with a
+``CheckpointingTrainer``; ``tmod`` in config.yaml says what each option does.
 """
 from __future__ import annotations
 
-from glue_support.strict_config import answer_help
+from glue_support.command_line import answer_help
 
 if __name__ == "__main__":  # first: the imports below load torch and transformers (seconds)
     answer_help(groups=("model", "tmod", "trainer", "amp", "dist", "ckpt", "stats", "wrts"))
 
+import functools
 import inspect
 import math
 import os
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -37,17 +25,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, set_seed
+from transformers import AutoTokenizer, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 
 import glue_metrics
-from data import TaskData, read_metadata, verify_features, vocab_fingerprint
+from data import TaskData, read_metadata
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
-from glue_processors import TaskSpec, get_task
-from glue_support import embedded_model, provenance, runtime
-from glue_support.atomic_write import atomic_files_into, write_json
+from glue_support import embedded_model, label_head, output_folder, preflight, runtime
+from glue_support.atomic_write import atomic_files_into
 from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
+from glue_support.command_line import parse_config, save_config
+from glue_support.exit_codes import run_main
 from glue_support.marlin import (
     DistributedTrainingArguments,
     ModuleInterface,
@@ -56,7 +45,8 @@ from glue_support.marlin import (
     global_stats,
     rank_zero_only,
 )
-from glue_support.strict_config import ConfigError, parse_config, require_path, run_main, save_config
+from glue_support.model_selection import BestValidation
+from glue_support.result_files import ResultFiles, provenance_record
 from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)
@@ -95,79 +85,6 @@ class ModuleInterfaceArguments:
         return {role: path for role, path in paths.items() if path}
 
 
-def features_metadata(args: ModuleInterfaceArguments) -> dict[str, dict[str, Any]]:
-    """The metadata of every feature file under ``trainpath``, ``valpath`` and ``predictpath``, by file, each file
-    read whole and checked against its checksums first: a damaged one stops the run now, not at the first
-    validation or at the end."""
-    return {file: verify_features(file) for path in args.feature_paths().values() for file in feature_files(path)}
-
-
-def task_of_features(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> TaskSpec:
-    """The task the model is fine-tuned for, from the feature files; an error if they disagree with each other
-    or with ``tmod.task``, so a model is never scored against another task's labels (AX is predicted by an
-    MNLI model, so its test features go with MNLI ones)."""
-    tasks = [metadata["task"] for metadata in found.values()] + ([args.task] if args.task else [])
-    names = {get_task(task).trained_as.name for task in tasks}
-    if len(names) != 1:
-        listing = ", ".join(f"{file}: {metadata['task']}" for file, metadata in found.items())
-        raise ValueError(f"feature files and tmod.task disagree on the task (tmod.task={args.task}; {listing})")
-    return get_task(names.pop())
-
-
-def check_split_kinds(args: ModuleInterfaceArguments, found: dict[str, dict[str, Any]]) -> None:
-    """Labeled features for training and validation, test features for prediction: checked before any training,
-    so a long run cannot fail at its first validation or at the end."""
-    for role, path in args.feature_paths().items():
-        for file in feature_files(path):
-            spec, set_type = get_task(found[file]["task"]), found[file]["set_type"]
-            is_test = set_type in spec.test_set_types
-            if role == "predictpath" and found[file].get("skipped_lines"):
-                raise ValueError(f"{file}: {len(found[file]['skipped_lines'])} malformed test rows were skipped when "
-                                 "featurizing; the leaderboard needs a prediction for every row: fix the file")
-            if role == "predictpath" and not is_test:
-                raise ValueError(f"{file}: {spec.name} {set_type} features in tmod.predictpath; predictions for the "
-                                 f"leaderboard are made on {', '.join(spec.test_set_types)} (validate {set_type} "
-                                 "with --tmod.valpath)")
-            if role != "predictpath" and is_test:
-                raise ValueError(f"{file}: features without labels (a test set) in tmod.{role}; "
-                                 "predict them with --tmod.predictpath")
-
-
-def checkpoint_labels(config: Any) -> Optional[list[str]]:
-    """The label names a checkpoint was fine-tuned with; None if it has only Hugging Face's generic ``LABEL_<i>``."""
-    names = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label else []
-    if not names or all(re.fullmatch(r"LABEL_\d+", name) for name in names):
-        return None
-    return names
-
-
-def classifier_layer(model: torch.nn.Module, num_labels: int) -> torch.nn.Linear:
-    """The output projection of a sequence classification head: the last linear layer with one output per label."""
-    return [module for module in model.modules()
-            if isinstance(module, torch.nn.Linear) and module.out_features == num_labels][-1]
-
-
-def check_vocabulary(found: dict[str, dict[str, Any]], tokenizer: Any, model_name: str) -> None:
-    """Token ids only mean something to a model with the vocabulary they were made with."""
-    fingerprint = vocab_fingerprint(tokenizer)
-    for file, metadata in found.items():
-        if metadata.get("vocab") != fingerprint:
-            raise ValueError(f"{file} was tokenized with {metadata['tokenizer']}, whose vocabulary differs from "
-                             f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
-
-
-def check_positions(found: dict[str, dict[str, Any]], model_name: str) -> None:
-    """Examples longer than the model has position embeddings for crash its first step: features made with a
-    larger ``max_seq_len`` are refused before the weights load (the model's config alone says how many positions it
-    has; a model without absolute positions has no such limit)."""
-    positions = getattr(AutoConfig.from_pretrained(embedded_model.resolve(model_name)), "max_position_embeddings", None)
-    for file, metadata in found.items():
-        if positions and metadata["max_seq_len"] > positions:
-            raise ValueError(f"{file}: features of up to {metadata['max_seq_len']} tokens (its max_seq_len), but "
-                             f"{model_name} has {positions} positions (max_position_embeddings): featurize again "
-                             f"with --dproc.max_seq_len {positions}")
-
-
 def micro_batch_size(trainer_args: TrainerArguments) -> int:
     """The micro-batch pymarlin's Trainer trains with (its ``train_step_batch_size``), from the same arguments: each
     process's share of ``train_batch_size``, or, when that exceeds ``gpu_batch_size_limit``, the limit if it
@@ -182,99 +99,44 @@ def micro_batch_size(trainer_args: TrainerArguments) -> int:
 
 
 class Recipe(ModuleInterface):
-    """The GLUE fine-tuning recipe that pymarlin's ``Trainer`` drives. ``trainer_args`` carries the process's ranks
-    (``distributed_training_args``): under DDP each process trains on its share, and only rank 0 writes."""
+    """The GLUE fine-tuning recipe that pymarlin's ``Trainer`` drives, on features ``preflight`` checked.
+    ``trainer_args`` carries the process's ranks: under DDP each process trains on its share, and only rank 0
+    writes."""
 
     def __init__(self, args: ModuleInterfaceArguments, model_args: ModelArguments, trainer_args: TrainerArguments,
-                 datamodule: TaskData):
+                 datamodule: TaskData, features: preflight.CheckedFeatures):
         super().__init__()
         self.args = args
         self.model_args = model_args
         self.trainer_args = trainer_args
         self.datamodule = datamodule
-        found = features_metadata(args)
-        self.spec = task_of_features(args, found)
-        check_split_kinds(args, found)
-        check_positions(found, model_args.hf_model)
+        self.spec = features.spec
+        self.val_files = features.val_files
+        self.selects_best = features.selects_best
         ranks = trainer_args.distributed_training_args
         self.is_main_process = ranks.global_rank == 0
         self.world_size = ranks.world_size
         self.order = DataOrder(datamodule, args.trainpath, args.group_by_length, args.seed)
-        self.results: dict[str, dict[str, Any]] = {}
+        # examples per training file: the schedule is sized from them before any loader exists
+        self.train_counts = [features.metadata[file]["count"] for file in features.files.get("trainpath", [])]
+        self.results: dict[str, dict[str, Any]] = {}  # each validation file's last validation
         # the curves: {"train": [{step, epoch, loss, lr}, ...], "<validation file>": [{metrics, epoch, step}, ...]}
         self.history: dict[str, list[dict[str, Any]]] = {"train": []}
         self.losses_since_log: list[float] = []
-        # model selection, when training validates the files the task's GLUE score is taken on: the best validation
-        # so far ({score, epoch, step, <file>: results}), its weights with keep_best (a CPU copy), and the
-        # validations since it
-        self.val_files = [os.path.basename(file) for file in feature_files(args.valpath)] if args.valpath else []
-        self.selects = bool(args.trainpath) and set(self.spec.scored_files) <= set(self.val_files)
-        self.best: Optional[dict[str, Any]] = None
-        self.best_weights: Optional[dict[str, torch.Tensor]] = None
-        self.since_best = 0
-        if args.trainpath and args.valpath and not self.selects:
-            scored = ", ".join(self.spec.scored_files)
-            if args.keep_best or args.early_stopping_patience:
-                raise ValueError(f"{args.valpath}: no {scored}, where {self.spec.name}'s GLUE score is taken, which "
-                                 "tmod.keep_best and tmod.early_stopping_patience go by: validate it too")
-            logger.info(f"No {scored} among the validation files: no best validation is kept")
+        self.best = BestValidation(functools.partial(glue_metrics.glue_score, self.spec.name), args.keep_best,
+                                   args.early_stopping_patience)
+        self.result_files = ResultFiles(args.output_dir, self.spec.name, model_args.hf_model,
+                                        provenance_record(features.files, features.metadata), self.is_main_process)
         self.model, self.tokenizer = self.setup_models()
-        check_vocabulary(found, self.tokenizer, model_args.hf_model)
         self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
             inspect.signature(self.model.forward).parameters)
-        # examples per training file: the schedule is sized from them before any loader exists
-        self.train_counts = [found[file]["count"] for file in feature_files(args.trainpath)] if args.trainpath else []
         if args.trainpath:
             logger.info(f"Training on {sum(self.train_counts)} examples from {len(self.train_counts)} file(s)")
-        # what the numbers are made from, written beside them: each option's files (source, checksum, examples)
-        self.made_from = {"data": {option: provenance.features_data({file: found[file] for file in feature_files(path)})
-                                   for option, path in args.feature_paths().items()},
-                          "versions": provenance.versions()}
 
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
-        """The model with the task's labels, in the task's order, written into its config (and so into the saved
-        model). A checkpoint fine-tuned for the same labels in another order has its head rows reordered; one
-        fine-tuned for other labels needs ``model.ignore_mismatched_sizes`` (a head of another size is
-        re-initialized)."""
-        name = embedded_model.resolve(self.model_args.hf_model)
-        labels = self.spec.labels or ("score",)
-        config = AutoConfig.from_pretrained(name)
-        saved = checkpoint_labels(config)
-        have, wanted = [label.lower() for label in saved or []], [label.lower() for label in labels]
-        reorder = None
-        if saved and have != wanted:
-            if sorted(have) == sorted(wanted):
-                reorder = [have.index(label) for label in wanted]
-                logger.info(f"{self.model_args.hf_model} orders its labels {saved}: head reordered to {list(labels)}")
-            elif self.model_args.ignore_mismatched_sizes:
-                logger.warning(f"{self.model_args.hf_model} was fine-tuned for labels {saved}, {self.spec.name} has "
-                               f"{list(labels)}: a head of another size is re-initialized, "
-                               "one of the same size is kept")
-            else:
-                raise ValueError(f"{self.model_args.hf_model} was fine-tuned for labels {saved}, but {self.spec.name} "
-                                 f"has {list(labels)}; --model.ignore_mismatched_sizes true fine-tunes it "
-                                 "with a new head")
-        config.num_labels = len(labels)
-        config.id2label = dict(enumerate(labels))
-        config.label2id = {label: i for i, label in enumerate(labels)}
-        config.problem_type = "regression" if self.spec.is_regression else "single_label_classification"
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name, config=config, ignore_mismatched_sizes=self.model_args.ignore_mismatched_sizes)
-        except RuntimeError as error:
-            if "ignore_mismatched_sizes" not in str(error):
-                raise
-            raise ValueError(f"{self.model_args.hf_model} has a classification head of another size than the "
-                             f"{len(labels)} outputs of {self.spec.name}; --model.ignore_mismatched_sizes true "
-                             "re-initializes it") from None
-        if reorder:
-            head = classifier_layer(model, len(labels))
-            with torch.no_grad():
-                head.weight.copy_(head.weight[reorder])
-                if head.bias is not None:
-                    head.bias.copy_(head.bias[reorder])
-        logger.info(f"Model {self.model_args.hf_model} ({name}) for {self.spec.name}: labels {list(labels)}")
-        return model, AutoTokenizer.from_pretrained(name)
+        """The model with the task's labels (``label_head``), and its tokenizer."""
+        model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes)
+        return model, AutoTokenizer.from_pretrained(embedded_model.resolve(self.model_args.hf_model))
 
     # -- data ------------------------------------------------------------------------------------------
     def get_train_dataloader(self, sampler: type, batch_size: int) -> Optional[FilesGenDataloader]:
@@ -386,42 +248,12 @@ class Recipe(ModuleInterface):
                                           "lr": self.optimizer.param_groups[0]["lr"]})
             self.losses_since_log = []
 
-    def write_history(self) -> None:
-        if self.is_main_process:
-            write_json(os.path.join(self.args.output_dir, "history.json"),
-                       {"task": self.spec.name, "model": self.model_args.hf_model, **self.history})
-
-    # -- checkpoints -----------------------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
-        """The model, and where training stands: the data order's state (for exact resumes), the curves, and the
-        model selection (the best validation, its model with keep_best, the validations since it)."""
-        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log,
-                    "best": self.best, "since_best": self.since_best, "task": self.spec.name}
-        return {"model": self.state_dict(), "best_model": self.best_weights, "progress": progress}
-
-    def update_state(self, state: dict[str, Any]) -> None:
-        if state:
-            # two tasks with the same number of labels have heads of the same shape: only the name tells them apart
-            task = state["progress"].get("task", self.spec.name)  # checkpoints from before it was recorded: trusted
-            if task != self.spec.name:
-                raise ValueError(f"{self.trainer_args.checkpointer_args.load_dir}: checkpoint of a {task} run, but "
-                                 f"this run fine-tunes {self.spec.name}: resume from a checkpoint of a "
-                                 f"{self.spec.name} run, or leave out --ckpt.resume and --ckpt.load_dir to start "
-                                 "afresh")
-            self.load_state_dict(state["model"])
-            self.order.resume(state["progress"])
-            self.history = state["progress"]["history"]
-            self.losses_since_log = state["progress"]["losses_since_log"]
-            # a checkpoint from before model selection has none of these: the best then counts from the resume
-            self.best_weights = state.get("best_model")
-            self.best = state["progress"].get("best")
-            self.since_best = state["progress"].get("since_best", 0)
-
     def on_end_val_epoch(self, global_step: int, *val_step_collated_outputs, key: str = "default") -> None:
-        """Metrics over every example exactly once: under DDP the outputs are gathered from all processes, and
-        the padding ``DistributedSampler`` adds (repeats of the first examples) is dropped by example index."""
+        """The task's official metrics over every example exactly once: under DDP the outputs are gathered from all
+        processes, and the padding ``DistributedSampler`` adds (repeats of the first examples) is dropped by example
+        index. After the last validation file, the best validation is updated."""
         logits, index, labels, losses = val_step_collated_outputs
-        _, first = once_each(index)
+        _, first = unique_examples(index)
         labels, losses = labels.cpu()[first], losses.cpu()[first]
         logits = logits.float().cpu()[first]
         preds = logits.squeeze(-1) if self.spec.is_regression else logits.argmax(dim=-1)
@@ -432,52 +264,64 @@ class Recipe(ModuleInterface):
         self.results[key] = {**metrics, "epoch": self.order.epoch, "step": global_step, "examples": len(labels)}
         self.log_training_loss(global_step)
         self.history.setdefault(key, []).append(self.results[key])
-        self.write_history()
+        self.result_files.write_history(self.history)
         if self.is_main_process:
             logger.info(f"{self.spec.name} {key} after epoch {self.order.epoch}, step {global_step}: "
                         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
-        if self.selects and key == self.val_files[-1]:  # pymarlin validates the files in get_val_dataloaders' order
-            self.judge(global_step)
-        if self.is_main_process:
-            best = {"best": self.best} if self.best else {}
-            write_json(os.path.join(self.args.output_dir, "results.json"), {
-                "task": self.spec.name, "model": self.model_args.hf_model, **self.results, **best, **self.made_from})
+        if self.selects_best and key == self.val_files[-1]:  # pymarlin validates in get_val_dataloaders' order
+            self.record_validation(global_step)
+        self.result_files.write_results(self.results, self.best.result)
 
-    def judge(self, global_step: int) -> None:
-        """After a validation of every file: the best so far when its GLUE score beats the best's (a tie does not),
-        its weights copied with ``keep_best``; else one more validation without improvement."""
-        score = glue_metrics.glue_score(self.spec.name, self.results)
-        if self.best is None or score > self.best["score"]:
-            self.best = {"score": score, "epoch": self.order.epoch, "step": global_step, **self.results}
-            self.since_best = 0
-            if self.args.keep_best:
-                self.best_weights = {name: tensor.detach().to("cpu", copy=True)
-                                     for name, tensor in self.model.state_dict().items()}
-        else:
-            self.since_best += 1
+    def record_validation(self, global_step: int) -> None:
+        """The validation of every file, to the best validation (its weights copied with ``tmod.keep_best``)."""
+        score = self.best.record(self.results, self.order.epoch, global_step, self.model.state_dict)
         if self.is_main_process:
+            best = self.best.result
             logger.info(f"{self.spec.name} GLUE score {score:.4f} at step {global_step}; the best is "
-                        f"{self.best['score']:.4f}, at step {self.best['step']}"
-                        + (f", {self.since_best} validation(s) ago" if self.since_best else ""))
-
-    def patience_spent(self) -> bool:
-        """Whether ``early_stopping_patience`` validations in a row have not beaten the best: training ends."""
-        patience = self.args.early_stopping_patience
-        return bool(patience) and self.since_best >= patience
+                        f"{best['score']:.4f}, at step {best['step']}"
+                        + (f", {self.best.since_best} validation(s) ago" if self.best.since_best else ""))
 
     def on_end_train(self, global_step: int) -> None:
         self.log_training_loss(global_step)
-        self.write_history()
-        if self.best_weights is not None:  # keep_best: the best validation's model is saved and predicts
-            self.model.load_state_dict(self.best_weights)
-            logger.info(f"Keeping the model of step {self.best['step']} (epoch {self.best['epoch']}), the best "
-                        f"validation: GLUE score {self.best['score']:.4f}")
+        self.result_files.write_history(self.history)
+        if self.best.weights is not None:  # keep_best: the best validation's model is saved and predicts
+            self.model.load_state_dict(self.best.weights)
+            best = self.best.result
+            logger.info(f"Keeping the model of step {best['step']} (epoch {best['epoch']}), the best "
+                        f"validation: GLUE score {best['score']:.4f}")
         if self.is_main_process:
             save_model(self.model, self.tokenizer, self.args.output_dir)
 
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """The model, where training stands (the data order's state, for exact resumes; the curves; the task), and
+        the best validation."""
+        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log,
+                    "task": self.spec.name}
+        return {"model": self.state_dict(), "progress": progress, "best": self.best.state()}
 
-def once_each(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct example indexes, sorted, and the position of each one's first occurrence in ``index``."""
+    def update_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        checkpoint = self.trainer_args.checkpointer_args.load_dir
+        if "best" not in state or "task" not in state.get("progress", {}):
+            raise ValueError(f"{checkpoint}: a checkpoint of an earlier version of train.py (no task or best "
+                             "validation recorded): leave out --ckpt.resume and --ckpt.load_dir to start afresh")
+        # two tasks with the same number of labels have heads of the same shape: only the name tells them apart
+        task = state["progress"]["task"]
+        if task != self.spec.name:
+            raise ValueError(f"{checkpoint}: checkpoint of a {task} run, but this run fine-tunes {self.spec.name}: "
+                             f"resume from a checkpoint of a {self.spec.name} run, or leave out --ckpt.resume and "
+                             "--ckpt.load_dir to start afresh")
+        self.load_state_dict(state["model"])
+        self.order.resume(state["progress"])
+        self.history = state["progress"]["history"]
+        self.losses_since_log = state["progress"]["losses_since_log"]
+        self.best.restore(state["best"])
+
+
+def unique_examples(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct example indexes in ``index``, sorted, and the position of each one's first occurrence."""
     indexes, first = np.unique(index.cpu().numpy(), return_index=True)
     return torch.from_numpy(indexes), torch.from_numpy(first)
 
@@ -498,7 +342,7 @@ def predict(trainer: CheckpointingTrainer, recipe: Recipe, writer: SubmissionWri
     recipe.eval()
     for key, loader in loaders.items():
         logits, index = trainer.trainer_backend.validate_dl(loader)
-        indexes, first = once_each(index)
+        indexes, first = unique_examples(index)
         writer.write(key, logits[first], indexes)
 
 
@@ -508,12 +352,13 @@ def print_summary(recipe: Recipe, submissions: dict[str, str]) -> None:
         metrics = ", ".join(f"{name} = {value:.4f}" for name, value in result.items()
                             if name not in ("epoch", "step", "examples"))
         print(f"{recipe.spec.name} {key} ({result['examples']} examples, epoch {result['epoch']}): {metrics}")
-    if recipe.best:
+    best = recipe.best.result
+    if best:
         kept = "saved and predicting" if recipe.args.keep_best else "not kept: the last model is saved"
-        print(f"{recipe.spec.name} best validation at epoch {recipe.best['epoch']}, step {recipe.best['step']}: GLUE "
-              f"score {recipe.best['score']:.4f} (its model {kept})")
+        print(f"{recipe.spec.name} best validation at epoch {best['epoch']}, step {best['step']}: GLUE "
+              f"score {best['score']:.4f} (its model {kept})")
     if recipe.results:
-        print(f"Results: {os.path.join(recipe.args.output_dir, 'results.json')}")
+        print(f"Results: {recipe.result_files.results_path}")
     if submissions:
         print(f"Submission files ({', '.join(map(os.path.basename, submissions.values()))}): "
               f"{os.path.join(recipe.args.output_dir, 'submission')}")
@@ -523,41 +368,32 @@ def main() -> Recipe:
     config = parse_config()
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
-    if not args.feature_paths():
-        raise ConfigError("train.py needs --tmod.trainpath (to train), --tmod.valpath (to validate) "
-                         "and/or --tmod.predictpath (to write test-set predictions)")
-    for option, path in args.feature_paths().items():
-        require_path(f"--tmod.{option}", path, "a features folder or file written by data.py")
-    if args.predictpath and config["trainer"]["max_val_steps_per_epoch"]:
-        raise ConfigError("--trainer.max_val_steps_per_epoch limits prediction too, and the leaderboard needs a "
-                          "prediction for every test example: leave it out with --tmod.predictpath")
-    for option in ("keep_best", "early_stopping_patience", "eval_steps"):
-        if args.trainpath and not args.valpath and getattr(args, option):
-            raise ConfigError(f"--tmod.{option} needs --tmod.valpath: it acts on the validations during training; "
-                              "add the dev features, or leave it out")
+    preflight.check_options(args, config["trainer"]["max_val_steps_per_epoch"])
     ranks = runtime.Ranks.from_environment()
     config = runtime.with_process_backend(config, ranks)
     distributed = runtime.distributed_arguments(config, ranks)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
-    with runtime.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks) as output:
+    with output_folder.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks.is_main) as output:
         return fine_tune(config, args, model_args, ranks, distributed, output)
 
 
 def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args: ModelArguments,
-              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: runtime.OwnedOutputDir
+              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: output_folder.OwnedOutputDir
               ) -> Recipe:
-    """The run in the output folder it owns: built and checked first, then the earlier run it replaces set aside
-    before its first write (so a refused run leaves that run in place), then trained, validated and/or predicted."""
+    """The run in the output folder it owns: its features checked and the Recipe built first, then the earlier run
+    it replaces set aside before its first write (so a refused run leaves that run in place), then trained,
+    validated and/or predicted."""
     checkpointer_args = checkpointer_arguments(config["ckpt"], args.output_dir)
     trainer_args = runtime.trainer_arguments(config, args.output_dir, distributed, checkpointer_args)
     # pymarlin's guard for rank-0-only functions is a module global its Trainer sets only when it reads the ranks
     # itself; given them, it leaves the global at 0 in every process
     rank_zero_only.rank = ranks.global_rank
+    features = preflight.check_features(args, model_args.hf_model)
     set_seed(args.seed)
-    recipe = Recipe(args, model_args, trainer_args, TaskData())
-    checkpoints = runtime.checkpoints_written(trainer_args, config["ckpt"]["period_steps"],
-                                              recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0)
-    runtime.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
+    recipe = Recipe(args, model_args, trainer_args, TaskData(), features)
+    steps = recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0
+    checkpoints = output_folder.checkpoints_written(trainer_args, config["ckpt"]["period_steps"], steps)
+    output_folder.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
     backend = runtime.build_backend(config)
     output.set_aside_earlier()
     if ranks.is_main:
@@ -566,7 +402,7 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     stop = StopRequest()
     trainer = CheckpointingTrainer(recipe, trainer_args, backend,
                                    StepCheckpointer(checkpointer_args), period_steps=config["ckpt"]["period_steps"],
-                                   stop=stop, eval_steps=args.eval_steps, enough=recipe.patience_spent)
+                                   stop=stop, eval_steps=args.eval_steps, stop_early=recipe.best.patience_spent)
     if args.trainpath:
         with runtime.on_stop_signals(stop.handle):
             trainer.train()

@@ -46,7 +46,7 @@ def child(kind: str, task: str, max_len: int, padding: str, workers: int | None)
     out = tempfile.mkdtemp(prefix=f"bench_feat_{kind}_")
     if kind == "ours":
         import data
-        from glue_support import strict_config  # noqa: F401
+        from glue_support import command_line  # noqa: F401
         proc = data.DataProcessorArguments(task=task, set_type="train", max_seq_len=max_len,
                                            tokenizer="sentence-transformers/all-MiniLM-L6-v2", workers=workers,
                                            tokenize_batch_size=1000, skip_malformed=False, padding=padding)

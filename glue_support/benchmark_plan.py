@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from glue_processors import TASKS, TaskSpec, get_task
-from glue_support.strict_config import ConfigError
+from glue_support.exit_codes import ConfigError
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
 

@@ -1,18 +1,11 @@
 """Training-state checkpoints a run can resume from exactly, even mid-epoch.
 
-pymarlin's ``DefaultCheckpointer`` saves once per epoch, names files by epoch, writes in place (a kill during
-the write leaves a truncated file that resuming then picks) and loads with ``torch.load``'s defaults.
-``StepCheckpointer`` keeps pymarlin's interface and settings (``ckpt`` in config.yaml) but names each file by
-its optimizer step (``marlin_glue_step00000120.pt``), writes it atomically, can be asked for a checkpoint at
-any optimizer step, and loads with ``weights_only=True``, so a checkpoint from elsewhere cannot run code.
-``CheckpointingTrainer`` is pymarlin's Trainer asking for those checkpoints: every ``ckpt.period_steps``
-optimizer steps, and when SIGTERM or Ctrl-C asks the run to stop (``StopRequest``); it also validates every
-``tmod.eval_steps`` optimizer steps, and ends training early when the module says it has had enough.
-
-What makes a mid-epoch resume exact is in the module's state (``filegen_dataloaders.DataOrder``, which
-``train.Recipe.get_state`` saves): the epoch, the batches it has consumed, and the random-number state at the
-start of the epoch (which fixes the data order) and at the checkpoint (which fixes dropout from there on).
-``rng_state``/``set_rng_state`` capture and restore those generators in a form ``weights_only`` loading accepts.
+``StepCheckpointer`` keeps pymarlin's ``DefaultCheckpointer`` interface and ``ckpt`` settings, but names each file by
+its optimizer step, writes it atomically and loads it with ``weights_only=True``. ``CheckpointingTrainer`` is
+pymarlin's Trainer that also checkpoints every ``ckpt.period_steps`` steps and on SIGTERM or Ctrl-C
+(``StopRequest``), validates every ``tmod.eval_steps`` steps, and stops early when asked. Where training stands in
+its data is the module's state (``filegen_dataloaders.DataOrder``); ``rng_state`` captures the random generators
+in a form ``weights_only`` loading accepts.
 """
 from __future__ import annotations
 
@@ -27,6 +20,7 @@ import numpy as np
 import torch
 
 from glue_support.atomic_write import atomic_path
+from glue_support.exit_codes import ConfigError
 from glue_support.marlin import (
     CallbackInterface,
     Checkpoint,
@@ -38,7 +32,6 @@ from glue_support.marlin import (
     TrainerBackend,
     getlogger,
 )
-from glue_support.strict_config import ConfigError
 
 logger = getlogger(__name__)
 
@@ -176,33 +169,33 @@ class StopRequest:
         return self.signal
 
 
-class _Enough(Exception):
-    """Out of pymarlin's epoch loop: the module has had enough training (early stopping)."""
+class _StopEarly(Exception):
+    """Out of pymarlin's epoch loop: training ends early (``stop_early()`` after a validation)."""
 
 
 class CheckpointingTrainer(Trainer):
     """pymarlin's Trainer, also checkpointing between epochs: after every ``period_steps`` optimizer steps (None:
     only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run. It
     validates after each epoch and, with ``eval_steps``, after every ``eval_steps`` optimizer steps too (once at
-    a step that is both); after a validation, ``enough()`` true ends training as its last epoch would.
+    a step that is both); after a validation, ``stop_early()`` true ends training as its last epoch would.
 
     pymarlin's backends report each optimizer step to the callback the Trainer hands them, which is the module
     itself in pymarlin; here it is ``_ModuleThenTrainer``, so the module's hooks run first, then this trainer's."""
 
     def __init__(self, module: ModuleInterface, args: TrainerArguments, trainer_backend: TrainerBackend,
                  checkpointer: StepCheckpointer, period_steps: Optional[int], stop: StopRequest,
-                 eval_steps: Optional[int] = None, enough: Callable[[], bool] = lambda: False):
+                 eval_steps: Optional[int] = None, stop_early: Callable[[], bool] = lambda: False):
         super().__init__(module=module, args=args, trainer_backend=trainer_backend, checkpointer=checkpointer)
         # set after pymarlin's __init__, which logs every attribute the Trainer has by then as a hyperparameter
         self.period_steps = period_steps
         self.stop = stop
         self.eval_steps = eval_steps
-        self.enough = enough
+        self.stop_early = stop_early
         # the optimizer step last validated at, checkpointed: a resumed epoch that ends at a step validated
         # before the checkpoint does not validate it again
         self.validated_at: Optional[int] = (self.checkpointed_states.trainer_state or {}).get("validated_at")
         # the optimizer step of the last epoch-end checkpoint this process wrote: pymarlin's end-of-training call
-        # right after it would write the same state again (a few hundred MB, for nothing)
+        # right after it would write the same state again
         self.epoch_checkpoint_at: Optional[int] = None
 
     def load_checkpoints(self) -> Checkpoint:
@@ -219,13 +212,13 @@ class CheckpointingTrainer(Trainer):
         return checkpoint
 
     def train(self) -> None:
-        """pymarlin's, ended early when ``enough()`` after a validation: then the final checkpoint, the saved
+        """pymarlin's, ended early when ``stop_early()`` after a validation: then the final checkpoint, the saved
         model state and the module's ``on_end_train``, as after pymarlin's last epoch."""
         try:
-            if self.enough():  # resumed from the final checkpoint of a run that had stopped early
-                raise _Enough
+            if self.stop_early():  # resumed from the final checkpoint of a run that had stopped early
+                raise _StopEarly
             super().train()
-        except _Enough:
+        except _StopEarly:
             self.logger.info(f"Stopping early after step {self.global_steps_finished}")
             self.save_checkpoint(force=True)
             self.save_model_checkpoint()
@@ -233,14 +226,14 @@ class CheckpointingTrainer(Trainer):
             self.stats.log_long_stats(self.global_steps_finished)
 
     def validate(self) -> Optional[list[torch.Tensor]]:
-        """pymarlin's, unless this step was validated already (mid-epoch, at the epoch's last step); ``_Enough``
-        after it when the module has had enough."""
+        """pymarlin's, unless this step was validated already (mid-epoch, at the epoch's last step); ``_StopEarly``
+        after it when ``stop_early()``."""
         if self.validated_at == self.global_steps_finished:
             return None
         outputs = super().validate()
         self.validated_at = self.global_steps_finished
-        if self.enough():
-            raise _Enough
+        if self.stop_early():
+            raise _StopEarly
         return outputs
 
     def get_state(self) -> dict[str, Any]:

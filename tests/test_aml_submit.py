@@ -17,7 +17,7 @@ pytest.importorskip("azure.ai.ml")
 
 import aml_submit  # noqa: E402
 from conftest import FIXTURES, ROOT, python_env  # noqa: E402
-from glue_support import strict_config  # noqa: E402
+from glue_support import command_line  # noqa: E402
 
 # the SDK's own use of marshmallow, when it dumps a job
 pytestmark = pytest.mark.filterwarnings("ignore:The `context` parameter is deprecated:DeprecationWarning")
@@ -28,7 +28,7 @@ DATASTORE = "azureml://datastores/workspaceblobstore/paths/glue_data"
 def build(argv, *args: str):
     """The job aml_submit.py builds for this command line, and the merged config it was built from."""
     argv(*([] if "--aml.data_path" in args else ["--aml.data_path", str(FIXTURES)]), *args)
-    config = strict_config.parse_config()
+    config = command_line.parse_config()
     return aml_submit.build_job(config), config
 
 
@@ -89,7 +89,7 @@ def test_overrides_reach_the_script_that_reads_them_unchanged(argv, monkeypatch)
                          (train, aml_submit.TRAIN_GROUPS)):
         script = step.index("train.py" if step is train else "data.py")
         monkeypatch.setattr(sys, "argv", step[script:])
-        arrived = strict_config.parse_config()
+        arrived = command_line.parse_config()
         for group in groups:
             for key, value in config[group].items():
                 if f"{group}.{key}" not in aml_submit.JOB_KEYS and (group, key) != ("trainer", "backend"):

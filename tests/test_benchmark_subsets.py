@@ -10,7 +10,7 @@ import benchmark
 import data
 from conftest import bench_arguments, write_rte_subset
 from glue_support import benchmark_plan, provenance
-from glue_support.strict_config import parse_config
+from glue_support.command_line import parse_config
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import data
 import glue_metrics
 import train
 from conftest import FIXTURES, featurize, featurize_splits, read_submission, run_train, torchrun, write_rte_subset
-from glue_support.strict_config import ConfigError
 
 
 @pytest.fixture
@@ -100,7 +99,7 @@ def test_without_keep_best_the_last_model_is_saved_and_the_best_reported(argv, t
     scored_by_step(monkeypatch, {6: 0.9, 12: 0.1})
     output = tmp_path / "out"
     module = run_train(argv, tiny_bert, features, output)
-    assert read(output, "results.json")["best"]["step"] == 6 and module.best_weights is None
+    assert read(output, "results.json")["best"]["step"] == 6 and module.best.weights is None
     saved = AutoModelForSequenceClassification.from_pretrained(output)
     assert torch.equal(saved.classifier.weight, module.model.classifier.weight)  # the last model, as trained
 
@@ -131,11 +130,11 @@ def test_early_stopping_ends_training_after_n_validations_without_improvement(ar
     assert validated_steps(output) == steps and max(trained) == last
     results = read(output, "results.json")
     assert (results["best"]["step"], results["dev.tsv"]["step"]) == (steps[0][1], last)
-    assert module.since_best == patience
+    assert module.best.since_best == patience
     assert (output / "model.safetensors").is_file() and (output / "submission" / "RTE.tsv").is_file()
     best_model = AutoModelForSequenceClassification.from_pretrained(output)
     for name, parameter in best_model.state_dict().items():
-        assert torch.equal(parameter, module.best_weights[name]), name
+        assert torch.equal(parameter, module.best.weights[name]), name
 
     trained.clear()
     before = {name: (output / name).read_bytes() for name in ("results.json", "history.json", "model.safetensors")}
@@ -177,22 +176,12 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_byte_identical(argv, tiny_ber
         assert (output / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 
 
-def test_best_checkpoint_options_need_validation(argv, tiny_bert, features, tmp_path):
-    for option, value in (("keep_best", "true"), ("early_stopping_patience", 2), ("eval_steps", 5)):
-        argv("--model.hf_model", tiny_bert, "--tmod.trainpath", features["train"], "--tmod.output_dir",
-             tmp_path / "out", f"--tmod.{option}", value)
-        with pytest.raises(ConfigError, match=rf"^--tmod.{option} needs --tmod.valpath"):
-            train.main()
-
-
-def test_mnli_validated_without_dev_matched_reports_no_best_and_refuses_selection(argv, tiny_bert, tmp_path):
+def test_mnli_validated_without_dev_matched_reports_no_best(argv, tiny_bert, tmp_path):
     for set_type in ("train", "dev_mismatched"):
         featurize(FIXTURES / "MNLI", tmp_path / set_type, tiny_bert, "MNLI", set_type)
     folders = {"train": tmp_path / "train", "dev": tmp_path / "dev_mismatched"}
-    with pytest.raises(ValueError, match=r"dev_mismatched: no dev_matched.tsv"):
-        run_train(argv, tiny_bert, folders, tmp_path / "refused", "--tmod.keep_best", "true", epochs=1)
     module = run_train(argv, tiny_bert, folders, tmp_path / "out", epochs=1)
-    assert module.best is None and "best" not in read(tmp_path / "out", "results.json")
+    assert module.best.result is None and "best" not in read(tmp_path / "out", "results.json")
 
 
 def test_two_processes_validate_mid_epoch_together_and_stop_early_together(tiny_bert, tmp_path):

@@ -18,7 +18,7 @@ import data
 import glue_metrics
 from conftest import ROOT, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, scoreboard, selection
-from glue_support.strict_config import parse_config
+from glue_support.command_line import parse_config
 
 FIVE_TASKS = "RTE,MRPC,STS-B,CoLA,SST-2"
 

@@ -11,13 +11,13 @@ import types
 import pytest
 import torch
 import yaml
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 import data
 import train
 from conftest import FIXTURES, ROOT, config_defaults, featurize, python_env, write_rte_subset
-from glue_support import embedded_model, strict_config
+from glue_support import command_line, embedded_model, exit_codes, option_docs, path_checks, preflight
 from glue_support.checkpoints import StepCheckpointer
 from glue_support.marlin import DefaultCheckpointerArguments
 
@@ -28,7 +28,7 @@ from glue_support.marlin import DefaultCheckpointerArguments
 def test_every_numeric_option_declares_a_range_that_holds_its_default(config):
     """Numeric: a number by default, or null (the "no limit" ones). --help shows the range with the comment."""
     defaults = yaml.safe_load((ROOT / config).read_text(encoding="utf-8"))
-    options = [option for group in strict_config.documented_options(str(ROOT / config)) for option in group.options]
+    options = [option for group in option_docs.documented_options(str(ROOT / config)) for option in group.options]
     typed = {option.key: defaults[option.key.partition(".")[0]][option.key.partition(".")[2]] for option in options}
     numeric = {key for key, value in typed.items()
                if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))}
@@ -38,12 +38,12 @@ def test_every_numeric_option_declares_a_range_that_holds_its_default(config):
 
 
 def test_help_shows_each_range_as_part_of_its_comment():
-    lines = strict_config.usage(strict_config.CONFIG_PATH).splitlines()
+    lines = option_docs.usage(command_line.CONFIG_PATH).splitlines()
     assert any(line.startswith("  --trainer.max_grad_norm 1.0 ") and line.endswith("clips to [> 0]") for line in lines)
 
 
 def test_the_options_with_a_fixed_set_of_values_declare_it():
-    options = {option.key: option.range for group in strict_config.documented_options(strict_config.CONFIG_PATH)
+    options = {option.key: option.range for group in option_docs.documented_options(command_line.CONFIG_PATH)
                for option in group.options}
     assert options["dproc.padding"].choices == ("dynamic", "max_length")
     assert options["amp.dtype"].choices == ("float16", "bfloat16")
@@ -59,7 +59,7 @@ def test_the_options_with_a_fixed_set_of_values_declare_it():
     ("one of: dynamic, max_length", ["dynamic", "max_length"], ["longest", None, 0], "one of dynamic, max_length"),
 ])
 def test_a_range_admits_what_it_says(text, admitted, refused, expected):
-    accepted = strict_config.Range.parse(text)
+    accepted = option_docs.Range.parse(text)
     assert all(accepted.admits(value) for value in admitted)
     assert not any(accepted.admits(value) for value in refused)
     assert str(accepted) == expected
@@ -68,7 +68,7 @@ def test_a_range_admits_what_it_says(text, admitted, refused, expected):
 @pytest.mark.parametrize("text", ["0, 1)", ">= one", "between 1 and 2", ">=1", "> 0 or none"])
 def test_a_bracket_that_is_not_a_range_is_an_error_not_a_missing_check(text):
     with pytest.raises(ValueError, match="is not a range"):
-        strict_config.Range.parse(text)
+        option_docs.Range.parse(text)
 
 
 # -- each refused before any work: one line, exit code 2 --------------------------------------------------------
@@ -87,7 +87,7 @@ def run_command(monkeypatch, capsys, script: str, *args) -> tuple[int, str, str]
     module = importlib.import_module(script.removesuffix(".py"))
     monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
     with pytest.raises(SystemExit) as stop:
-        strict_config.run_main(module.main)
+        exit_codes.run_main(module.main)
     out, err = capsys.readouterr()
     return stop.value.code, out, err
 
@@ -148,8 +148,8 @@ def test_a_value_out_of_range_is_refused_in_one_line_before_any_work(monkeypatch
         raise AssertionError("loaded before the options were checked")
 
     monkeypatch.setattr(data.AutoTokenizer, "from_pretrained", never)
-    monkeypatch.setattr(train.AutoConfig, "from_pretrained", never)
-    monkeypatch.setattr(train.AutoModelForSequenceClassification, "from_pretrained", never)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", never)
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", never)
     out = tmp_path / "out"
     code, stdout, stderr = run_command(monkeypatch, capsys, script, *work_args(script, inputs, tiny_bert, out), *args)
     assert (code, stderr) == (2, f"{script}: {refusal}\n")
@@ -175,7 +175,7 @@ def test_each_script_refuses_a_bad_command_line_in_one_line_with_exit_code_2(tmp
 
 
 @pytest.mark.parametrize("error, code, line", [
-    (strict_config.ConfigError("unknown option --x"), 2, "unknown option --x"),
+    (exit_codes.ConfigError("unknown option --x"), 2, "unknown option --x"),
     (ValueError("a.tsv, line 3: blank line"), 1, "a.tsv, line 3: blank line"),
     (FileNotFoundError("a.tsv: no such file"), 1, "a.tsv: no such file"),
     (ValueError("a message\n  over two lines"), 1, "a message over two lines"),
@@ -186,7 +186,7 @@ def test_run_main_answers_a_refusal_with_one_line_and_its_exit_code(monkeypatch,
 
     monkeypatch.setattr(sys, "argv", ["/somewhere/script.py"])
     with pytest.raises(SystemExit) as stop:
-        strict_config.run_main(main)
+        exit_codes.run_main(main)
     assert stop.value.code == code and capsys.readouterr().err == f"script.py: {line}\n"
 
 
@@ -195,7 +195,7 @@ def test_run_main_leaves_a_bug_its_traceback():
         raise KeyError("a bug")
 
     with pytest.raises(KeyError):
-        strict_config.run_main(main)
+        exit_codes.run_main(main)
 
 
 def test_bad_input_stops_data_py_and_train_py_in_one_line_with_exit_code_1(tmp_path, inputs):
@@ -274,7 +274,7 @@ def test_a_file_given_for_a_folder_and_an_output_folder_that_cannot_be_written_a
     def unwritable(**kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(strict_config.tempfile, "TemporaryFile", unwritable)  # as for a user without the right
+    monkeypatch.setattr(path_checks.tempfile, "TemporaryFile", unwritable)  # as for a user without the right
     code, _, stderr = run_command(monkeypatch, capsys, "data.py", "--dmod.input_dir", inputs["raw"],
                                   "--dmod.output_dir", tmp_path / "new" / "out")
     assert code == 2 and stderr == (f"data.py: --dmod.output_dir {tmp_path / 'new' / 'out'}: cannot write in "
@@ -310,7 +310,7 @@ def test_a_tokenizer_without_a_limit_takes_any_max_seq_len(tiny_bert):
     """transformers gives a tokenizer without a recorded limit a huge sentinel: no limit, not a real one."""
     args = data.DataProcessorArguments(**config_defaults("dproc", tokenizer=tiny_bert, max_seq_len=100_000))
     data.check_max_seq_len(args, types.SimpleNamespace(model_max_length=VERY_LARGE_INTEGER))
-    with pytest.raises(strict_config.ConfigError):
+    with pytest.raises(exit_codes.ConfigError):
         data.check_max_seq_len(args, types.SimpleNamespace(model_max_length=4096))
 
 
@@ -319,14 +319,14 @@ def test_train_py_refuses_features_longer_than_the_models_positions_before_loadi
     features = data.featurize(data.DataInterfaceArguments(str(inputs["raw"]), str(tmp_path / "features")),
                               data.DataProcessorArguments(**config_defaults("dproc", set_type="dev",
                                                                             tokenizer=short_bert, max_seq_len=128)))
-    monkeypatch.setattr(train.AutoModelForSequenceClassification, "from_pretrained",
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
                         lambda *args, **kwargs: pytest.fail("the model's weights were loaded"))
     code, _, stderr = run_command(monkeypatch, capsys, "train.py", "--tmod.valpath", features, "--model.hf_model",
                                   short_bert, "--tmod.output_dir", tmp_path / "val")
     assert code == 1 and stderr.splitlines()[-1] == (
         f"train.py: {features}: features of up to 128 tokens (its max_seq_len), but {short_bert} has 64 positions "
         "(max_position_embeddings): featurize again with --dproc.max_seq_len 64")
-    train.check_positions({features: {"max_seq_len": 64}}, short_bert)  # within them: no refusal
+    preflight.check_positions({features: {"max_seq_len": 64}}, short_bert)  # within them: no refusal
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------

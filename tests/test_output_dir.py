@@ -20,14 +20,14 @@ import yaml
 import download_glue
 import train
 from conftest import ROOT, featurize, python_env, write_rte_subset
-from glue_support import runtime
+from glue_support import output_folder, result_files
 
-LOCK = runtime.LOCK_FILE
+LOCK = output_folder.LOCK_FILE
 USER_FILE = "notes.txt"  # the user's own file in an output folder: never moved nor removed
 # holds a folder as a run does, says so on stdout, then waits (for its stdin to close, or to be killed)
 HOLDER = """import sys
-from glue_support import runtime
-with runtime.own_output_dir(sys.argv[1], overwrite=False, resuming=False, ranks=runtime.Ranks()):
+from glue_support import output_folder
+with output_folder.own_output_dir(sys.argv[1], overwrite=False, resuming=False, is_main=True):
     print("holding", flush=True)
     sys.stdin.read()
 """
@@ -156,10 +156,10 @@ def test_where_the_folder_cannot_be_locked_the_run_goes_on_with_a_warning(tmp_pa
         raise error
 
     if error:
-        monkeypatch.setattr(runtime.fcntl, "flock", refuse)
+        monkeypatch.setattr(output_folder.fcntl, "flock", refuse)
     else:
-        monkeypatch.setattr(runtime, "fcntl", None)  # as on Windows
-    with caplog.at_level("WARNING"), runtime.own_output_dir(str(tmp_path), False, False, runtime.Ranks()):
+        monkeypatch.setattr(output_folder, "fcntl", None)  # as on Windows
+    with caplog.at_level("WARNING"), output_folder.own_output_dir(str(tmp_path), False, False, True):
         assert (tmp_path / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
     reason = "No locks available" if error else "no fcntl.flock on this platform"
     assert f"{tmp_path}: cannot lock it ({reason}): a second run started there would not be refused" in caplog.text
@@ -183,15 +183,15 @@ def kill_at(patch, owner, name: str, when, call: int = 1, after: bool = False) -
 
 KILL_POINTS = {  # call=2: killed with one output already moved aside, one model file already moved in
     "while setting the earlier outputs aside": lambda patch: kill_at(
-        patch, os, "replace", lambda source, target: runtime.MOVING in str(target), call=2),
+        patch, os, "replace", lambda source, target: output_folder.MOVING in str(target), call=2),
     "after setting them aside": lambda patch: kill_at(
-        patch, runtime.OwnedOutputDir, "set_aside_earlier", lambda self: True, after=True),
+        patch, output_folder.OwnedOutputDir, "set_aside_earlier", lambda self: True, after=True),
     "after results.json": lambda patch: kill_at(
-        patch, train, "write_json", lambda path, content: path.endswith("results.json"), after=True),
+        patch, result_files, "write_json", lambda path, content: path.endswith("results.json"), after=True),
     "while moving the model in": lambda patch: kill_at(
         patch, os, "replace", lambda source, target: ".staging." in str(source), call=2),
     "before removing the earlier outputs": lambda patch: kill_at(
-        patch, shutil, "rmtree", lambda path, *args, **kwargs: os.path.basename(path).startswith(runtime.ASIDE)),
+        patch, shutil, "rmtree", lambda path, *args, **kwargs: os.path.basename(path).startswith(output_folder.ASIDE)),
 }
 
 

@@ -183,7 +183,7 @@ def test_project_code_imports_pymarlin_only_through_the_gateway():
 
 
 @pytest.mark.parametrize("modules", [
-    "train, data", "data, train", "glue_support.checkpoints, train", "glue_support.strict_config, data, train",
+    "train, data", "data, train", "glue_support.checkpoints, train", "glue_support.command_line, data, train",
     "glue_support.mlflow_writer, glue_processors, train",
 ])
 def test_any_import_order_trains(modules):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, python_env
-from glue_support import strict_config
+from glue_support import command_line, option_docs, path_checks
 
 
 @pytest.mark.parametrize("args, message", [
@@ -29,14 +29,14 @@ from glue_support import strict_config
 def test_command_line_mistakes_stop_with_a_suggestion(argv, args, message):
     argv(*args)
     with pytest.raises(SystemExit) as stop:
-        strict_config.parse_config()
+        command_line.parse_config()
     assert message in str(stop.value.code)
 
 
 def test_good_overrides_arrive_typed_and_params_apply(argv):
     argv("--tmod.max_lr", "3.0e-5", "--trainer.epochs", "3", "--trainer.disable_tqdm", "--tmod.task", "MRPC",
          "--trainer.max_train_steps_per_epoch", "7", "--params", '{"--tmod.seed": 5}')
-    config = strict_config.parse_config()
+    config = command_line.parse_config()
     assert config["tmod"]["max_lr"] == 3e-5 and config["trainer"]["epochs"] == 3 and config["tmod"]["task"] == "MRPC"
     assert config["trainer"]["disable_tqdm"] is True and config["trainer"]["max_train_steps_per_epoch"] == 7
     assert config["tmod"]["seed"] == 5
@@ -60,9 +60,9 @@ def test_a_misspelled_override_stops_the_real_script_before_any_work(tmp_path):
 
 def test_the_saved_config_reruns_the_same_settings(argv, tmp_path):
     argv("--tmod.max_lr", "3.0e-5", "--trainer.writers", "stdout")
-    path = strict_config.save_config(strict_config.parse_config(), str(tmp_path))
+    path = command_line.save_config(command_line.parse_config(), str(tmp_path))
     argv("--config_path", path)
-    again = strict_config.parse_config()
+    again = command_line.parse_config()
     assert again["tmod"]["max_lr"] == 3e-5 and again["trainer"]["writers"] == ["stdout"]
     assert again == yaml.safe_load(open(path))
 
@@ -71,16 +71,16 @@ def test_missing_paths_are_named_with_a_close_existing_name(tmp_path):
     (tmp_path / "processed_data").mkdir()
     with pytest.raises(SystemExit, match=r"--tmod.valpath .*processed_dat: no such file or folder \(features\); "
                                          r"did you mean .*processed_data\?"):
-        strict_config.require_path("--tmod.valpath", str(tmp_path / "processed_dat"), "features")
+        path_checks.require_path("--tmod.valpath", str(tmp_path / "processed_dat"), "features")
     with pytest.raises(SystemExit, match="--dmod.input_dir is required: the GLUE folder"):
-        strict_config.require_path("--dmod.input_dir", "", "the GLUE folder")
-    assert strict_config.require_path("--x", str(tmp_path), "y") == str(tmp_path)
+        path_checks.require_path("--dmod.input_dir", "", "the GLUE folder")
+    assert path_checks.require_path("--x", str(tmp_path), "y") == str(tmp_path)
 
 
 def test_params_values_are_typed_like_the_command_line(argv):
     argv("--params", '{"--tmod.overwrite_output_dir": "false", "--trainer.epochs": "3", '
                      '"--trainer.writers": ["stdout"], "--tmod.max_lr": 3e-5, "--trainer.disable_tqdm": true}')
-    config = strict_config.parse_config()
+    config = command_line.parse_config()
     assert config["tmod"]["overwrite_output_dir"] is False and config["trainer"]["epochs"] == 3
     assert config["trainer"]["writers"] == ["stdout"] and config["tmod"]["max_lr"] == 3e-5
     assert config["trainer"]["disable_tqdm"] is True
@@ -89,7 +89,7 @@ def test_params_values_are_typed_like_the_command_line(argv):
 def test_help_lists_every_option_with_its_default_and_meaning(argv, capsys):
     argv("--help")
     with pytest.raises(SystemExit) as stop:
-        strict_config.parse_config()
+        command_line.parse_config()
     assert stop.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     max_lr = next(line for line in lines if line.startswith("  --tmod.max_lr "))
@@ -104,7 +104,7 @@ def test_help_lists_every_option_with_its_default_and_meaning(argv, capsys):
 
 
 def test_help_shows_a_one_line_groups_keys_with_their_defaults():
-    usage = strict_config.usage(str(ROOT / "benchmark.yaml"), None, "bench")
+    usage = option_docs.usage(str(ROOT / "benchmark.yaml"), None, "bench")
     rte = next(line for line in usage.splitlines() if line.startswith("  --rte.<key>: "))
     assert rte.endswith('seeds 0, init_from ""') and "max_lr [5.0e-05]" in rte
 
@@ -113,15 +113,15 @@ def test_help_shows_a_one_line_groups_keys_with_their_defaults():
 def test_every_option_has_a_meaning_in_its_config_file(config):
     """--help takes each option's meaning from the comments: a key without one would show a bare default. The
     keys of one-line groups (rte: {epochs: 5, ...}) are explained once, above the first such group."""
-    groups = strict_config.documented_options(str(ROOT / config))
+    groups = option_docs.documented_options(str(ROOT / config))
     assert {group.name for group in groups} == set(yaml.safe_load((ROOT / config).read_text()))
     for group in groups:
         assert all(option.meaning for option in group.options), [o.key for o in group.options if not o.meaning]
 
 
 def test_a_hash_inside_quotes_or_a_word_is_not_a_comment():
-    assert strict_config._split_comment("'a # b'  # real") == ("'a # b'", "real")
-    assert strict_config._split_comment("x#y") == ("x#y", "")
+    assert option_docs._split_comment("'a # b'  # real") == ("'a # b'", "real")
+    assert option_docs._split_comment("x#y") == ("x#y", "")
 
 
 @pytest.mark.parametrize("script, groups", [

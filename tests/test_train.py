@@ -28,9 +28,9 @@ from conftest import (
     run_train,
     write_rte_subset,
 )
-from glue_support import runtime
-from glue_support.marlin import DistributedTrainingArguments, Trainer
-from glue_support.strict_config import ConfigError
+from glue_support import output_folder, preflight
+from glue_support.exit_codes import ConfigError
+from glue_support.marlin import DefaultCheckpointerArguments, DistributedTrainingArguments, Trainer
 from glue_support.submission import SubmissionWriter
 
 
@@ -87,7 +87,8 @@ def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides)
     trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
                                              "distributed_training_args": DistributedTrainingArguments(),
                                              **trainer_overrides})
-    return train.Recipe(args, model_args, trainer_args, data.TaskData())
+    features = preflight.check_features(args, model_args.hf_model)
+    return train.Recipe(args, model_args, trainer_args, data.TaskData(), features)
 
 
 def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
@@ -118,12 +119,6 @@ def test_warmup_and_decay_span_the_real_number_of_optimizer_steps(tiny_bert, fea
     assert optimizer.param_groups[0]["lr"] == 0.0  # reaches zero exactly at the last step
 
 
-def test_features_of_another_task_are_refused(tiny_bert, features, tmp_path):
-    args = train.ModuleInterfaceArguments(**config_defaults("tmod", task="MRPC", trainpath=str(features["train"])))
-    with pytest.raises(ValueError, match="disagree on the task"):
-        train.task_of_features(args, train.features_metadata(args))
-
-
 def test_val_step_returns_logits_indexes_labels_and_per_example_losses(tiny_bert, features, tmp_path):
     module = recipe(tiny_bert, features, tmp_path)
     module.eval()
@@ -134,14 +129,6 @@ def test_val_step_returns_logits_indexes_labels_and_per_example_losses(tiny_bert
     assert losses.shape == (5,) and logits.shape == (5, 2) and labels.shape == (5,)
     assert index.tolist() == batch["index"].tolist()
     assert losses.mean().item() == pytest.approx(mean.item(), rel=1e-5)
-
-
-def test_test_features_to_validate_and_dev_features_to_predict_are_refused_before_training(tiny_bert, tmp_path):
-    folders = featurize_splits(FIXTURES / "RTE", tmp_path, tiny_bert, set_types=("train", "dev", "test"))
-    with pytest.raises(ValueError, match="test.tsv: features without labels .* in tmod.valpath"):
-        recipe(tiny_bert, {"train": folders["train"], "dev": folders["test"]}, tmp_path)
-    with pytest.raises(ValueError, match="dev.tsv: RTE dev features in tmod.predictpath"):
-        recipe(tiny_bert, {"train": folders["train"], "test": folders["dev"]}, tmp_path)
 
 
 def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, tiny_bert, tmp_path):
@@ -216,19 +203,6 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
     assert max(norms) > 0.1  # clipping took effect, so it is compared too
 
 
-def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_path):
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    other = tmp_path / "other-vocab"
-    other.mkdir()
-    (other / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
-    BertTokenizerFast(str(other / "vocab.txt")).save_pretrained(other)
-    BertModel(BertConfig(vocab_size=7, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                         intermediate_size=8)).save_pretrained(other)
-    with pytest.raises(ValueError, match="featurize again with --dproc.tokenizer"):
-        recipe(str(other), features, tmp_path)
-
-
 def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path, caplog):
     """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
     step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
@@ -278,6 +252,21 @@ def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_exits_non_zero_and_resum
     resumed = run_train(argv, tiny_bert, features, output, "--ckpt.resume", "true").results["dev.tsv"]
     assert resumed == full
     assert set(logs_before) < set((output / "logs").iterdir())  # the first run's logs are still there
+
+
+def test_a_checkpoint_without_the_task_or_the_best_validation_is_refused_in_one_line(tiny_bert, features, tmp_path):
+    """Checkpoints of earlier versions of train.py recorded neither: refused, never half loaded."""
+    module = recipe(tiny_bert, features, tmp_path,
+                    checkpointer_args=DefaultCheckpointerArguments(load_dir=str(tmp_path / "checkpoints")))
+    state = module.get_state()
+    module.update_state(state)  # a state of this version loads
+    without_task = {**state, "progress": {key: value for key, value in state["progress"].items() if key != "task"}}
+    without_best = {key: value for key, value in state.items() if key != "best"}
+    for old in (without_task, without_best):
+        with pytest.raises(ValueError, match=r"checkpoints: a checkpoint of an earlier version of train.py \(no "
+                                             r"task or best validation recorded\): leave out --ckpt.resume and "
+                                             r"--ckpt.load_dir to start afresh$"):
+            module.update_state(old)
 
 
 def test_resume_with_nothing_to_resume_starts_fresh_and_a_damaged_checkpoint_is_named(argv, tiny_bert, features,
@@ -381,53 +370,6 @@ def test_an_incomplete_prediction_is_refused_before_any_work(argv, tiny_bert, mn
     assert not (tmp_path / "out").exists()
 
 
-def save_classifier(path, labels: list[str]) -> str:
-    """A tiny BERT fine-tuned (randomly) for ``labels`` in this order, saved with its label names."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from glue_support import embedded_model
-
-    torch.manual_seed(3)
-    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                        num_labels=len(labels), id2label=dict(enumerate(labels)),
-                        label2id={label: i for i, label in enumerate(labels)})
-    BertForSequenceClassification(config).save_pretrained(path)
-    AutoTokenizer.from_pretrained(embedded_model.resolve(embedded_model.DEFAULT_MODEL)).save_pretrained(path)
-    return str(path)
-
-
-def test_a_checkpoint_with_the_labels_in_another_order_gets_its_head_reordered(mnli, tmp_path):
-    checkpoint = save_classifier(tmp_path / "mnli-other-order", ["ENTAILMENT", "NEUTRAL", "CONTRADICTION"])
-    module = recipe(checkpoint, mnli, tmp_path / "out")
-    original = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-    module.model.eval()
-    batch = data.TaskDataset.collate(list(data.TaskDataset(str(mnli["dev"] / "dev_matched.tsv"))))
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-    with torch.no_grad():
-        assert torch.allclose(module.model(**inputs).logits, original(**inputs).logits[:, [2, 0, 1]], atol=1e-6)
-    assert module.model.config.id2label == {0: "contradiction", 1: "entailment", 2: "neutral"}
-
-
-def test_a_checkpoint_for_other_labels_needs_ignore_mismatched_sizes(mnli, tiny_bert, features, tmp_path, caplog):
-    checkpoint = save_classifier(tmp_path / "mnli-model", ["contradiction", "entailment", "neutral"])
-    with pytest.raises(ValueError, match=r"fine-tuned for labels \['contradiction', 'entailment', 'neutral'\], but "
-                                         r"RTE has \['entailment', 'not_entailment'\]; "
-                                         r"--model.ignore_mismatched_sizes"):
-        recipe(checkpoint, features, tmp_path / "out")
-    with caplog.at_level("WARNING"):
-        module = recipe(checkpoint, features, tmp_path / "out", {"ignore_mismatched_sizes": True})
-    assert "a head of another size is re-initialized" in caplog.text
-    assert module.model.config.id2label == {0: "entailment", 1: "not_entailment"}
-    assert classifier_shape(module.model) == (2, 32)
-    generic = save_classifier(tmp_path / "generic", ["LABEL_0", "LABEL_1", "LABEL_2"])
-    with pytest.raises(ValueError, match="has a classification head of another size than the 2 outputs of RTE"):
-        recipe(generic, features, tmp_path / "out")
-
-
-def classifier_shape(model) -> tuple[int, int]:
-    return tuple(train.classifier_layer(model, model.config.num_labels).weight.shape)
-
-
 def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, features, tmp_path):
     output = tmp_path / "out"
     run_train(argv, tiny_bert, features, output, epochs=1)
@@ -443,7 +385,7 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
     assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
     # the earlier run's outputs, TensorBoard logs included, were set aside, then removed
     assert len(list((output / "logs").iterdir())) == 1
-    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [runtime.LOCK_FILE]
+    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [output_folder.LOCK_FILE]
 
 
 def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
@@ -455,8 +397,8 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
 
     trained = []
     monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
-    monkeypatch.setattr(runtime.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20,
-                                                                                            2 ** 20))
+    monkeypatch.setattr(output_folder.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
     with pytest.raises(ValueError, match=r"out: 1 MiB free on its disk; the fine-tuned model and \d+ checkpoints need "
                                          r"about \d+ MiB: free some space, or choose another --tmod.output_dir"):
         run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")

@@ -45,7 +45,7 @@ def test_under_two_processes_each_orders_its_own_share_and_the_repeats_drop_by_i
         assert [lengths[i] for i in flat(batches)] == sorted((lengths[i] for i in share), reverse=True)
         gathered += flat(batches)
     assert len(gathered) == 26
-    indexes, first = train.once_each(torch.tensor(gathered))
+    indexes, first = train.unique_examples(torch.tensor(gathered))
     assert indexes.tolist() == list(range(25)) and sorted(torch.tensor(gathered)[first].tolist()) == list(range(25))
 
 
