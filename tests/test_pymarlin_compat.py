@@ -23,7 +23,7 @@ def run(code: str, skip: str = "", *args: str) -> subprocess.CompletedProcess:
 
 APPLY = "from glue_support import pymarlin_compat; pymarlin_compat.apply(); "  # as the gateway does, then pymarlin
 IMPORT_TRAINER = APPLY + "from pymarlin.core.trainer import Trainer, TrainerArguments; print('ok')"
-PARSE = (APPLY + "from pymarlin import CustomArgParser; "
+PARSE = ("from glue_support.marlin import CustomArgParser; "  # the parser's fixes alone: no torch to import
          "c = CustomArgParser(default_yamlfile='config.yaml').parse(); "
          "print(repr(c['trainer']['max_train_steps_per_epoch']), repr(c['trainer']['writers']))")
 STDOUT_WRITER = (APPLY + "from pymarlin.utils.writer import build_writer, WriterInitArguments; "
