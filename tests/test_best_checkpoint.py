@@ -98,7 +98,6 @@ def test_keep_best_saves_and_predicts_with_the_model_of_the_best_validation(argv
     assert read_submission(output / "submission" / "RTE.tsv") == expected
 
 
-@pytest.mark.slow
 def test_without_keep_best_the_last_model_is_saved_and_the_best_reported(argv, tiny_bert, features, tmp_path,
                                                                         monkeypatch):
     scored_by_step(monkeypatch, {6: 0.9, 12: 0.1})
@@ -149,7 +148,6 @@ def test_early_stopping_ends_training_after_n_validations_without_improvement(ar
 
 
 @pytest.mark.parametrize("stop_step", [9, 8, 6])
-@pytest.mark.slow
 def test_a_run_stopped_by_sigterm_and_resumed_ends_byte_identical(argv, tiny_bert, features, tmp_path, monkeypatch,
                                                                   stop_step):
     """keep_best, eval_steps 2 and patience 3, the best at step 4: the run stops early at step 10. SIGTERM during

@@ -112,7 +112,6 @@ def hold(folder: Path) -> subprocess.Popen:
     return holder
 
 
-@pytest.mark.slow
 def test_a_second_run_is_refused_before_the_model_loads_and_the_lock_goes_with_a_killed_holder(
         tiny_bert, features, tmp_path, monkeypatch):
     output = tmp_path / "out"
@@ -198,7 +197,6 @@ KILL_POINTS = {  # call=2: killed with one output already moved aside, one model
 
 
 @pytest.mark.parametrize("kill_point", KILL_POINTS)
-@pytest.mark.slow
 def test_a_run_killed_while_overwriting_never_leaves_two_runs_files_and_the_next_run_cleans_up(
         tiny_bert, features, earlier_and_replacing, tmp_path, monkeypatch, kill_point):
     earlier, references = earlier_and_replacing

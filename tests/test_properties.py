@@ -368,7 +368,6 @@ def example_lists(draw):
 
 @settings(max_examples=30, deadline=None)
 @given(task=example_lists(), max_seq_len=st.integers(8, 64), batch_size=st.integers(1, 4))
-@pytest.mark.slow
 def test_features_are_what_the_tokenizer_gives_truncated_to_max_seq_len(tokenizer, tiny_bert, task, max_seq_len,
                                                                           batch_size):
     labels, examples = task

@@ -71,7 +71,6 @@ def test_history_holds_the_loss_curve_and_every_validation(argv, tiny_bert, feat
     assert history["dev.tsv"][-1] == module.results["dev.tsv"]
 
 
-@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, features, tmp_path):
     first = run_train(argv, tiny_bert, features, tmp_path / "a").results["dev.tsv"]
     second = run_train(argv, tiny_bert, features, tmp_path / "b").results["dev.tsv"]
@@ -145,7 +144,6 @@ def test_test_features_to_validate_and_dev_features_to_predict_are_refused_befor
         recipe(tiny_bert, {"train": folders["train"], "test": folders["dev"]}, tmp_path)
 
 
-@pytest.mark.slow
 def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, tiny_bert, tmp_path):
     """45 examples, global batch 6, device limit 4: pymarlin steps every 2 micro-batches of 3, 15 micro-batches
     an epoch, so one accumulation carries over into the second epoch; 15 optimizer steps in all."""
@@ -158,7 +156,6 @@ def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, 
 
 
 @pytest.mark.parametrize("limit", [8, 4])
-@pytest.mark.slow
 def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert, features, tmp_path, monkeypatch,
                                                                   limit):
     """With dropout off, train.py's weights after 2 epochs equal those of a plain loop written as
@@ -232,7 +229,6 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, features, tmp_p
         recipe(str(other), features, tmp_path)
 
 
-@pytest.mark.slow
 def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path, caplog):
     """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
     step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
@@ -255,7 +251,6 @@ def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-@pytest.mark.slow
 def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_exits_non_zero_and_resume_matches(
         argv, tiny_bert, features, tmp_path, monkeypatch, stop):
     full = run_train(argv, tiny_bert, features, tmp_path / "full").results["dev.tsv"]
@@ -468,7 +463,6 @@ def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tin
     assert trained == []
 
 
-@pytest.mark.slow
 def test_amp_on_cpu_trains_in_bfloat16_and_ignores_float16_with_a_warning(argv, tiny_bert, features, tmp_path,
                                                                         caplog):
     plain = run_train(argv, tiny_bert, features, tmp_path / "sp", epochs=1).results["dev.tsv"]
@@ -489,7 +483,6 @@ def test_amp_on_cpu_trains_in_bfloat16_and_ignores_float16_with_a_warning(argv, 
         run_train(argv, tiny_bert, features, tmp_path / "bad", "--amp.dtype", "fp8", epochs=1)
 
 
-@pytest.mark.slow
 def test_inside_an_azure_ml_job_metrics_also_go_to_mlflow(argv, tiny_bert, features, tmp_path, monkeypatch):
     logged = []
     fake = types.ModuleType("mlflow")
@@ -508,7 +501,6 @@ def test_inside_an_azure_ml_job_metrics_also_go_to_mlflow(argv, tiny_bert, featu
     assert logged == []
 
 
-@pytest.mark.slow
 def test_resume_mid_epoch_under_a_step_cap_and_across_an_accumulation_matches(argv, tiny_bert, features, tmp_path):
     """A step cap counts the steps the epoch took before the checkpoint; an epoch that ends inside a gradient
     accumulation (48 examples, micro-batch 8, 4 per step: 6 micro-batches an epoch) is not checkpointed there."""
@@ -528,7 +520,6 @@ def test_resume_mid_epoch_under_a_step_cap_and_across_an_accumulation_matches(ar
     assert resumed == full
 
 
-@pytest.mark.slow
 def test_resume_inside_the_second_training_file_matches(argv, tiny_bert, tmp_path):
     """Training data in two feature files (24 + 24 examples, 3 steps each): resuming at step 4, inside the second
     file, orders that file as the uninterrupted run did."""
