@@ -59,7 +59,8 @@ test: $(INSTALLED) $(AML_INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
-# The same without the tests marked slow (pyproject.toml): those that fine-tune the embedded MiniLM or run long.
+# The same without the tests marked slow (pyproject.toml): those that fine-tune the embedded MiniLM or train in
+# other processes.
 test-fast: $(INSTALLED) $(AML_INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow" tests
