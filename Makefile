@@ -1,12 +1,12 @@
-# Two commands do everything on a fresh clone: `make demo` and `make test`. Both create .venv on first use
-# (and again only when requirements.lock changes), so re-running them is fast and safe.
+# Two commands do everything on a fresh clone: `make demo` and `make test` (`make test-fast` while editing). Each
+# creates .venv on first use (and again only when requirements.lock changes), so re-running them is fast and safe.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup lock demo test benchmark clean
+.PHONY: setup lock demo test test-fast benchmark clean
 
 setup: $(INSTALLED)
 
@@ -54,9 +54,16 @@ $(AML_INSTALLED): requirements-aml.txt $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-aml.txt
 	touch $@
 
+# Everything, as CI runs it (.ci/run).
 test: $(INSTALLED) $(AML_INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
+
+# The same without the tests marked slow (pyproject.toml): those that fine-tune the embedded MiniLM or train in
+# other processes.
+test-fast: $(INSTALLED) $(AML_INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf processed_data training_output benchmark_output

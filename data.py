@@ -1,12 +1,9 @@
-"""GLUE TSV -> a pickled ``FeatureTable``, and the datasets ``train.py`` reads it back with.
+"""The walkthrough's first step: one GLUE TSV file -> a features file, and the datasets ``train.py`` reads.
 
-    python data.py --dmod.input_dir RTE --dmod.output_dir processed_data/train --dproc.task RTE --dproc.set_type train
+    python data.py --dmod.input_dir RTE --dmod.output_dir processed_data/RTE/train --dproc.set_type train
 
-reads ``RTE/train.tsv`` with the task's ``GlueProcessor``, tokenizes it with a ``Featurizer`` (a pymarlin
-``DataProcessor``: batches of the fast tokenizer, whose Rust threads use every core; or one shard per worker
-process with ``dproc.workers``) and writes ``processed_data/train/train.tsv``: a small metadata record
-followed by the features as a few flat arrays (``FeatureTable``), as two consecutive pickles. The file
-appears under its final name only once it is complete.
+reads ``RTE/train.tsv`` (``--dproc.task``, RTE by default) and writes ``processed_data/RTE/train/train.tsv``: a
+checksummed metadata record, then the tokenized examples as a ``FeatureTable`` of flat arrays (two pickles).
 """
 from __future__ import annotations
 
@@ -42,8 +39,7 @@ from glue_support.path_checks import require_folder, require_writable_folder
 
 logger = getlogger(__name__)
 
-# 1: a list of InputFeatures; 2: one FeatureTable; 3: the metadata also records the source file's size and SHA-256
-# and the arrays' checksum, and indexes are unique
+# the features file format written and read; a file in another one gets "rerun data.py"
 FEATURES_FORMAT = "marlin-glue-features/3"
 
 
@@ -73,12 +69,8 @@ class Featurizer(DataProcessor):
     """Tokenizes examples into a ``FeatureTable`` of unpadded ids; ``multi_process_data`` runs one shard per
     worker process.
 
-    The tokenizer's Rust backend encodes each batch of ``tokenize_batch_size`` examples on all cores (unless
-    ``TOKENIZERS_PARALLELISM=false``) and its ids go straight into flat arrays: no per-example Python objects
-    are built, so nothing per example is pickled either. ``featurize`` therefore runs one process by default
-    (``dproc.workers`` null), tokenizing the rows as they are parsed: on a 2-core machine that is faster than two
-    single-threaded workers, which pay for forking the parent and pickling their shards of examples
-    (bench/RESULTS.md, (a))."""
+    The fast tokenizer encodes each batch on all cores and its ids go straight into flat arrays, so one process
+    (``dproc.workers`` null, the default) needs no worker processes; bench/RESULTS.md (a) compares the two."""
 
     def __init__(self, args: DataProcessorArguments, labels: Optional[tuple[str, ...]],
                  tokenizer: PreTrainedTokenizerBase):
@@ -96,13 +88,11 @@ class Featurizer(DataProcessor):
         self.encoder.encode_special_tokens = tokenizer.split_special_tokens
 
     def process(self, examples: Iterable[InputExample], shard: int = 0) -> list[FeatureTable]:
-        """One ``FeatureTable`` per tokenizer batch, in order. A list, because pymarlin's ``multi_process_data``
-        concatenates the workers' result lists (a bare table would be taken apart into examples);
-        ``FeatureTable.concatenate`` joins them once at the end.
+        """One ``FeatureTable`` per tokenizer batch, in order: a list, since pymarlin's ``multi_process_data``
+        concatenates the workers' lists. ``examples`` may be a stream (``GlueProcessor.stream``).
 
-        ``examples`` may be a stream (``GlueProcessor.stream``). The Rust encoder releases the GIL, so it runs
-        in a helper thread one batch ahead: parsing the next batch and turning the last one's encodings into
-        arrays happen meanwhile, instead of leaving the tokenizer's cores idle (bench/RESULTS.md, (a))."""
+        The encoder releases the GIL, so it runs one batch ahead in a helper thread while the next batch is
+        parsed (bench/RESULTS.md (a))."""
         rows = iter(examples)
         batches = iter(lambda: list(itertools.islice(rows, self.args.tokenize_batch_size)), [])
         tables: list[FeatureTable] = []
@@ -159,6 +149,7 @@ class _FeaturesUnpickler(pickle.Unpickler):
         ("glue_processors", "FeatureTable"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        # numpy 2 renamed numpy.core to numpy._core: a file pickled under either loads
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),

@@ -1,25 +1,10 @@
-"""Download the GLUE task files and check each one against the SHA-256 table in ``glue_checksums.json``.
+"""Download GLUE tasks into ``<data_dir>/<task>/``, each file checked against ``glue_checksums.json``.
 
     python download_glue.py --tasks RTE,MRPC --data_dir glue_data
 
-The options are the ``download`` group of config.yaml: ``--tasks``, ``--data_dir``, ``--base_url``,
-``--timeout`` and ``--checksums`` (the GLUE authors' ``download_glue_data.py`` names for the first two), also
-accepted in the long form every script takes, ``--download.tasks``.
-
-Sources are the ones the GLUE authors publish (the URLs of ``download_glue_data.py``), each task's ``download``
-in the task table (``glue_processors.TASKS``): one zip per task under ``https://dl.fbaipublicfiles.com/glue/data/``,
-the diagnostic set as ``AX.tsv``, and MRPC built from the Microsoft Research Paraphrase Corpus files (SentEval's
-copy) with GLUE's own dev ids, exactly as that script builds it. ``--download.base_url URL`` fetches every file
-from ``URL/<its official file name>`` instead (a mirror, or a local test server).
-
-Each task is downloaded to a temporary file in ``data_dir``, checked (the byte count the server announced, the
-zip's integrity and the expected file names), extracted to a temporary folder, checked against the SHA-256
-table, and only then moved into ``<data_dir>/<task>/`` (the diagnostic set into ``<data_dir>/diagnostic/``, its
-folder in the GLUE download). A partial or corrupted download or a checksum mismatch is removed, reported with
-the task, the file and the expected and actual hashes, and the script exits 1; what a killed run left (hidden
-``.<file>.*.part`` files and ``.<task>.*.staging`` folders in ``data_dir``) the next run removes. Tasks whose files
-are already there and match the table are skipped. QQP, MNLI, QNLI, WNLI and AX have no reference hashes in the table:
-they are checked for completeness only and reported as "not checksummed".
+Options: config.yaml's ``download`` group (``--tasks`` and ``--data_dir`` as in the GLUE authors'
+``download_glue_data.py``, whose sources the task table names). A task is moved in only once complete and
+verified; a failed one leaves nothing behind and the script exits 1.
 """
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """Dataloaders over folders of feature files written by ``data.py``, as in PyMarlin's GLUE example.
 
-``FilesGenDataloader`` streams training batches file by file, holding one file in memory at a time, so a
-task larger than memory can be split into several feature files; ``DataOrder`` builds one per epoch and keeps
-where training stands in them, for exact resumes. ``FilesDictDataloader`` gives one validation loader per
-file, keyed by file name, so each file gets its own metrics (MNLI ``dev_matched.tsv`` and
-``dev_mismatched.tsv`` in one run), its batches longest first (``LengthOrderedBatchSampler``).
+Training streams one file at a time (``FilesGenDataloader``; ``DataOrder`` keeps its place for exact resumes);
+validation gets one loader per file, so each file has its own metrics (``FilesDictDataloader``).
 """
 from __future__ import annotations
 

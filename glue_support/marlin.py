@@ -1,11 +1,7 @@
-"""pymarlin 0.3.6 as this project uses it: every pymarlin name its code needs, with the compatibility fixes applied
-before pymarlin's own code runs.
+"""The one gateway to pymarlin 0.3.6: ``from glue_support.marlin import Trainer``, never ``import pymarlin``.
 
-Project code imports pymarlin's classes from here (``from glue_support.marlin import Trainer``), never from
-``pymarlin`` directly, so the fixes of ``pymarlin_compat`` are in place whatever the import order. Names load when
-first asked for: the config parser and the logger without torch (pymarlin's ``__init__`` imports its trainer, and
-torch with it, which costs seconds a command that only parses options or downloads files should not pay); any
-other name imports the whole package with every fix.
+Each name loads on first use with ``pymarlin_compat``'s fixes already applied, so import order never matters;
+the config parser and the logger load without torch, for commands that only parse options.
 """
 from __future__ import annotations
 

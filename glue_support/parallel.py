@@ -1,10 +1,7 @@
-"""Several child processes at once, each with its share of the machine: ``benchmark.py --parallel N``.
+"""Several runs at once, each with its share of the machine: ``benchmark.py --parallel N``.
 
-A share is the environment one run starts with. On GPUs each run gets its own devices (``CUDA_VISIBLE_DEVICES``,
-``nproc_per_node`` of them, as MosaicML's and ModernBERT's GLUE runners put one run on each GPU). On CPU each
-gets ``cores / N`` threads: a small encoder's matrices keep few threads busy, so N runs with fewer threads each
-can finish a grid sooner than one run with all of them (bench/RESULTS.md (i) measured it). One run at a time
-gets no share: it starts with the environment as it is, so ``--parallel 1`` runs exactly as before.
+A share is what one run adds to its environment: its own GPUs (``CUDA_VISIBLE_DEVICES``), or on CPU
+``cores / N`` threads (bench/RESULTS.md (i)). ``--parallel 1`` adds nothing.
 """
 from __future__ import annotations
 
@@ -35,8 +32,8 @@ def visible_gpus(environ: Mapping[str, str]) -> list[str]:
 
 def auto_parallel(processes_per_run: int, gpus: list[str], cores: int) -> int:
     """``--parallel 0``: the runs at once a machine gets by default. On GPUs one run per ``processes_per_run``
-    devices, all of them busy; on CPU two runs wherever each process can have a core of its own (on 2 cores a
-    grid finished 1.28x sooner with two runs of one thread than with one of two: bench/RESULTS.md (i)), else one."""
+    devices, all of them busy; on CPU two runs wherever each process can have a core of its own, else one
+    (bench/RESULTS.md (i))."""
     if gpus:
         return max(1, len(gpus) // processes_per_run)
     return 2 if cores >= 2 * processes_per_run else 1

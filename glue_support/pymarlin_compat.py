@@ -1,48 +1,25 @@
-"""Make pymarlin 0.3.6 (the last release, 2022) import and train on Python 3.11 + torch 2.x.
+"""Make pymarlin 0.3.6 (its last release, 2022) import and train on Python 3.11 and torch 2.x.
 
-Project code never imports ``pymarlin`` itself: it takes pymarlin's names from ``glue_support.marlin``, which
-loads them through ``load()`` here, so every fix is in place before pymarlin's own code runs, whatever the import
-order. Each fix is one function, applied at most once, and each has a test in ``tests/test_pymarlin_compat.py``
-that fails without it. No other file patches pymarlin, and nothing in site-packages is edited. The config parser
-and the logger load on their own, with the fixes that concern them, without importing torch: pymarlin's package
-``__init__`` imports its trainer (and torch), which a command that only parses options should not pay for.
+``glue_support.marlin`` loads pymarlin through ``load()``, so every fix is in place before pymarlin's own code
+runs. Each fix is one function below, applied once; ``tests/test_pymarlin_compat.py`` shows each is needed
+(``MARLIN_GLUE_COMPAT_SKIP``). Nothing in site-packages is edited.
 
-What breaks and why (measured; see the notes in the project's shared folder):
-
-1. ``pymarlin.utils.distributed`` imports ``azureml.core.run.Run`` at module top, so ``import pymarlin``
-   needs the retired Azure ML SDK v1. It is used only by AzureML-MPI helpers and the ``aml`` writer, so a
-   stand-in ``Run`` whose ``get_context()`` raises is enough (the ``aml`` writer then disables itself).
-2. ``TrainerArguments`` uses dataclass *instances* as field defaults. Python 3.11 rejects defaults whose
-   class is unhashable (every non-frozen dataclass with ``eq=True``), raising ``ValueError: mutable default``
-   while ``pymarlin.core.trainer`` is being imported. Giving those three argument classes an identity hash
-   restores the pre-3.11 behaviour; ``train.py`` always passes its own instances, so no default is shared.
-3. ``CustomArgParser`` types a YAML ``null`` default as ``str``: ``--trainer.max_train_steps_per_epoch 3``
-   arrived as ``'3'`` and later crashed comparing it with an int. Values for null defaults are now read as
-   YAML scalars: ``3`` -> 3, ``2.0e-5`` -> 2e-5, ``null`` -> None, ``true`` -> True, text stays text.
-4. Every pymarlin logger gets the same console handler *and* propagates to its parent, which has it too, so
-   each metric line printed twice. Loggers made by pymarlin's ``getlogger`` no longer propagate.
-5. List values were parsed with ``eval``: ``--trainer.writers stdout`` raised NameError, and the command
-   line could run any Python expression. Lists are now read as YAML (``[stdout, tensorboard]``, which also
-   reads pymarlin's ``['stdout', 'tensorboard']``), as comma-separated words (``stdout,tensorboard``), or in
-   pymarlin's dash form (``stdout-tensorboard``); a value that is not a list of the default's type is refused
-   in one line saying what it takes (a fraction for a list of whole numbers too: ``int(2.5)`` is 2). (An empty
-   list default still cannot be overridden: config.yaml has none.)
-6. The DDP backend assumes CUDA: it calls ``torch.cuda.set_device`` whatever the process-group backend, and
-   wraps the model with ``device_ids=[device]``, which torch refuses for a CPU device. With gloo on CPU the
-   device is left alone and ``device_ids`` is None. pymarlin's ``find_unused_parameters=True`` becomes an
-   attribute with that default, so a caller can turn it off (``runtime.build_backend`` sets it from
-   ``dist.find_unused_parameters``: BERT-like classifiers use every parameter, and the search costs a pass over
-   the graph every step).
-7. The AMP backends (``sp-amp``, ``ddp-amp``) use ``torch.cuda.amp``, deprecated in torch 2 (a FutureWarning
-   every step), and do not checkpoint the loss scaler (a resumed fp16 run restarts its scale). They now use
-   ``torch.amp`` on the run's device, in ``amp_dtype`` (float16 by default, as pymarlin; bfloat16 needs no
-   scaler), and the scaler's state is part of the backend's checkpointed state.
-
-Where pymarlin's documented behaviour differs after these fixes (everything else is pymarlin's own):
-- a value given for a key whose default is ``null`` is a YAML scalar, not always text (its docstring says "null
-  is inferred implicitly as str"): ``--x 123`` gives 123 where pymarlin gave ``'123'``; text stays text;
-- a list value is never ``eval``-ed: Python expressions other than list literals (``range(3)``) are refused;
-- the AMP backends' state (``get_state``) holds one more key, ``scaler``; a state without it still loads.
+Every difference from pymarlin 0.3.6 that remains (the rest is pymarlin's own):
+- without azureml-core, ``azureml.core.run.Run`` is a stand-in whose ``get_context()`` raises,
+  so the ``aml`` writer turns itself off;
+- ``DefaultCheckpointerArguments``, ``StatInitArguments`` and ``WriterInitArguments`` hash by identity;
+- a value for a key whose YAML default is null is a YAML scalar, not text: ``3`` -> 3, ``None`` -> None;
+- a list value is never ``eval``-ed: it is YAML (``[a, b]``), ``a,b`` or pymarlin's ``a-b``;
+  ``-1`` and ``2e-5`` are one number; a list with both separators splits at commas;
+- a list value not of the default's type (``range(3)``, ``2.5`` for ints) is refused in one line;
+- pymarlin's loggers do not propagate: a line prints once, and root-logger handlers do not see it;
+- DDP calls ``torch.cuda.set_device`` only with nccl; on CPU ``device_ids`` and ``output_device`` are None;
+- DDP's ``find_unused_parameters`` is a class attribute, True as in pymarlin;
+- AMP autocasts with ``torch.amp`` on the run's device, in ``amp_dtype``: float16 (pymarlin's) or bfloat16;
+- AMP scales the loss only for float16 on a CUDA device (pymarlin: whenever CUDA is present);
+- AMP in bfloat16 autocasts on CPU too, without a scaler; float16 on CPU does nothing, as in pymarlin;
+- AMP's ``get_state`` has a ``scaler`` key; ``update_state`` loads it when present;
+- the config parser and the logger load without pymarlin's ``__init__`` (so without torch).
 """
 from __future__ import annotations
 
@@ -99,7 +76,8 @@ class _NoAzureMLRun:
 
 
 def stub_azureml_run() -> None:
-    """Fix 1: provide ``azureml.core.run.Run`` unless the real azureml-core is importable."""
+    """Fix 1: ``pymarlin.utils.distributed`` imports ``azureml.core.run.Run`` (the retired Azure ML SDK v1) at module
+    top, for AzureML-only helpers and the ``aml`` writer: a stand-in unless the real SDK is importable."""
     try:
         import azureml.core.run  # noqa: F401  (the real SDK v1, if a user has it)
         return
@@ -115,7 +93,8 @@ def stub_azureml_run() -> None:
 
 
 def hashable_trainer_defaults() -> None:
-    """Fix 2: give the three argument dataclasses used as ``TrainerArguments`` defaults an identity hash."""
+    """Fix 2: Python 3.11 refuses unhashable field defaults (``ValueError: mutable default``), and
+    ``TrainerArguments`` has three dataclass instances as defaults: their classes hash by identity, as before 3.11."""
     for module_name, class_name in (
         ("pymarlin.utils.checkpointer.checkpoint_utils", "DefaultCheckpointerArguments"),
         ("pymarlin.utils.stats.basic_stats", "StatInitArguments"),
@@ -135,7 +114,8 @@ def _yaml_scalar(text: str) -> Any:
 
 
 def typed_null_overrides() -> None:
-    """Fix 3: command-line values for keys whose YAML default is ``null`` keep their YAML type."""
+    """Fix 3: pymarlin types a ``null`` default as ``str``, so ``--trainer.max_train_steps_per_epoch 3`` arrived as
+    ``'3'`` and crashed when compared with an int: such values are read as YAML scalars."""
     parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
     original: Callable[..., None] = parser_class._add_known_arguments_to_parser
 
@@ -162,10 +142,9 @@ def _is_dashed(text: str) -> bool:
 
 
 def list_overrides_without_eval() -> None:
-    """Fix 5: a list value is read as YAML (``[a, b]``), comma-separated (``a,b``) or dashed (``a-b``), never
-    ``eval``-ed; a value that is not a list of the default's type is refused saying so (argparse's own message
-    would name the converter, ``invalid <lambda> value``), a fraction for a whole number included (``int(2.5)``
-    would be 2)."""
+    """Fix 5: pymarlin ``eval``-s list values (``--trainer.writers stdout`` raised NameError, and any expression
+    ran): read them as YAML, ``a,b`` or ``a-b``, and refuse other values in one line (argparse's own message would
+    name the converter, ``invalid <lambda> value``)."""
     parser_class = _import("pymarlin.utils.config_parser.custom_arg_parser").CustomArgParser
 
     def read_list(self: Any, text: Any, eval_type: type = float) -> list[Any]:
@@ -187,8 +166,8 @@ def list_overrides_without_eval() -> None:
 
 
 def single_log_lines() -> None:
-    """Fix 4: loggers made by pymarlin's ``getlogger`` print each line once: they no longer propagate to a
-    parent logger that carries the same console handler."""
+    """Fix 4: every pymarlin logger and its parent carry the same console handler, so each metric line printed
+    twice: loggers made by ``getlogger`` no longer propagate."""
     logging_utils = _import("pymarlin.utils.logger.logging_utils")
     original: Callable[..., logging.Logger] = logging_utils.getlogger
 
@@ -206,7 +185,8 @@ def single_log_lines() -> None:
 
 
 def ddp_on_cpu() -> None:
-    """Fix 6: pymarlin's DDP backend on CPU (gloo), with ``find_unused_parameters`` an attribute."""
+    """Fix 6: pymarlin's DDP backend assumes CUDA (``torch.cuda.set_device``, ``device_ids=[device]``): on CPU
+    with gloo it leaves the device alone. ``find_unused_parameters`` becomes an attribute a caller can turn off."""
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -235,7 +215,8 @@ def ddp_on_cpu() -> None:
 
 
 def torch_amp() -> None:
-    """Fix 7: pymarlin's AMP backend through ``torch.amp``, float16 or bfloat16, with the scaler checkpointed."""
+    """Fix 7: pymarlin's AMP backend uses ``torch.cuda.amp`` (a FutureWarning every step in torch 2) and loses
+    its loss scale on resume: ``torch.amp`` on the run's device, in ``amp_dtype``, with the scaler checkpointed."""
     import torch
 
     backends = _import("pymarlin.core.trainer_backend")
@@ -244,11 +225,14 @@ def torch_amp() -> None:
 
     def init(self: Any, args: Any) -> None:
         single_process.init(self, args)
-        self.scaler = torch.amp.GradScaler(torch.device(args.device).type, init_scale=4096,
-                                           enabled=self.enable_amp and self.amp_dtype == torch.float16)
+        # pymarlin's torch.cuda.amp does nothing without CUDA: float16 (with loss scaling) on a GPU only
+        on_gpu = torch.device(args.device).type == "cuda"
+        self.autocast_enabled = self.enable_amp and (on_gpu or self.amp_dtype == torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", init_scale=4096,
+                                           enabled=self.autocast_enabled and self.amp_dtype == torch.float16)
 
     def forward(self: Any, batch: Any, stage: Any, global_step: int) -> Any:
-        with torch.autocast(torch.device(self.args.device).type, dtype=self.amp_dtype, enabled=self.enable_amp):
+        with torch.autocast(torch.device(self.args.device).type, dtype=self.amp_dtype, enabled=self.autocast_enabled):
             return self.model.forward(stage=stage, batch=batch, device=self.args.device, global_step=global_step)
 
     def get_state(self: Any) -> dict[str, Any]:

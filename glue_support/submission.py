@@ -1,14 +1,7 @@
-"""GLUE leaderboard files from a model's predictions on the test sets: ``<output_dir>/submission/<leaderboard
-name>`` (``RTE.tsv``, ``MNLI-m.tsv``, ``AX.tsv``, ...), one ``index<TAB>prediction`` row per test example.
+"""GLUE leaderboard files: written from a model's test predictions (``<output_dir>/submission/RTE.tsv``, ...) or
+from a training set's majority class, checked the way the leaderboard reads them, and zipped.
 
-The writer is built with what the leaderboard needs to know of each test features file (its task, set type and
-number of examples), so a prediction that missed examples is refused instead of written.
-
-The leaderboard takes one zip holding its 11 files at the top level (``leaderboard_files``: their names, tasks and
-row counts come from the task table). ``check_submission`` lists every problem of a zip or folder of them, ours or
-another tool's, naming file and line; ``write_zip`` zips a folder only when its files have none.
-``write_majority_class`` writes a task's files without a model, from the majority class of its training set (what
-BERT submitted for WNLI). This module loads no torch, so neither does ``benchmark.py --check_submission``.
+Loads no torch, so neither does ``benchmark.py --check_submission``.
 """
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ def run_folder(output: Path, task: str, seed: int) -> Path:
     return folders[0]
 
 
+@pytest.mark.slow
 def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_dir, tmp_path, monkeypatch):
     output = tmp_path / "bench"
     argv(*options(tiny_bert, glue_dir, output))
@@ -104,6 +105,7 @@ def test_every_task_and_seed_is_trained_once_and_scored(argv, tiny_bert, glue_di
         benchmark.main()
 
 
+@pytest.mark.slow
 def test_an_interrupted_benchmark_resumes_to_the_result_of_an_uninterrupted_one(argv, tiny_bert, glue_dir, tmp_path):
     settings = {"tasks": "RTE", "seeds": 1, "rte.epochs": 3, "rte.batch_size": 4, "checkpoint_steps": 3}
     command = [sys.executable, str(ROOT / "benchmark.py"), *options(tiny_bert, glue_dir, tmp_path / "cut", **settings)]

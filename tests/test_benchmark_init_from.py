@@ -19,6 +19,7 @@ def one_thread(monkeypatch):
 
 @pytest.mark.parametrize("parallel", [1, pytest.param(2, marks=pytest.mark.skipif(
     parallel_module.cpu_cores() < 2, reason="two runs at once need two cores here"))])
+@pytest.mark.slow
 def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path, parallel):
     glue_dir = tmp_path / "glue_data"
     write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)

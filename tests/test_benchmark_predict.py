@@ -37,6 +37,7 @@ def glue_dir(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_path, fixture_counts, monkeypatch,
                                               caplog):
     output = tmp_path / "bench"
@@ -92,6 +93,7 @@ def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_pat
     assert json.loads((output / "predictions" / "RTE" / "prediction.json").read_text()) == record
 
 
+@pytest.mark.slow
 def test_a_selected_run_without_its_model_is_refused(argv, tiny_bert, glue_dir, tmp_path):
     output = tmp_path / "bench"
     common = ["--tasks", "RTE", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 1, "--output_dir", output,

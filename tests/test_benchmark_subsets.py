@@ -24,6 +24,7 @@ def test_all_is_the_nine_tasks_with_training_data():
         "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"]
 
 
+@pytest.mark.slow
 def test_capped_runs_read_and_record_the_first_examples(argv, tiny_bert, tmp_path):
     glue_dir = tmp_path / "glue_data"
     write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)

@@ -184,6 +184,7 @@ def test_mnli_validated_without_dev_matched_reports_no_best(argv, tiny_bert, tmp
     assert module.best.result is None and "best" not in read(tmp_path / "out", "results.json")
 
 
+@pytest.mark.slow
 def test_two_processes_validate_mid_epoch_together_and_stop_early_together(tiny_bert, tmp_path):
     """Under DDP every process validates at the same steps and takes the same decisions (the metrics are gathered):
     40 examples over 2 processes, 5 steps an epoch, eval_steps 2; patience 1 stops at the first validation that

@@ -10,6 +10,8 @@ import torch
 import train
 from conftest import FIXTURES, featurize, torchrun, write_rte_subset
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def rte(tiny_bert, tmp_path):

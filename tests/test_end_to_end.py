@@ -6,12 +6,15 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 import data
 from conftest import FIXTURES, ROOT, python_env, write_rte_subset
 from glue_support import embedded_model
+
+pytestmark = pytest.mark.slow
 
 
 def run(*args: str, cwd) -> subprocess.CompletedProcess:

@@ -15,6 +15,8 @@ from conftest import FIXTURES
 from glue_processors import TASKS
 from glue_support import submission
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):

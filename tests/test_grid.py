@@ -46,6 +46,7 @@ def two_cells(tmp_path_factory, tiny_bert) -> tuple[Path, Path]:
 CELLS = {"lr0.0001-bs8-ep1-len64": 1e-4, "lr5e-05-bs8-ep1-len64": 5e-5}
 
 
+@pytest.mark.slow
 def test_every_cell_runs_every_seed_into_the_folder_of_its_settings(two_cells):
     _, output = two_cells
     runs = sorted(path.relative_to(output / "runs" / "RTE").as_posix()
@@ -79,6 +80,7 @@ def test_every_cell_runs_every_seed_into_the_folder_of_its_settings(two_cells):
     assert (output / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_value_added_to_the_grid_runs_only_its_cell(two_cells, tiny_bert, tmp_path, argv, monkeypatch):
     glue, finished = two_cells
     output = Path(shutil.copytree(finished, tmp_path / "bench"))

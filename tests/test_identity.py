@@ -57,6 +57,7 @@ def refuse(*args, **kwargs):
     raise AssertionError("nothing should be featurized or trained")
 
 
+@pytest.mark.slow
 def test_results_name_the_data_its_example_counts_and_the_versions(finished):
     glue, output = finished
     run = json.loads((output / RUN / "results.json").read_text())
@@ -84,6 +85,7 @@ def test_results_name_the_data_its_example_counts_and_the_versions(finished):
                                           for name in ("train.tsv", "dev.tsv")}
 
 
+@pytest.mark.slow
 def test_the_same_bytes_in_another_folder_reuse_the_features_and_the_finished_run(
         finished, output, tiny_bert, tmp_path, argv, monkeypatch):
     moved = Path(shutil.copytree(finished[0], tmp_path / "elsewhere"))
@@ -94,6 +96,7 @@ def test_the_same_bytes_in_another_folder_reuse_the_features_and_the_finished_ru
     assert json.loads((output / "results.json").read_text()) == json.loads((finished[1] / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_its_features(
         finished, output, tiny_bert, tmp_path, argv, caplog):
     glue = finished[0]
@@ -122,6 +125,7 @@ def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_i
     assert run["data"]["valpath"]["dev.tsv"]["source"] == str(glue / "RTE" / "dev.tsv")  # reused: made from there
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_on_other_data_is_refused_too(finished, output, tiny_bert, tmp_path, argv, monkeypatch):
     record_path = output / RUN / "benchmark_run.json"
     record = json.loads(record_path.read_text())
@@ -133,6 +137,7 @@ def test_an_interrupted_run_on_other_data_is_refused_too(finished, output, tiny_
         benchmark.main()
 
 
+@pytest.mark.slow
 def test_settings_and_data_changed_together_are_both_named(finished, output, tiny_bert, tmp_path, argv):
     other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=40, dev_rows=24).parent
     argv(*bench_options(tiny_bert, other, output), "--train_options", "--stats.log_steps 3")  # in the same cell

@@ -134,6 +134,7 @@ def test_a_second_run_is_refused_before_the_model_loads_and_the_lock_goes_with_a
     assert hidden(output) == [LOCK]  # the killed holder's staging folder removed
 
 
+@pytest.mark.slow
 def test_under_torchrun_rank_0_is_refused_and_torchrun_stops_the_other_rank(tiny_bert, features, tmp_path):
     output = tmp_path / "out"
     holder = hold(output)

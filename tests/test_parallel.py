@@ -178,6 +178,7 @@ def glue_dir(tmp_path) -> Path:
 
 
 @two_cores
+@pytest.mark.slow
 def test_ctrl_c_stops_both_runs_at_a_checkpoint_and_they_resume(argv, tiny_bert, glue_dir, tmp_path):
     output = tmp_path / "bench"
     process, runs = start_two_runs(tiny_bert, glue_dir, output)
@@ -194,6 +195,7 @@ def test_ctrl_c_stops_both_runs_at_a_checkpoint_and_they_resume(argv, tiny_bert,
 
 
 @two_cores
+@pytest.mark.slow
 def test_a_run_that_dies_stops_the_other_at_a_checkpoint_and_both_resume(argv, tiny_bert, glue_dir, tmp_path):
     output = tmp_path / "bench"
     process, runs = start_two_runs(tiny_bert, glue_dir, output)
@@ -208,6 +210,7 @@ def test_a_run_that_dies_stops_the_other_at_a_checkpoint_and_both_resume(argv, t
 
 
 @two_cores
+@pytest.mark.slow
 def test_ctrl_c_while_the_next_runs_features_build_stops_at_once(argv, tiny_bert, glue_dir, tmp_path, monkeypatch):
     """A stop while features build for the next run (here a second length's, taking minutes as MNLI's would) ends
     the build at once, and the run training meanwhile at its checkpoint: it waited for the build to finish."""
