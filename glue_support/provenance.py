@@ -7,6 +7,7 @@ installed packages' metadata), so the scoreboard stays light.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.metadata
 import os
@@ -38,6 +39,35 @@ def file_identity(path: str) -> dict[str, Any]:
             digest.update(block)
             size += len(block)
     return {"bytes": size, "sha256": digest.hexdigest()}
+
+
+# the files that make a model the model it is: its config and weights (its tokenizer shapes the features, which
+# carry the vocabulary's own fingerprint)
+MODEL_FILES = ("config.json", "*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+
+
+def model_identity(name_or_path: str) -> dict[str, Any]:
+    """What a model is by content: SHA-256 over the names and bytes of its config and weights files, so that a
+    model replaced at the same path (or a hub id that now resolves to another revision) is another model. A hub id
+    is resolved through Hugging Face's cache (downloading the files where they are not there, as ``from_pretrained``
+    would), and its revision is recorded beside the checksum."""
+    from glue_support import embedded_model  # light: resolving the default imports only its package
+
+    folder, revision = embedded_model.resolve(name_or_path), None
+    if not os.path.isdir(folder):
+        from huggingface_hub import snapshot_download
+
+        folder = snapshot_download(folder, allow_patterns=list(MODEL_FILES))
+        revision = os.path.basename(os.path.normpath(folder))
+    names = sorted(name for name in os.listdir(folder)
+                   if any(fnmatch.fnmatch(name, pattern) for pattern in MODEL_FILES)
+                   and os.path.isfile(os.path.join(folder, name)))
+    if "config.json" not in names:
+        raise ValueError(f"{name_or_path}: no config.json in {folder}; expected a Hugging Face model folder")
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}\0{file_identity(os.path.join(folder, name))['sha256']}\0".encode())
+    return {"sha256": digest.hexdigest(), **({"revision": revision} if revision else {})}
 
 
 def features_data(metadata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
