@@ -145,43 +145,6 @@ def test_a_features_file_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
-
-
-@pytest.mark.parametrize("task, set_type, content, message", [
-    ("RTE", "train", RTE_HEADER + "0\ta\tb\tentailment\n1\ta\tentailment\n",
-     "train.tsv, line 3: 3 tab-separated columns, expected 4 for RTE train"),
-    ("RTE", "train", RTE_HEADER + "0\ta\tb\tentailment\textra\n", "line 2: 5 tab-separated columns, expected 4"),
-    ("RTE", "train", RTE_HEADER + "0\ta\tb\tEntailment\n", "line 2: label 'Entailment' is not one of entailment, "
-                                                            "not_entailment"),
-    ("STS-B", "train", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                       "0\tg\tf\t2012\t1\tn\tn\tA b.\tC d.\tfive\n", "line 2: score 'five' is not a number"),
-    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\n0\ta\t\xe9\tentailment\n",
-     "line 2: bytes that are not UTF-8"),
-    ("RTE", "train", "", "train.tsv: empty file (expected a header line)"),
-    ("RTE", "train", RTE_HEADER, "train.tsv: no data rows (expected a RTE train file)"),
-    ("RTE", "dev", None, "dev.tsv: no such file (expected the RTE dev.tsv)"),
-    ("RTF", "train", RTE_HEADER, "unknown GLUE task 'RTF'; expected one of: CoLA, SST-2"),
-    ("RTE", "dev_matched", RTE_HEADER, "task RTE has no set_type 'dev_matched'; expected one of: train, dev, test"),
-])
-def test_malformed_input_stops_data_py_naming_file_and_line_and_writes_nothing(argv, tiny_bert, tmp_path, task,
-                                                                                set_type, content, message):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    if content is not None:
-        target = raw / f"{set_type}.tsv" if task != "RTF" else raw / "train.tsv"
-        if isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            target.write_text(content, encoding="utf-8")
-    argv("--dmod.input_dir", raw, "--dmod.output_dir", tmp_path / "out", "--dproc.task", task,
-         "--dproc.set_type", set_type, "--dproc.tokenizer", tiny_bert)
-    with pytest.raises((ValueError, OSError)) as stop:  # one line on stderr under run_main (test_options.py)
-        data.main()
-    assert message in str(stop.value)
-    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
-
-
 def test_a_bad_row_after_many_batches_were_tokenized_still_stops_data_py_and_writes_nothing(argv, tiny_bert,
                                                                                             rte_subset, tmp_path):
     """data.py tokenizes while it reads (batches encoded in a helper thread): a bad row late in the file
@@ -223,40 +186,6 @@ def test_input_errors_come_before_the_tokenizer_is_loaded_and_a_batch_size_below
     argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.tokenize_batch_size", 0)
     with pytest.raises(SystemExit, match="--dproc.tokenize_batch_size 0: expected a number >= 1"):
         data.main()
-
-
-def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):
-    raw = tmp_path / "RTE"
-    raw.mkdir()
-    (raw / "train.tsv").write_text(RTE_HEADER + "0\ta\tb\tmaybe\n", encoding="utf-8")
-    command = [sys.executable, str(ROOT / "data.py"), "--dmod.output_dir", str(tmp_path / "out")]
-    result = subprocess.run(command + ["--dmod.input_dir", str(raw)], env=python_env(), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"data.py: {raw / 'train.tsv'}, line 2: label 'maybe' is not one of entailment, not_entailment "
-        "(--dproc.skip_malformed true leaves such rows out)")
-    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(),
-                            capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"did you mean {raw}?")
-    assert not (tmp_path / "out").exists()
-
-
-def test_skipping_malformed_rows_reports_each_and_the_total(argv, tiny_bert, tmp_path, caplog):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "train.tsv").write_text(RTE_HEADER + "0\ta\tb\tentailment\n1\tbroken\n2\tc\td\tnope\n3\te\tf\tentailment\n",
-                                   encoding="utf-8")
-    argv("--dmod.input_dir", raw, "--dmod.output_dir", tmp_path / "out", "--dproc.tokenizer", tiny_bert,
-         "--dproc.skip_malformed", "true", "--dproc.workers", "1")
-    with caplog.at_level("INFO"):
-        data.main()
-    assert "train.tsv, line 3: skipped: 2 tab-separated columns" in caplog.text
-    assert "train.tsv, line 4: skipped: label 'nope'" in caplog.text
-    assert "RTE: 2 examples; labels entailment: 2, not_entailment: 0; 2 malformed rows skipped" in caplog.text
-    dataset = data.TaskDataset(str(tmp_path / "out" / "train.tsv"))
-    assert [feature.index for feature in dataset] == [0, 3] and dataset.metadata["skipped_lines"] == [3, 4]
 
 
 @pytest.mark.parametrize("padding, width", [("dynamic", None), ("max_length", 64)])
@@ -399,25 +328,6 @@ def test_features_record_the_source_file_and_are_byte_identical_for_identical_in
     assert other_metadata["arrays_sha256"] == metadata["arrays_sha256"]
     assert other_metadata["source_sha256"] != metadata["source_sha256"]
     assert other_metadata["source_bytes"] == len(source) + 3 + source.count(b"\n")
-
-
-@pytest.mark.parametrize("skip_malformed", ["false", "true"])
-def test_a_file_concatenated_with_itself_stops_data_py_naming_both_lines(argv, tiny_bert, rte_subset, tmp_path,
-                                                                         skip_malformed):
-    """Read as it is, the 24 repeated indexes would be scored once each; with skip_malformed the second header is
-    left out as a malformed row, but the repeated indexes are not."""
-    dev = rte_subset / "dev.tsv"
-    dev.write_bytes(dev.read_bytes() * 2)
-    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.set_type", "dev",
-         "--dproc.tokenizer", tiny_bert, "--dproc.skip_malformed", skip_malformed)
-    with pytest.raises(ValueError) as stop:
-        data.main()
-    expected = ("line 26: label 'label' is not one of entailment, not_entailment (--dproc.skip_malformed true "
-                "leaves such rows out)" if skip_malformed == "false" else
-                "line 27: index 0 repeats line 2's (two files concatenated?); every example needs its own index "
-                "(an error even with --dproc.skip_malformed true)")
-    assert str(stop.value) == f"{dev}, {expected}"
-    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
 
 
 @pytest.fixture

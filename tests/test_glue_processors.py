@@ -1,13 +1,16 @@
-"""GlueProcessor reads the official file layouts exactly, and rejects malformed files naming file and line."""
+"""The task table and the reader of GLUE files: the official layouts read exactly; malformed rows stop data.py naming
+file and line, or are left out, each reported, with --dproc.skip_malformed true."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
+import data
 import download_glue
 import glue_metrics
 from conftest import FIXTURES, ROOT, python_env, write_finished_run
@@ -98,68 +101,6 @@ def test_the_summary_gives_the_count_and_label_distribution():
     processor = GlueProcessor("RTE")
     processor.process(str(ROOT / "RTE"), "train")
     assert processor.summary() == "RTE: 2490 examples; labels entailment: 1249, not_entailment: 1241"
-
-
-def test_quote_characters_stay_inside_their_field(tmp_path):
-    (tmp_path / "dev.tsv").write_text(
-        'index\tsentence1\tsentence2\tlabel\n'
-        '0\tHe said "stop\tand left.\tentailment\n'
-        '1\tA "quoted" word.\tNo quote " here\tnot_entailment\n', encoding="utf-8")
-    examples = read("RTE", tmp_path, "dev")
-    assert [e.text_a for e in examples] == ['He said "stop', 'A "quoted" word.']
-    assert examples[1].text_b == 'No quote " here'
-
-
-def test_test_files_have_no_labels_and_keep_their_index(tmp_path):
-    (tmp_path / "test.tsv").write_text("index\tsentence1\tsentence2\n7\ta\tb\n3\tc\td\n", encoding="utf-8")
-    examples = read("RTE", tmp_path, "test")
-    assert [(e.label, e.index) for e in examples] == [(None, 7), (None, 3)]
-
-
-@pytest.mark.parametrize("skip_malformed", [False, True])
-@pytest.mark.parametrize("set_type, header, row", [
-    ("dev", "index\tsentence1\tsentence2\tlabel", "{}\ta\tb\tentailment"),
-    ("test", "index\tsentence1\tsentence2", "{}\ta\tb"),
-])
-def test_a_repeated_index_is_an_error_naming_both_lines_even_when_skipping_malformed_rows(tmp_path, set_type, header,
-                                                                                          row, skip_malformed):
-    """Predictions and scores are keyed by index: a repeat would be scored once and the row it hides lost."""
-    path = tmp_path / f"{set_type}.tsv"
-    path.write_text("\n".join([header, *(row.format(index) for index in (17, 3, 8, 17, 3))]) + "\n", encoding="utf-8")
-    with pytest.raises(GlueFormatError) as error:
-        GlueProcessor("RTE", skip_malformed=skip_malformed).process(str(tmp_path), set_type)
-    assert str(error.value) == (f"{path}, line 5: index 17 repeats line 2's (two files concatenated?); every example "
-                                "needs its own index (an error even with --dproc.skip_malformed true)")
-
-
-@pytest.mark.parametrize("content, message", [
-    ("index\tsentence1\tsentence2\tlabel\n0\tonly two\tentailment\n", "line 2: 3 tab-separated columns, expected 4"),
-    ("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\ta\tb\tmaybe\n",
-     "line 3: label 'maybe' is not one of"),
-    ("index\tsentence1\tsentence2\tlabel\n", "no data rows"),
-    ("", "empty file"),
-])
-def test_malformed_files_name_file_line_and_expectation(tmp_path, content, message):
-    (tmp_path / "train.tsv").write_text(content, encoding="utf-8")
-    with pytest.raises(GlueFormatError) as error:
-        read("RTE", tmp_path, "train")
-    assert str(tmp_path / "train.tsv") in str(error.value) and message in str(error.value)
-
-
-def test_bytes_that_are_not_utf8_are_reported_with_their_line(tmp_path):
-    (tmp_path / "train.tsv").write_bytes(b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n"
-                                         b"1\t\xff\tb\tentailment\n")
-    with pytest.raises(GlueFormatError, match="line 3: bytes that are not UTF-8"):
-        read("RTE", tmp_path, "train")
-
-
-def test_missing_file_unknown_task_and_set_type_are_clear_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.tsv: no such file"):
-        read("RTE", tmp_path, "train")
-    with pytest.raises(ValueError, match="unknown GLUE task 'RTF'; expected one of: CoLA"):
-        get_task("RTF")
-    with pytest.raises(ValueError, match="RTE has no set_type 'dev_matched'"):
-        read("RTE", tmp_path, "dev_matched")
 
 
 def test_the_task_table_covers_glue():
@@ -292,3 +233,84 @@ def test_every_split_of_the_official_files_reads_to_its_row_count(task, counts):
     """Row counts from ../shared/glue_data/README.md (the official sets)."""
     for set_type, count in zip(("train", "dev", "test"), counts):
         assert len(read(task, SHARED_GLUE / task, set_type)) == count
+
+
+RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
+
+
+@pytest.mark.parametrize("task, set_type, content, message", [
+    ("RTE", "train", RTE_HEADER + "0\ta\tb\tentailment\n1\ta\tentailment\n",
+     "train.tsv, line 3: 3 tab-separated columns, expected 4 for RTE train"),
+    ("RTE", "train", RTE_HEADER + "0\ta\tb\tentailment\textra\n", "line 2: 5 tab-separated columns, expected 4"),
+    ("RTE", "train", RTE_HEADER + "0\ta\tb\tEntailment\n", "line 2: label 'Entailment' is not one of entailment, "
+                                                            "not_entailment"),
+    ("STS-B", "train", "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+                       "0\tg\tf\t2012\t1\tn\tn\tA b.\tC d.\tfive\n", "line 2: score 'five' is not a number"),
+    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\n0\ta\t\xe9\tentailment\n",
+     "line 2: bytes that are not UTF-8"),
+    ("RTE", "train", "", "train.tsv: empty file (expected a header line)"),
+    ("RTE", "train", RTE_HEADER, "train.tsv: no data rows (expected a RTE train file)"),
+    ("RTE", "dev", None, "dev.tsv: no such file (expected the RTE dev.tsv)"),
+    ("RTF", "train", RTE_HEADER, "unknown GLUE task 'RTF'; expected one of: CoLA, SST-2"),
+    ("RTE", "dev_matched", RTE_HEADER, "task RTE has no set_type 'dev_matched'; expected one of: train, dev, test"),
+    ("RTE", "train", RTE_HEADER + "0\ta\tb\tentailment\n   \n1\tc\td\tentailment\n",
+     "train.tsv, line 3: blank line, expected 4 tab-separated columns for RTE train (--dproc.skip_malformed true "
+     "leaves such rows out)"),
+    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\r\n0\ta\tb\tentailment\r\n\r\n",
+     "train.tsv, line 3: blank line, expected 4 tab-separated columns for RTE train"),
+    ("RTE", "train", b"index\tsentence1\tsentence2\tlabel\r0\ta\tb\tentailment\r1\tc\td\tentailment\r",
+     "train.tsv: its lines end in a carriage return alone (old Mac line endings), so the whole file reads as one "
+     "line; convert them to newlines, e.g. with sed -i 's/\\r/\\n/g' "),
+])
+def test_malformed_input_stops_data_py_naming_file_and_line_and_writes_nothing(argv, tiny_bert, tmp_path, task,
+                                                                                set_type, content, message):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    if content is not None:
+        target = raw / f"{set_type}.tsv" if task != "RTF" else raw / "train.tsv"
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8")
+    argv("--dmod.input_dir", raw, "--dmod.output_dir", tmp_path / "out", "--dproc.task", task,
+         "--dproc.set_type", set_type, "--dproc.tokenizer", tiny_bert)
+    with pytest.raises((ValueError, OSError)) as stop:  # one line on stderr under run_main (test_options.py)
+        data.main()
+    assert message in str(stop.value)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+
+
+def test_skipping_malformed_rows_reports_each_and_the_total(argv, tiny_bert, tmp_path, caplog):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.tsv").write_text(RTE_HEADER + "0\ta\tb\tentailment\n1\tbroken\n2\tc\td\tnope\n\n"
+                                   "3\te\tf\tentailment\n", encoding="utf-8")
+    argv("--dmod.input_dir", raw, "--dmod.output_dir", tmp_path / "out", "--dproc.tokenizer", tiny_bert,
+         "--dproc.skip_malformed", "true", "--dproc.workers", "1")
+    with caplog.at_level("INFO"):
+        data.main()
+    assert "train.tsv, line 3: skipped: 2 tab-separated columns" in caplog.text
+    assert "train.tsv, line 4: skipped: label 'nope'" in caplog.text
+    assert "train.tsv, line 5: skipped: blank line" in caplog.text
+    assert "RTE: 2 examples; labels entailment: 2, not_entailment: 0; 3 malformed rows skipped" in caplog.text
+    dataset = data.TaskDataset(str(tmp_path / "out" / "train.tsv"))
+    assert [feature.index for feature in dataset] == [0, 3] and dataset.metadata["skipped_lines"] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("skip_malformed", ["false", "true"])
+def test_a_file_concatenated_with_itself_stops_data_py_naming_both_lines(argv, tiny_bert, rte_subset, tmp_path,
+                                                                         skip_malformed):
+    """Read as it is, the 24 repeated indexes would be scored once each; with skip_malformed the second header is
+    left out as a malformed row, but the repeated indexes are not."""
+    dev = rte_subset / "dev.tsv"
+    dev.write_bytes(dev.read_bytes() * 2)
+    argv("--dmod.input_dir", rte_subset, "--dmod.output_dir", tmp_path / "out", "--dproc.set_type", "dev",
+         "--dproc.tokenizer", tiny_bert, "--dproc.skip_malformed", skip_malformed)
+    with pytest.raises(ValueError) as stop:
+        data.main()
+    expected = ("line 26: label 'label' is not one of entailment, not_entailment (--dproc.skip_malformed true "
+                "leaves such rows out)" if skip_malformed == "false" else
+                "line 27: index 0 repeats line 2's (two files concatenated?); every example needs its own index "
+                "(an error even with --dproc.skip_malformed true)")
+    assert str(stop.value) == f"{dev}, {expected}"
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -198,19 +198,7 @@ def test_run_main_leaves_a_bug_its_traceback():
         exit_codes.run_main(main)
 
 
-def test_bad_input_stops_data_py_and_train_py_in_one_line_with_exit_code_1(tmp_path, inputs):
-    raw = tmp_path / "RTE"
-    raw.mkdir()
-    (raw / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n\n",
-                                   encoding="utf-8")
-    result = subprocess.run([sys.executable, str(ROOT / "data.py"), "--dmod.input_dir", raw, "--dmod.output_dir",
-                             tmp_path / "out"], env=python_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == (f"data.py: {raw / 'train.tsv'}, line 3: blank line, expected 4 "
-                                              "tab-separated columns for RTE train (--dproc.skip_malformed true "
-                                              "leaves such rows out)")
-    assert not (tmp_path / "out").exists()
-
+def test_damaged_features_stop_train_py_in_one_line_with_exit_code_1(tmp_path, inputs):
     damaged = tmp_path / "features" / "dev.tsv"
     damaged.parent.mkdir()
     damaged.write_bytes(b"not features")
@@ -222,37 +210,6 @@ def test_bad_input_stops_data_py_and_train_py_in_one_line_with_exit_code_1(tmp_p
 
 
 # -- the input, said as what it is --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("content, message", [
-    (b"index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n   \n1\tc\td\tentailment\n",
-     "{path}, line 3: blank line, expected 4 tab-separated columns for RTE train (--dproc.skip_malformed true "
-     "leaves such rows out)"),
-    (b"index\tsentence1\tsentence2\tlabel\r\n0\ta\tb\tentailment\r\n\r\n",
-     "{path}, line 3: blank line, expected 4 tab-separated columns for RTE train"),
-    (b"index\tsentence1\tsentence2\tlabel\r0\ta\tb\tentailment\r1\tc\td\tentailment\r",
-     "{path}: its lines end in a carriage return alone (old Mac line endings), so the whole file reads as one "
-     "line; convert them to newlines, e.g. with sed -i 's/\\r/\\n/g' {path}"),
-])
-def test_a_blank_line_or_old_mac_line_endings_are_named_as_such(monkeypatch, capsys, tiny_bert, tmp_path, content,
-                                                                message):
-    raw = tmp_path / "RTE"
-    raw.mkdir()
-    (raw / "train.tsv").write_bytes(content)
-    code, _, stderr = run_command(monkeypatch, capsys, "data.py", "--dmod.input_dir", raw, "--dmod.output_dir",
-                                  tmp_path / "out", "--dproc.tokenizer", tiny_bert)
-    assert code == 1 and stderr.splitlines()[-1].startswith("data.py: " + message.format(path=raw / "train.tsv"))
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_blank_line_is_skipped_as_a_malformed_row(tiny_bert, tmp_path):
-    raw = tmp_path / "RTE"
-    raw.mkdir()
-    (raw / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n\n1\tc\td\tentailment\n",
-                                   encoding="utf-8")
-    path = featurize(raw, tmp_path / "out", tiny_bert, "RTE", "train", skip_malformed=True)
-    metadata = data.read_metadata(str(path))
-    assert metadata["count"] == 2 and metadata["skipped_lines"] == [3]
 
 
 def test_a_file_given_for_a_folder_and_an_output_folder_that_cannot_be_written_are_refused_first(
@@ -365,3 +322,21 @@ def test_a_pytorch_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"marlin_glue_step00000001.pt: a PyTorch file, but not a marlin-glue "
                                          r"checkpoint \(no training state: a model's weights\?\)"):
         checkpointer.load()
+
+
+def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):
+    raw = tmp_path / "RTE"
+    raw.mkdir()
+    (raw / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", encoding="utf-8")
+    command = [sys.executable, str(ROOT / "data.py"), "--dmod.output_dir", str(tmp_path / "out")]
+    result = subprocess.run(command + ["--dmod.input_dir", str(raw)], env=python_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"data.py: {raw / 'train.tsv'}, line 2: label 'maybe' is not one of entailment, not_entailment "
+        "(--dproc.skip_malformed true leaves such rows out)")
+    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(),
+                            capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"did you mean {raw}?")
+    assert not (tmp_path / "out").exists()
