@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 import data
@@ -21,22 +20,6 @@ def processor_args(tokenizer: str, **overrides) -> data.DataProcessorArguments:
     return data.DataProcessorArguments(**config_defaults(
         "dproc", **{"task": "RTE", "set_type": "train", "max_seq_len": 32, "tokenizer": tokenizer, "workers": 1,
                     "tokenize_batch_size": 7, **overrides}))
-
-
-def test_features_match_the_tokenizer_truncated_and_unpadded(tiny_bert, rte_subset):
-    examples = GlueProcessor("RTE").process(str(rte_subset), "train")
-    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
-    tables = data.Featurizer(processor_args(tiny_bert), ("entailment", "not_entailment"), tokenizer).process(examples)
-    assert len(tables) == 7  # one table per batch of 7 examples
-    features = FeatureTable.concatenate(tables)
-    assert len(features) == len(examples) == 48
-    for example, feature in zip(examples, features):
-        expected = tokenizer(example.text_a, example.text_b, truncation=True, max_length=32)
-        assert feature.input_ids.tolist() == expected["input_ids"]
-        assert feature.token_type_ids.tolist() == expected["token_type_ids"]
-        assert feature.input_ids.dtype == np.int32
-        assert feature.label == ("entailment", "not_entailment").index(example.label)
-    assert max(len(f.input_ids) for f in features) == 32 > min(len(f.input_ids) for f in features)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -59,20 +42,6 @@ def test_data_py_writes_one_complete_file_named_after_its_input(tiny_bert, rte_s
     for name in ("input_ids", "token_type_ids", "offsets", "labels", "indexes"):
         assert np.array_equal(getattr(dataset.table, name), getattr(single, name)), name
     assert [f.index for f in dataset] == list(range(48))
-
-
-def test_collate_pads_each_batch_to_its_longest_member():
-    features = [InputFeatures(np.array([101, 5, 102], dtype=np.int32), np.zeros(3, dtype=np.int8), 1, 0),
-                InputFeatures(np.array([101, 6, 7, 8, 102], dtype=np.int32), np.array([0, 0, 0, 1, 1], dtype=np.int8),
-                              0, 1)]
-    batch = data.TaskDataset.collate(features)
-    assert batch["input_ids"].tolist() == [[101, 5, 102, 0, 0], [101, 6, 7, 8, 102]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
-    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
-    assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [1, 0]
-    regression = data.TaskDataset.collate([InputFeatures(np.array([101, 102], dtype=np.int32),
-                                                         np.zeros(2, dtype=np.int8), 3.5, 0)])
-    assert regression["labels"].dtype == torch.float
 
 
 def table(lengths: list[int], labels=None, indexes=None) -> FeatureTable:
