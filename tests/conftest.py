@@ -134,6 +134,61 @@ def run_train(argv, tiny_bert, features, output_dir, *extra, epochs: int = 2, ba
     return train.main()
 
 
+@pytest.fixture
+def features(tiny_bert, rte_subset, tmp_path) -> dict:
+    """``rte_subset``'s train and dev features (``featurize_splits``' folders), for ``run_train`` and ``recipe``."""
+    return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
+
+
+def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides):
+    """train.py's Recipe on ``features`` (``featurize_splits``' folders), built as ``main()`` builds it, without a
+    Trainer; ``trainer_overrides`` replace TrainerArguments' values (batch 8, one process)."""
+    import data
+    import train
+    from glue_support import preflight
+    from glue_support.marlin import DistributedTrainingArguments
+
+    args = train.ModuleInterfaceArguments(**config_defaults(
+        "tmod", trainpath=str(features["train"]), valpath=str(features.get("dev", "")),
+        predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1))
+    model_args = train.ModelArguments(**config_defaults("model", hf_model=str(model), **(model_overrides or {})))
+    trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
+                                             "distributed_training_args": DistributedTrainingArguments(),
+                                             **trainer_overrides})
+    features = preflight.check_features(args, model_args.hf_model)
+    return train.Recipe(args, model_args, trainer_args, data.TaskData(), features)
+
+
+def run_command(monkeypatch, capsys, script: str, *args) -> tuple[int, str, str]:
+    """``python <script> <args>`` as its ``__main__`` block runs it, in this process: exit code, stdout, stderr."""
+    import importlib
+
+    from glue_support import exit_codes
+
+    module = importlib.import_module(script.removesuffix(".py"))
+    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
+    with pytest.raises(SystemExit) as stop:
+        exit_codes.run_main(module.main)
+    out, err = capsys.readouterr()
+    return stop.value.code, out, err
+
+
+def scored_by_step(monkeypatch, scores: dict[int, float]) -> None:
+    """The GLUE score of the validation at each step, as given (so the test chooses which one is best)."""
+    import glue_metrics
+
+    monkeypatch.setattr(glue_metrics, "glue_score", lambda task, results: scores[results["dev.tsv"]["step"]])
+
+
+def read_json(output, name: str):
+    return json.loads((output / name).read_text())
+
+
+def validated_steps(output) -> list[tuple[int, int]]:
+    """(epoch, step) of each validation of dev.tsv in ``output``'s history.json."""
+    return [(point["epoch"], point["step"]) for point in read_json(output, "history.json")["dev.tsv"]]
+
+
 def read_submission(path) -> list[tuple[str, str]]:
     """A leaderboard file's (index, prediction) rows, its header and final newline checked."""
     lines = path.read_text(encoding="utf-8").split("\n")

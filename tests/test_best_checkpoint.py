@@ -4,10 +4,6 @@ the best validation by the task's GLUE score in results.json, its model saved an
 of it exact under a resume. 48 RTE training examples, batch 8: 6 optimizer steps an epoch."""
 from __future__ import annotations
 
-import json
-import os
-import signal
-
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
@@ -15,7 +11,18 @@ from transformers import AutoModelForSequenceClassification
 import data
 import glue_metrics
 import train
-from conftest import FIXTURES, featurize, featurize_splits, read_submission, run_train, torchrun, write_rte_subset
+from conftest import (
+    FIXTURES,
+    featurize,
+    featurize_splits,
+    read_json,
+    read_submission,
+    run_train,
+    scored_by_step,
+    torchrun,
+    validated_steps,
+    write_rte_subset,
+)
 
 
 @pytest.fixture
@@ -23,19 +30,6 @@ def features(tiny_bert, rte_subset, tmp_path):
     folders = featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
     folders["test"] = featurize(FIXTURES / "RTE", tmp_path / "features" / "test", tiny_bert, "RTE", "test").parent
     return folders
-
-
-def scored_by_step(monkeypatch, scores: dict[int, float]) -> None:
-    """The GLUE score of the validation at each step, as given (so the test chooses which one is best)."""
-    monkeypatch.setattr(glue_metrics, "glue_score", lambda task, results: scores[results["dev.tsv"]["step"]])
-
-
-def read(output, name: str):
-    return json.loads((output / name).read_text())
-
-
-def validated_steps(output) -> list[tuple[int, int]]:
-    return [(point["epoch"], point["step"]) for point in read(output, "history.json")["dev.tsv"]]
 
 
 def test_eval_steps_validates_every_n_steps_and_each_epoch_end_once(argv, tiny_bert, features, tmp_path,
@@ -55,7 +49,7 @@ def test_eval_steps_validates_every_n_steps_and_each_epoch_end_once(argv, tiny_b
     assert validated_steps(output) == [(1, 4), (1, 6), (2, 8), (2, 12)]
     assert len(modes) == 12 and all(modes)
 
-    results, history = read(output, "results.json"), read(output, "history.json")["dev.tsv"]
+    results, history = read_json(output, "results.json"), read_json(output, "history.json")["dev.tsv"]
     assert results["dev.tsv"] == history[-1]  # the last validation
     best = results["best"]
     accuracies = [point["accuracy"] for point in history]
@@ -72,7 +66,7 @@ def test_keep_best_saves_and_predicts_with_the_model_of_the_best_validation(argv
     output = tmp_path / "out"
     module = run_train(argv, tiny_bert, features, output, "--tmod.eval_steps", 2, "--tmod.keep_best", "true",
                        "--tmod.predictpath", features["test"])
-    results = read(output, "results.json")
+    results = read_json(output, "results.json")
     assert (results["best"]["step"], results["best"]["epoch"], results["dev.tsv"]["step"]) == (2, 1, 12)
 
     # the saved model scores what the best validation scored, not what the last one did
@@ -99,7 +93,7 @@ def test_without_keep_best_the_last_model_is_saved_and_the_best_reported(argv, t
     scored_by_step(monkeypatch, {6: 0.9, 12: 0.1})
     output = tmp_path / "out"
     module = run_train(argv, tiny_bert, features, output)
-    assert read(output, "results.json")["best"]["step"] == 6 and module.best.weights is None
+    assert read_json(output, "results.json")["best"]["step"] == 6 and module.best.weights is None
     saved = AutoModelForSequenceClassification.from_pretrained(output)
     assert torch.equal(saved.classifier.weight, module.model.classifier.weight)  # the last model, as trained
 
@@ -128,7 +122,7 @@ def test_early_stopping_ends_training_after_n_validations_without_improvement(ar
     module = run_train(argv, tiny_bert, features, output, *stopping, epochs=3)
     last = steps[-1][1]
     assert validated_steps(output) == steps and max(trained) == last
-    results = read(output, "results.json")
+    results = read_json(output, "results.json")
     assert (results["best"]["step"], results["dev.tsv"]["step"]) == (steps[0][1], last)
     assert module.best.since_best == patience
     assert (output / "model.safetensors").is_file() and (output / "submission" / "RTE.tsv").is_file()
@@ -143,45 +137,12 @@ def test_early_stopping_ends_training_after_n_validations_without_improvement(ar
     assert {name: (output / name).read_bytes() for name in before} == before
 
 
-@pytest.mark.parametrize("stop_step", [9, 8, 6])
-def test_a_run_stopped_by_sigterm_and_resumed_ends_byte_identical(argv, tiny_bert, features, tmp_path, monkeypatch,
-                                                                  stop_step):
-    """keep_best, eval_steps 2 and patience 3, the best at step 4: the run stops early at step 10. SIGTERM during
-    step 9 (between validations), 8 (a validation step: it validates, then checkpoints) or 6 (also the epoch's end,
-    which the resumed run does not validate again); the resumed run ends with the same bytes: the best validation,
-    its model and the patience count came back with the checkpoint."""
-    scored_by_step(monkeypatch, {2: 0.5, 4: 0.9, 6: 0.6, 8: 0.7, 10: 0.8, 12: 0.95})
-    options = ("--tmod.eval_steps", 2, "--tmod.keep_best", "true", "--tmod.early_stopping_patience", 3,
-               "--stats.log_steps", 3)
-    run_train(argv, tiny_bert, features, tmp_path / "full", *options, epochs=3)
-    assert [step for _, step in validated_steps(tmp_path / "full")] == [2, 4, 6, 8, 10]
-    assert read(tmp_path / "full", "results.json")["best"]["step"] == 4
-
-    train_step = train.Recipe.train_step
-    sent = []
-
-    def terminated(self, global_step, batch, device):
-        if global_step == stop_step and not sent:
-            sent.append(signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return train_step(self, global_step, batch, device)
-
-    monkeypatch.setattr(train.Recipe, "train_step", terminated)
-    output = tmp_path / "run"
-    with pytest.raises(SystemExit, match=f"Stopped by SIGTERM after step {stop_step}"):
-        run_train(argv, tiny_bert, features, output, *options, epochs=3)
-    monkeypatch.setattr(train.Recipe, "train_step", train_step)
-    run_train(argv, tiny_bert, features, output, *options, "--ckpt.resume", "true", epochs=3)
-    for name in ("results.json", "history.json", "model.safetensors"):
-        assert (output / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
-
-
 def test_mnli_validated_without_dev_matched_reports_no_best(argv, tiny_bert, tmp_path):
     for set_type in ("train", "dev_mismatched"):
         featurize(FIXTURES / "MNLI", tmp_path / set_type, tiny_bert, "MNLI", set_type)
     folders = {"train": tmp_path / "train", "dev": tmp_path / "dev_mismatched"}
     module = run_train(argv, tiny_bert, folders, tmp_path / "out", epochs=1)
-    assert module.best.result is None and "best" not in read(tmp_path / "out", "results.json")
+    assert module.best.result is None and "best" not in read_json(tmp_path / "out", "results.json")
 
 
 @pytest.mark.slow
@@ -197,11 +158,11 @@ def test_two_processes_validate_mid_epoch_together_and_stop_early_together(tiny_
              "--tmod.output_dir", output, "--trainer.epochs", 3, "--trainer.train_batch_size", 8,
              "--tmod.max_lr", "1.0e-3", "--tmod.eval_steps", 2, "--tmod.keep_best", "true",
              "--tmod.early_stopping_patience", 1, cwd=tmp_path)
-    history = read(output, "history.json")["dev.tsv"]
+    history = read_json(output, "history.json")["dev.tsv"]
     every = [2, 4, 5, 6, 8, 10, 12, 14, 15]
     scores = [point["accuracy"] for point in history]
     stop = next((i for i in range(1, len(scores)) if scores[i] <= max(scores[:i])), len(every) - 1)
     assert [point["step"] for point in history] == every[:stop + 1]
-    best = read(output, "results.json")["best"]
+    best = read_json(output, "results.json")["best"]
     assert best["score"] == max(scores) and best["step"] == history[scores.index(max(scores))]["step"]
     assert (output / "model.safetensors").is_file()

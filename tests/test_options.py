@@ -3,23 +3,18 @@ work; max_seq_len within the model's positions; every refusal one line, exit cod
 scripts cannot run with and 1 for input they cannot use."""
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import types
 
 import pytest
-import torch
 import yaml
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertModel
 from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 
 import data
-import train
-from conftest import FIXTURES, ROOT, config_defaults, featurize, python_env, write_rte_subset
+from conftest import ROOT, config_defaults, featurize, python_env, run_command, write_rte_subset
 from glue_support import command_line, embedded_model, exit_codes, option_docs, path_checks, preflight
-from glue_support.checkpoints import StepCheckpointer
-from glue_support.marlin import DefaultCheckpointerArguments
 
 # -- the ranges, where the options are documented ---------------------------------------------------------------
 
@@ -80,16 +75,6 @@ def inputs(tiny_bert, tmp_path_factory):
     root = tmp_path_factory.mktemp("inputs")
     raw = write_rte_subset(root / "glue" / "RTE", train_rows=16, dev_rows=8)
     return {"raw": raw, "glue": raw.parent, "features": featurize(raw, root / "features", tiny_bert, "RTE", "dev")}
-
-
-def run_command(monkeypatch, capsys, script: str, *args) -> tuple[int, str, str]:
-    """``python <script> <args>`` as its ``__main__`` block runs it, in this process: exit code, stdout, stderr."""
-    module = importlib.import_module(script.removesuffix(".py"))
-    monkeypatch.setattr(sys, "argv", [script, *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        exit_codes.run_main(module.main)
-    out, err = capsys.readouterr()
-    return stop.value.code, out, err
 
 
 def work_args(script: str, inputs, tiny_bert, out) -> list:
@@ -198,6 +183,24 @@ def test_run_main_leaves_a_bug_its_traceback():
         exit_codes.run_main(main)
 
 
+def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):
+    raw = tmp_path / "RTE"
+    raw.mkdir()
+    (raw / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", encoding="utf-8")
+    command = [sys.executable, str(ROOT / "data.py"), "--dmod.output_dir", str(tmp_path / "out")]
+    result = subprocess.run(command + ["--dmod.input_dir", str(raw)], env=python_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"data.py: {raw / 'train.tsv'}, line 2: label 'maybe' is not one of entailment, not_entailment "
+        "(--dproc.skip_malformed true leaves such rows out)")
+    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(),
+                            capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"did you mean {raw}?")
+    assert not (tmp_path / "out").exists()
+
+
 def test_damaged_features_stop_train_py_in_one_line_with_exit_code_1(tmp_path, inputs):
     damaged = tmp_path / "features" / "dev.tsv"
     damaged.parent.mkdir()
@@ -209,7 +212,7 @@ def test_damaged_features_stop_train_py_in_one_line_with_exit_code_1(tmp_path, i
     assert result.stderr.splitlines()[-1].startswith(f"train.py: {damaged}: not a marlin-glue features file")
 
 
-# -- the input, said as what it is --------------------------------------------------------------------------------
+# -- the paths, said as what they are ----------------------------------------------------------------------------------
 
 
 def test_a_file_given_for_a_folder_and_an_output_folder_that_cannot_be_written_are_refused_first(
@@ -284,59 +287,3 @@ def test_train_py_refuses_features_longer_than_the_models_positions_before_loadi
         f"train.py: {features}: features of up to 128 tokens (its max_seq_len), but {short_bert} has 64 positions "
         "(max_position_embeddings): featurize again with --dproc.max_seq_len 64")
     preflight.check_positions({features: {"max_seq_len": 64}}, short_bert)  # within them: no refusal
-
-
-# -- checkpoints -------------------------------------------------------------------------------------------------
-
-
-def test_resuming_from_a_checkpoint_of_another_task_is_refused_in_one_line(monkeypatch, capsys, tiny_bert, inputs,
-                                                                             tmp_path):
-    rte = {set_type: featurize(inputs["raw"], tmp_path / "rte" / set_type, tiny_bert, "RTE", set_type).parent
-           for set_type in ("train", "dev")}
-    monkeypatch.setattr(sys, "argv", ["train.py", *map(str, (
-        "--model.hf_model", tiny_bert, "--tmod.trainpath", rte["train"], "--tmod.valpath", rte["dev"],
-        "--tmod.output_dir", tmp_path / "rte-run", "--trainer.epochs", 1, "--ckpt.checkpoint", "true"))])
-    train.main()
-    [checkpoint] = (tmp_path / "rte-run" / "checkpoints").iterdir()
-    mnli = featurize(FIXTURES / "MNLI", tmp_path / "mnli", tiny_bert, "MNLI", "train").parent
-    code, _, stderr = run_command(monkeypatch, capsys, "train.py", "--model.hf_model", tiny_bert,
-                                  "--tmod.trainpath", mnli, "--tmod.output_dir", tmp_path / "mnli-run",
-                                  "--ckpt.load_dir", checkpoint.parent, "--trainer.disable_tqdm", "true")
-    assert code == 1 and stderr.splitlines()[-1] == (
-        f"train.py: {checkpoint}: checkpoint of another model or task: model.classifier.weight is [2, 32] in it, "
-        "[3, 32] in this model (and 1 more); resume from a checkpoint of this model and task, or leave out "
-        "--ckpt.resume and --ckpt.load_dir to start afresh")
-    # WNLI has two labels too: the same shapes, told apart by the task the checkpoint records
-    wnli = featurize(FIXTURES / "WNLI", tmp_path / "wnli", tiny_bert, "WNLI", "train").parent
-    code, _, stderr = run_command(monkeypatch, capsys, "train.py", "--model.hf_model", tiny_bert,
-                                  "--tmod.trainpath", wnli, "--tmod.output_dir", tmp_path / "wnli-run",
-                                  "--ckpt.load_dir", checkpoint.parent, "--trainer.disable_tqdm", "true")
-    assert code == 1 and stderr.splitlines()[-1] == (
-        f"train.py: {checkpoint.parent}: checkpoint of a RTE run, but this run fine-tunes WNLI: resume from a "
-        "checkpoint of a WNLI run, or leave out --ckpt.resume and --ckpt.load_dir to start afresh")
-
-
-def test_a_pytorch_file_that_is_not_a_checkpoint_is_named_as_such(tmp_path):
-    torch.save({"classifier.weight": torch.zeros(2, 4)}, tmp_path / "marlin_glue_step00000001.pt")
-    checkpointer = StepCheckpointer(DefaultCheckpointerArguments(load_dir=str(tmp_path), file_prefix="marlin_glue"))
-    with pytest.raises(ValueError, match=r"marlin_glue_step00000001.pt: a PyTorch file, but not a marlin-glue "
-                                         r"checkpoint \(no training state: a model's weights\?\)"):
-        checkpointer.load()
-
-
-def test_data_py_exits_non_zero_with_one_line_and_a_missing_folder_is_named(tmp_path):
-    raw = tmp_path / "RTE"
-    raw.mkdir()
-    (raw / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n", encoding="utf-8")
-    command = [sys.executable, str(ROOT / "data.py"), "--dmod.output_dir", str(tmp_path / "out")]
-    result = subprocess.run(command + ["--dmod.input_dir", str(raw)], env=python_env(), capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"data.py: {raw / 'train.tsv'}, line 2: label 'maybe' is not one of entailment, not_entailment "
-        "(--dproc.skip_malformed true leaves such rows out)")
-    result = subprocess.run(command + ["--dmod.input_dir", str(tmp_path / "RTe")], env=python_env(),
-                            capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(f"did you mean {raw}?")
-    assert not (tmp_path / "out").exists()

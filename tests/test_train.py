@@ -3,11 +3,8 @@ validate-only mode and seeding. Runs train.py's ``main()`` in-process with comma
 from __future__ import annotations
 
 import json
-import logging
 import math
-import os
 import shutil
-import signal
 import sys
 import types
 
@@ -21,22 +18,17 @@ import data
 import train
 from conftest import (
     FIXTURES,
-    config_defaults,
     featurize,
     featurize_splits,
     read_submission,
+    recipe,
     run_train,
     write_rte_subset,
 )
-from glue_support import output_folder, preflight
+from glue_support import output_folder
 from glue_support.exit_codes import ConfigError
-from glue_support.marlin import DefaultCheckpointerArguments, DistributedTrainingArguments, Trainer
+from glue_support.marlin import DistributedTrainingArguments, Trainer
 from glue_support.submission import SubmissionWriter
-
-
-@pytest.fixture
-def features(tiny_bert, rte_subset, tmp_path):
-    return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
 
 
 def test_train_validates_writes_results_and_a_loadable_model(argv, tiny_bert, features, tmp_path):
@@ -77,18 +69,6 @@ def test_same_seed_same_metrics_other_seed_other_metrics(argv, tiny_bert, featur
     third = run_train(argv, tiny_bert, features, tmp_path / "c", "--tmod.seed", 7).results["dev.tsv"]
     assert first == second
     assert third["loss"] != first["loss"]
-
-
-def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides):
-    args = train.ModuleInterfaceArguments(**config_defaults(
-        "tmod", trainpath=str(features["train"]), valpath=str(features.get("dev", "")),
-        predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1))
-    model_args = train.ModelArguments(**config_defaults("model", hf_model=str(model), **(model_overrides or {})))
-    trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
-                                             "distributed_training_args": DistributedTrainingArguments(),
-                                             **trainer_overrides})
-    features = preflight.check_features(args, model_args.hf_model)
-    return train.Recipe(args, model_args, trainer_args, data.TaskData(), features)
 
 
 def test_no_weight_decay_on_biases_and_layernorm(tiny_bert, features, tmp_path):
@@ -201,82 +181,6 @@ def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert
         assert torch.allclose(parameter, reference[name], rtol=1e-4, atol=1e-6), name
     assert not torch.allclose(ours.classifier.weight, record["initial"]["classifier.weight"])  # it did train
     assert max(norms) > 0.1  # clipping took effect, so it is compared too
-
-
-def test_a_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(argv, tiny_bert, features, tmp_path, caplog):
-    """6 optimizer steps an epoch; checkpoints every 4 steps and every epoch. Resuming from step 4 (mid-epoch) or
-    step 6 (an epoch boundary) replays the same data order and dropout: identical final metrics."""
-    with caplog.at_level(logging.INFO):
-        full = run_train(argv, tiny_bert, features, tmp_path / "full", "--ckpt.checkpoint", "true",
-                         "--ckpt.period_steps", 4, "--stats.log_steps", 3).results["dev.tsv"]
-    names = sorted(path.name for path in (tmp_path / "full" / "checkpoints").iterdir())
-    assert names == [f"marlin_glue_step{step:08d}.pt" for step in (4, 6, 8, 12)]
-    # step 12: the period's checkpoint, then the epoch's (after its validation, another state); pymarlin's
-    # end-of-training call right after that does not write the same state a third time
-    assert [int(line.split("at step ")[1].split(" ")[0]) for line in caplog.messages
-            if line.startswith("Saved a resumable checkpoint")] == [4, 6, 8, 12, 12]
-    for step in (4, 6):
-        resumed = run_train(argv, tiny_bert, features, tmp_path / f"from{step}", "--ckpt.load_dir",
-                            tmp_path / "full" / "checkpoints", "--ckpt.load_filename",
-                            f"marlin_glue_step{step:08d}.pt", "--stats.log_steps", 3).results["dev.tsv"]
-        assert resumed == full
-        curves = [json.loads((tmp_path / run / "history.json").read_text()) for run in ("full", f"from{step}")]
-        assert curves[1] == curves[0]  # the curves from before the checkpoint are kept
-
-
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_ctrl_c_mid_epoch_saves_a_checkpoint_exits_non_zero_and_resume_matches(
-        argv, tiny_bert, features, tmp_path, monkeypatch, stop):
-    full = run_train(argv, tiny_bert, features, tmp_path / "full").results["dev.tsv"]
-    train_step = train.Recipe.train_step
-
-    sent = []
-
-    def terminated_at_step_9(self, global_step, batch, device):
-        if global_step == 9 and not sent:
-            sent.append(stop)
-            os.kill(os.getpid(), stop)  # as a scheduler's preemption, or Ctrl-C, would
-        return train_step(self, global_step, batch, device)
-
-    monkeypatch.setattr(train.Recipe, "train_step", terminated_at_step_9)
-    output = tmp_path / "run"
-    stopped = rf"Stopped by {stop.name} after step 9; resume with --ckpt.resume true"
-    with pytest.raises(SystemExit, match=stopped) as exit:
-        run_train(argv, tiny_bert, features, output)
-    assert exit.value.code != 0
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
-    assert [path.name for path in (output / "checkpoints").iterdir()] == ["marlin_glue_step00000009.pt"]
-    logs_before = sorted((output / "logs").iterdir())
-
-    monkeypatch.setattr(train.Recipe, "train_step", train_step)
-    resumed = run_train(argv, tiny_bert, features, output, "--ckpt.resume", "true").results["dev.tsv"]
-    assert resumed == full
-    assert set(logs_before) < set((output / "logs").iterdir())  # the first run's logs are still there
-
-
-def test_a_checkpoint_without_the_task_or_the_best_validation_is_refused_in_one_line(tiny_bert, features, tmp_path):
-    """Checkpoints of earlier versions of train.py recorded neither: refused, never half loaded."""
-    module = recipe(tiny_bert, features, tmp_path,
-                    checkpointer_args=DefaultCheckpointerArguments(load_dir=str(tmp_path / "checkpoints")))
-    state = module.get_state()
-    module.update_state(state)  # a state of this version loads
-    without_task = {**state, "progress": {key: value for key, value in state["progress"].items() if key != "task"}}
-    without_best = {key: value for key, value in state.items() if key != "best"}
-    for old in (without_task, without_best):
-        with pytest.raises(ValueError, match=r"checkpoints: a checkpoint of an earlier version of train.py \(no "
-                                             r"task or best validation recorded\): leave out --ckpt.resume and "
-                                             r"--ckpt.load_dir to start afresh$"):
-            module.update_state(old)
-
-
-def test_resume_with_nothing_to_resume_starts_fresh_and_a_damaged_checkpoint_is_named(argv, tiny_bert, features,
-                                                                                      tmp_path):
-    fresh = run_train(argv, tiny_bert, features, tmp_path / "a", "--ckpt.resume", "true", epochs=1)
-    assert fresh.results["dev.tsv"]["step"] == 6
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "marlin_glue_step00000003.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="marlin_glue_step00000003.pt: not a loadable marlin-glue checkpoint"):
-        run_train(argv, tiny_bert, features, tmp_path / "b", "--ckpt.load_dir", tmp_path / "bad", epochs=1)
 
 
 def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(argv, tiny_bert, tmp_path):
@@ -441,47 +345,6 @@ def test_inside_an_azure_ml_job_metrics_also_go_to_mlflow(argv, tiny_bert, featu
     logged.clear()
     run_train(argv, tiny_bert, features, tmp_path / "plain", epochs=1)
     assert logged == []
-
-
-def test_resume_mid_epoch_under_a_step_cap_and_across_an_accumulation_matches(argv, tiny_bert, features, tmp_path):
-    """A step cap counts the steps the epoch took before the checkpoint; an epoch that ends inside a gradient
-    accumulation (48 examples, micro-batch 8, 4 per step: 6 micro-batches an epoch) is not checkpointed there."""
-    capped = ("--trainer.max_train_steps_per_epoch", 4, "--ckpt.period_steps", 2)
-    full = run_train(argv, tiny_bert, features, tmp_path / "capped", *capped).results["dev.tsv"]
-    resumed = run_train(argv, tiny_bert, features, tmp_path / "capped-resumed", *capped, "--ckpt.load_dir",
-                        tmp_path / "capped" / "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000002.pt")
-    assert resumed.results["dev.tsv"] == full and full["step"] == 8
-
-    accumulated = ("--trainer.gpu_batch_size_limit", 8, "--ckpt.checkpoint", "true", "--ckpt.period_steps", 1)
-    full = run_train(argv, tiny_bert, features, tmp_path / "ga", *accumulated, batch_size=32).results["dev.tsv"]
-    names = sorted(path.name for path in (tmp_path / "ga" / "checkpoints").iterdir())
-    assert names == ["marlin_glue_step00000001.pt", "marlin_glue_step00000002.pt", "marlin_glue_step00000003.pt"]
-    resumed = run_train(argv, tiny_bert, features, tmp_path / "ga-resumed", *accumulated, "--ckpt.load_dir",
-                        tmp_path / "ga" / "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000001.pt",
-                        batch_size=32).results["dev.tsv"]
-    assert resumed == full
-
-
-def test_resume_inside_the_second_training_file_matches(argv, tiny_bert, tmp_path):
-    """Training data in two feature files (24 + 24 examples, 3 steps each): resuming at step 4, inside the second
-    file, orders that file as the uninterrupted run did."""
-    raw = {}
-    for part, rows in (("a", range(1, 25)), ("b", range(25, 49))):
-        lines = (FIXTURES.parent.parent / "RTE" / "train.tsv").read_text(encoding="utf-8").split("\n")
-        raw[part] = tmp_path / f"raw-{part}"
-        raw[part].mkdir()
-        (raw[part] / "train.tsv").write_text("\n".join([lines[0], *(lines[i] for i in rows)]) + "\n", encoding="utf-8")
-    train_files = tmp_path / "train"
-    for part in ("a", "b"):
-        path = featurize(raw[part], tmp_path / f"features-{part}", tiny_bert, "RTE", "train")
-        train_files.mkdir(exist_ok=True)
-        path.rename(train_files / f"{part}.tsv")
-    folders = {"train": train_files, "dev": featurize_splits(write_rte_subset(tmp_path / "RTE", 8, 16),
-                                                            tmp_path / "dev", tiny_bert, ("dev",))["dev"]}
-    full = run_train(argv, tiny_bert, folders, tmp_path / "full", "--ckpt.period_steps", 4).results["dev.tsv"]
-    resumed = run_train(argv, tiny_bert, folders, tmp_path / "resumed", "--ckpt.load_dir", tmp_path / "full" /
-                        "checkpoints", "--ckpt.load_filename", "marlin_glue_step00000004.pt").results["dev.tsv"]
-    assert resumed == full and full["step"] == 12
 
 
 def test_under_ddp_the_schedule_spans_each_process_s_real_steps(tiny_bert, tmp_path):
