@@ -18,9 +18,8 @@ import yaml
 import benchmark
 import data
 import glue_metrics
-from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_finished_run, write_rte_subset
-from glue_support import benchmark_plan, scoreboard, selection
-from glue_support.run_record import read_run
+from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_rte_subset
+from glue_support import benchmark_plan
 
 
 @pytest.fixture(autouse=True)
@@ -158,36 +157,6 @@ def test_several_processes_train_through_torchrun(tiny_bert, tmp_path):
     assert command[command.index("--tmod.keep_best") + 1] == "true"  # the model scored is the model kept
 
 
-def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
-    """Two metrics score their mean, two dev files the mean of theirs, unfinished runs do not count."""
-    write_finished_run(tmp_path, "MRPC", 1, {"dev.tsv": {"accuracy": 0.80, "f1": 0.90, "combined_score": 0.85,
-                                                         "loss": 0.4, "epoch": 3}}, 10.0)
-    write_finished_run(tmp_path, "MRPC", 2, {"dev.tsv": {"accuracy": 0.70, "f1": 0.80, "combined_score": 0.75}}, 30.0)
-    write_finished_run(tmp_path, "MNLI", 1, {"dev_matched.tsv": {"accuracy": 0.6},
-                                             "dev_mismatched.tsv": {"accuracy": 0.7}}, 5.0)
-    write_finished_run(tmp_path, "RTE", 1, {"dev.tsv": {"accuracy": 0.5}}, 1.0)
-    record = tmp_path / "runs" / "RTE" / "lr5e-05-bs16-ep3-len128" / "seed1" / "benchmark_run.json"
-    record.write_text(record.read_text().replace('"done"', '"running"'))
-    references = tmp_path / "references.json"
-    references.write_text(json.dumps({"references": [{"model": "Ref", "about": "a.", "source": "s", "scores": {
-        "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
-
-    summary = scoreboard.summarize(str(tmp_path), {task: selection.select(str(tmp_path), task)
-                                                   for task in ("MRPC", "MNLI", "RTE")}, "m", str(references))
-    mrpc, mnli = summary.to_json()["tasks"]["MRPC"], summary.to_json()["tasks"]["MNLI"]
-    assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
-                                                                                                          abs=1e-4)
-    assert mrpc["metrics"]["dev.tsv/f1"]["mean"] == pytest.approx(85.0)
-    assert mrpc["wall_s"] == {"featurize": 0.0, "train": 40.0, "per_run": 20.0}
-    assert mrpc["references"] == {"Ref": 88.0}
-    assert mnli["score"]["values"] == pytest.approx([65.0]) and mnli["score"]["std"] is None
-    assert "RTE" not in summary.tasks
-    assert summary.glue_average == pytest.approx(72.5)
-    table = scoreboard.markdown(summary)
-    assert "| MRPC | F1/acc | **80.0 ± 7.1** |" in table and "| MNLI | acc (m/mm) | **65.0** |" in table
-    assert "GLUE average over 2 tasks (MRPC, MNLI): 72.5" in table and "Ref on the same tasks: 84.0" in table
-
-
 def test_as_an_azure_ml_pipeline_each_run_is_a_step_and_a_last_step_writes_the_scoreboard(argv, capsys):
     pytest.importorskip("azure.ai.ml")
     argv("--aml.submit", "true", "--aml.dry_run", "true", "--aml.compute", "gpu-cluster", "--tasks", "RTE,STS-B",
@@ -258,11 +227,3 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     benchmark.build_features(args, run, files)
     assert train_file.read_bytes() == built
     assert data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
-
-
-def test_a_finished_run_is_scored_by_its_best_validation_and_at_its_last(tmp_path):
-    folder = write_finished_run(tmp_path, "MRPC", 42, {"dev.tsv": {"accuracy": 0.7, "f1": 0.8, "epoch": 3},
-                                                       "best": {"epoch": 2, "step": 20,
-                                                                "dev.tsv": {"accuracy": 0.8, "f1": 0.9}}})
-    run = read_run(str(folder))
-    assert (run.score, run.last_score) == pytest.approx((0.85, 0.75))  # GLUE's mean of F1 and acc

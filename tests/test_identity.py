@@ -15,8 +15,8 @@ import pytest
 
 import benchmark
 import data
-from conftest import write_finished_run, write_rte_subset
-from glue_support import benchmark_plan, provenance, scoreboard, selection
+from conftest import write_rte_subset
+from glue_support import benchmark_plan, provenance
 
 
 def bench_options(tiny_bert: str, data_dir: Path, output: Path) -> list[str]:
@@ -144,14 +144,3 @@ def test_settings_and_data_changed_together_are_both_named(finished, output, tin
     with pytest.raises(SystemExit, match=r"run with other data and settings \(\S+/RTE/train.tsv sha256 \w{12} -> "
                                          r"\w{12}, train_options '' -> '--stats.log_steps 3'\)"):
         benchmark.main()
-
-
-def test_the_scoreboard_names_runs_of_other_versions(tmp_path):
-    """Runs resumed after an upgrade show which versions made which run."""
-    for task, seed, torch_version in (("RTE", 1, "2.13.0"), ("RTE", 2, "2.14.0"), ("MRPC", 1, "2.13.0")):
-        write_finished_run(tmp_path, task, seed, {"dev.tsv": {"accuracy": 0.5, "f1": 0.5},
-                                                  "versions": {"python": "3.11.7", "torch": torch_version}})
-    table = scoreboard.markdown(scoreboard.summarize(
-        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, "m", ""))
-    assert ("Made with different versions:\n- python 3.11.7, torch 2.13.0: RTE seed 1, MRPC seed 1\n"
-            "- python 3.11.7, torch 2.14.0: RTE seed 2\n") in table

@@ -1,7 +1,10 @@
-"""Grids and seeds in benchmark.py: every cell of a task's grid (a combination of its per-task values) runs the
-seeds into a folder named by its settings, a grid given another value runs only the new cell, the scoreboard picks
-each task's cell by its mean (or median) dev score and shows every cell, and the committed grid's scoreboard is
-written again as it was committed."""
+"""The benchmark's records and scoreboard. Grids and seeds: every cell of a task's grid (a combination of its
+per-task values) runs the seeds into a folder named by its settings, and a grid given another value runs only the new
+cell. A finished run is read from its folder in one place (a run lies in the folder its recorded settings name, a
+cell's seeds are one experiment, results.json holds what train.py records) and its task's selection made once: the
+cell by its mean (or median) dev score, taken by the scoreboard, prediction, the model clean-up and init_from alike.
+The scoreboard scores tasks as GLUE does, shows every cell and the versions that made the runs, and the committed
+grid's scoreboard is written again as it was committed."""
 from __future__ import annotations
 
 import json
@@ -16,11 +19,10 @@ import pytest
 import benchmark
 import data
 import glue_metrics
-from conftest import ROOT, write_finished_run, write_rte_subset
+from conftest import ROOT, bench_arguments, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, scoreboard, selection
 from glue_support.command_line import parse_config
-
-FIVE_TASKS = "RTE,MRPC,STS-B,CoLA,SST-2"
+from glue_support.run_record import read_run
 
 
 def grid_options(tiny_bert: str, glue: Path, output: Path, rates: str) -> list[str]:
@@ -188,3 +190,151 @@ def test_the_committed_grid_writes_its_committed_scoreboard_again(argv, tmp_path
     benchmark.main()
     for name in ("results.json", "results.md"):
         assert (output / name).read_bytes() == (committed / name).read_bytes(), name
+
+
+def accuracy(value: float) -> dict:
+    return {"dev.tsv": {"accuracy": value, "loss": 0.5, "epoch": 3, "step": 30}}
+
+
+def test_a_run_in_another_cell_folder_than_its_settings_name_is_refused_naming_it(tmp_path, argv):
+    folder = write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    moved = folder.parent.parent / "lr0.0001-bs16-ep3-len128" / "seed42"
+    shutil.move(folder.parent, moved.parent)
+    with pytest.raises(ValueError, match=rf"^{moved}: its benchmark_run.json records the settings of "
+                                         r"runs/RTE/lr5e-05-bs16-ep3-len128/seed42, not of this folder; move the run "
+                                         r"there, or delete it$"):
+        selection.select(str(tmp_path), "RTE")
+    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true")
+    with pytest.raises(ValueError, match=f"^{moved}: its benchmark_run.json records"):
+        benchmark.main()  # the scoreboard refuses it as well (run_main: one line, exit 1)
+
+
+def test_a_run_in_another_seed_folder_is_refused_too(tmp_path):
+    folder = write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    folder.rename(folder.parent / "seed43")
+    with pytest.raises(ValueError, match=r"seed43: its benchmark_run.json records the settings of .*/seed42, not"):
+        selection.select(str(tmp_path), "RTE")
+
+
+def test_the_seeds_of_a_cell_made_with_other_settings_are_refused(tmp_path):
+    write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    other = write_finished_run(tmp_path, "RTE", 43, accuracy(0.7), train_options="--stats.log_steps 3")
+    with pytest.raises(ValueError, match=rf"^{other}: made with other settings than \S+/seed42 \(train_options '' -> "
+                                         r"'--stats.log_steps 3'\); the seeds of a cell must be one experiment"):
+        selection.select(str(tmp_path), "RTE")
+
+
+@pytest.mark.parametrize("lacking", ["data", "versions"])
+def test_results_without_their_data_or_versions_are_refused(tmp_path, lacking):
+    folder = write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    results = json.loads((folder / "results.json").read_text())
+    del results[lacking]
+    (folder / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=rf"results.json: no {lacking} recorded \(written by an earlier train.py\); "
+                                         rf"delete {folder} to run it again"):
+        read_run(str(folder))
+
+
+def test_results_of_another_task_or_none_are_refused(tmp_path):
+    folder = write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    (folder / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match=f"{folder}: no results.json of a RTE run"):
+        read_run(str(folder))
+
+
+def test_an_unfinished_run_is_not_read(tmp_path):
+    folder = write_finished_run(tmp_path, "RTE", 42, accuracy(0.6))
+    record = json.loads((folder / "benchmark_run.json").read_text())
+    (folder / "benchmark_run.json").write_text(json.dumps({**record, "status": "running"}))
+    assert read_run(str(folder)) is None and selection.select(str(tmp_path), "RTE") is None
+
+
+def test_mnli_runs_are_scored_by_the_mean_of_matched_and_mismatched_as_train_py_scores_them(tmp_path):
+    """The run's best validation is the one train.py chose by glue_metrics.glue_score: the scoreboard scores it by
+    the same function, the mean of matched and mismatched accuracy, and shows both beside it."""
+    best = {"dev_matched.tsv": {"accuracy": 0.8}, "dev_mismatched.tsv": {"accuracy": 0.6}}
+    folder = write_finished_run(tmp_path, "MNLI", 42, {
+        "dev_matched.tsv": {"accuracy": 0.7}, "dev_mismatched.tsv": {"accuracy": 0.7},
+        "best": {"score": glue_metrics.glue_score("MNLI", best), "epoch": 1, "step": 10, **best}})
+    run = read_run(str(folder))
+    assert run.score == pytest.approx(0.7) == pytest.approx(run.results["best"]["score"])
+    assert run.best_epoch == 1
+    entry = scoreboard.summarize(str(tmp_path), {"MNLI": selection.select(str(tmp_path), "MNLI")}, "m", ""
+                                 ).to_json()["tasks"]["MNLI"]
+    assert entry["score"]["values"] == pytest.approx([70.0])
+    assert {key: value["mean"] for key, value in entry["metrics"].items()} == pytest.approx(
+        {"dev_matched.tsv/accuracy": 80.0, "dev_mismatched.tsv/accuracy": 60.0})
+
+
+def test_the_scoreboard_prediction_and_the_model_clean_up_take_the_same_run(tmp_path, monkeypatch):
+    """Two cells: the better mean is lr 3e-05's; its best seed is 43, not its first."""
+    for max_lr, values in ((5e-5, [0.50, 0.66]), (3e-5, [0.60, 0.62])):
+        for seed, value in zip((42, 43), values):
+            folder = write_finished_run(tmp_path, "RTE", seed, accuracy(value), max_lr=max_lr)
+            (folder / "model.safetensors").write_bytes(b"weights")
+    chosen = selection.select(str(tmp_path), "RTE")
+    assert (chosen.cell.name, chosen.run.seed) == ("lr3e-05-bs16-ep3-len128", 43)
+    assert [cell.name for cell in chosen.cells] == ["lr3e-05-bs16-ep3-len128", "lr5e-05-bs16-ep3-len128"]
+
+    args = bench_arguments(tasks="RTE", output_dir=str(tmp_path))
+    assert benchmark.selected_run(args, "RTE") == chosen.run.folder  # what init_from starts from
+    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "m", "")["json"]).read_text())["tasks"]["RTE"]
+    [reported] = [cell for cell in entry["cells"] if cell["name"] == entry["selected"]]
+    assert (entry["selected"], max(reported["runs"], key=lambda run: run["score"])["seed"]) == (chosen.cell.name, 43)
+    predicted = []
+    monkeypatch.setattr(benchmark, "predict", lambda args, spec, run_folder: predicted.append(run_folder) or [])
+    monkeypatch.setattr(benchmark, "write_submission_zip", lambda folder, zip_path: None)
+    benchmark.predict_all(args, {"wnli": {"majority": False}}, [benchmark.get_task("RTE")])
+    assert predicted == [chosen.run.folder]
+    benchmark.remove_unselected_models(args, ["RTE"])
+    assert sorted(path.parent for path in tmp_path.glob("runs/RTE/*/seed*/model.safetensors")) == [
+        Path(chosen.run.folder)]
+
+
+def test_a_finished_run_is_scored_by_its_best_validation_and_at_its_last(tmp_path):
+    folder = write_finished_run(tmp_path, "MRPC", 42, {"dev.tsv": {"accuracy": 0.7, "f1": 0.8, "epoch": 3},
+                                                       "best": {"epoch": 2, "step": 20,
+                                                                "dev.tsv": {"accuracy": 0.8, "f1": 0.9}}})
+    run = read_run(str(folder))
+    assert (run.score, run.last_score) == pytest.approx((0.85, 0.75))  # GLUE's mean of F1 and acc
+
+
+def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
+    """Two metrics score their mean, two dev files the mean of theirs, unfinished runs do not count."""
+    write_finished_run(tmp_path, "MRPC", 1, {"dev.tsv": {"accuracy": 0.80, "f1": 0.90, "combined_score": 0.85,
+                                                         "loss": 0.4, "epoch": 3}}, 10.0)
+    write_finished_run(tmp_path, "MRPC", 2, {"dev.tsv": {"accuracy": 0.70, "f1": 0.80, "combined_score": 0.75}}, 30.0)
+    write_finished_run(tmp_path, "MNLI", 1, {"dev_matched.tsv": {"accuracy": 0.6},
+                                             "dev_mismatched.tsv": {"accuracy": 0.7}}, 5.0)
+    write_finished_run(tmp_path, "RTE", 1, {"dev.tsv": {"accuracy": 0.5}}, 1.0)
+    record = tmp_path / "runs" / "RTE" / "lr5e-05-bs16-ep3-len128" / "seed1" / "benchmark_run.json"
+    record.write_text(record.read_text().replace('"done"', '"running"'))
+    references = tmp_path / "references.json"
+    references.write_text(json.dumps({"references": [{"model": "Ref", "about": "a.", "source": "s", "scores": {
+        "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
+
+    summary = scoreboard.summarize(str(tmp_path), {task: selection.select(str(tmp_path), task)
+                                                   for task in ("MRPC", "MNLI", "RTE")}, "m", str(references))
+    mrpc, mnli = summary.to_json()["tasks"]["MRPC"], summary.to_json()["tasks"]["MNLI"]
+    assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
+                                                                                                          abs=1e-4)
+    assert mrpc["metrics"]["dev.tsv/f1"]["mean"] == pytest.approx(85.0)
+    assert mrpc["wall_s"] == {"featurize": 0.0, "train": 40.0, "per_run": 20.0}
+    assert mrpc["references"] == {"Ref": 88.0}
+    assert mnli["score"]["values"] == pytest.approx([65.0]) and mnli["score"]["std"] is None
+    assert "RTE" not in summary.tasks
+    assert summary.glue_average == pytest.approx(72.5)
+    table = scoreboard.markdown(summary)
+    assert "| MRPC | F1/acc | **80.0 ± 7.1** |" in table and "| MNLI | acc (m/mm) | **65.0** |" in table
+    assert "GLUE average over 2 tasks (MRPC, MNLI): 72.5" in table and "Ref on the same tasks: 84.0" in table
+
+
+def test_the_scoreboard_names_runs_of_other_versions(tmp_path):
+    """Runs resumed after an upgrade show which versions made which run."""
+    for task, seed, torch_version in (("RTE", 1, "2.13.0"), ("RTE", 2, "2.14.0"), ("MRPC", 1, "2.13.0")):
+        write_finished_run(tmp_path, task, seed, {"dev.tsv": {"accuracy": 0.5, "f1": 0.5},
+                                                  "versions": {"python": "3.11.7", "torch": torch_version}})
+    table = scoreboard.markdown(scoreboard.summarize(
+        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, "m", ""))
+    assert ("Made with different versions:\n- python 3.11.7, torch 2.13.0: RTE seed 1, MRPC seed 1\n"
+            "- python 3.11.7, torch 2.14.0: RTE seed 2\n") in table
