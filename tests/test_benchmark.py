@@ -1,8 +1,14 @@
-"""benchmark.py on a tiny random BERT: every task and seed trained once, features reused, finished runs skipped,
-an interrupted benchmark resumed to the same result, the scoreboard's arithmetic, and its files."""
+"""benchmark.py on a tiny random BERT: every task and seed trained once, features reused, finished runs skipped, an
+interrupted benchmark resumed to the same result, and its files; --tasks all and capped runs on the first N examples
+(planning writes nothing); --<task>.init_from (RTE started from the model of MNLI's selected run, after MNLI's runs);
+--predict (the selected runs predict the submission, WNLI from its majority class, the zip refused while tasks are
+missing); a run's identity (features and finished runs reused only for the same file bytes, wherever they lie, a run
+of other data refused naming the file, the data, example counts and versions recorded); as an Azure ML pipeline."""
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import shutil
 import signal
@@ -19,7 +25,9 @@ import benchmark
 import data
 import glue_metrics
 from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_rte_subset
-from glue_support import benchmark_plan
+from glue_support import benchmark_plan, provenance, submission
+from glue_support import parallel as parallel_module
+from glue_support.command_line import parse_config
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +38,15 @@ def one_thread(monkeypatch):
 
 @pytest.fixture
 def glue_dir(tmp_path) -> Path:
-    """RTE (48 train, 24 dev rows of the real files) and the MNLI layout fixture (two dev files)."""
+    """RTE (48 train, 24 dev rows of the real files, the fixture's test file), MNLI and WNLI from the fixtures and
+    the diagnostic set where download_glue.py puts it."""
     folder = tmp_path / "glue_data"
     write_rte_subset(folder / "RTE", train_rows=48, dev_rows=24)
-    shutil.copytree(FIXTURES / "MNLI", folder / "MNLI")
+    shutil.copy(FIXTURES / "RTE" / "test.tsv", folder / "RTE")
+    for task in ("MNLI", "WNLI"):
+        shutil.copytree(FIXTURES / task, folder / task)
+    (folder / "diagnostic").mkdir()
+    shutil.copy(FIXTURES / "AX" / "diagnostic.tsv", folder / "diagnostic")
     return folder
 
 
@@ -227,3 +240,323 @@ def test_features_from_an_older_data_py_or_damaged_are_built_again(tiny_bert, gl
     benchmark.build_features(args, run, files)
     assert train_file.read_bytes() == built
     assert data.read_metadata(str(Path(run.features) / "dev" / "dev.tsv"))["max_seq_len"] == 64
+
+
+def test_all_is_the_nine_tasks_with_training_data():
+    args = bench_arguments(tasks=" ALL ", data_dir="glue")
+    assert [spec.name for spec in benchmark_plan.parse_tasks(args, check_files=False)] == [
+        "CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"]
+
+
+@pytest.mark.slow
+def test_capped_runs_read_and_record_the_first_examples(argv, tiny_bert, tmp_path):
+    glue_dir = tmp_path / "glue_data"
+    write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
+    output = tmp_path / "bench"
+    common = ["--tasks", "RTE", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 1, "--output_dir", output,
+              "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64, "--checkpoint_steps", 0]
+    argv(*common, "--max_train_examples", 10, "--max_eval_examples", 5)
+    benchmark.main()
+
+    [run] = (output / "runs" / "RTE").glob("*/seed42")
+    subset = output / "subsets" / "RTE" / "train-first10" / "train.tsv"
+    assert subset.read_text().split("\n")[:11] == (glue_dir / "RTE" / "train.tsv").read_text().split("\n")[:11]
+    assert subset.read_text().count("\n") == 11  # the header and 10 rows
+    settings = json.loads((run / "benchmark_run.json").read_text())["settings"]
+    assert settings["max_train_examples"] == 10 and settings["max_eval_examples"] == 5
+    assert settings["data"]["train.tsv"] == provenance.file_identity(str(subset))
+    assert settings["data"]["dev.tsv"] == provenance.file_identity(
+        str(output / "subsets" / "RTE" / "dev-first5" / "dev.tsv"))
+    assert json.loads((run / "results.json").read_text())["dev.tsv"]["examples"] == 5
+    [features] = (output / "features" / "RTE").glob("*-len64")
+    assert data.read_metadata(str(features / "train" / "train.tsv"))["source_sha256"] == \
+        settings["data"]["train.tsv"]["sha256"]
+
+    # the whole files are other data: a quick check never passes for the real run
+    argv(*common)
+    with pytest.raises(SystemExit, match=r"seed42 holds a RTE seed 42 run with other data and settings"):
+        benchmark.main()
+
+
+def test_planning_a_capped_benchmark_writes_nothing(argv, tmp_path):
+    """The plan reads the files' sizes to order the runs; the capped copies are written, and the files hashed, when
+    the runs start (benchmark.read_sources)."""
+    glue_dir = tmp_path / "glue_data"
+    write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
+    output = tmp_path / "bench"
+    output.mkdir()
+    argv("--tasks", "RTE", "--data_dir", glue_dir, "--output_dir", output, "--seeds", 2, "--max_train_examples", 10,
+         "--max_eval_examples", 5)
+    config = parse_config(benchmark.BENCHMARK_CONFIG, short_group="bench")
+    args = benchmark_plan.BenchmarkArguments(**config["bench"])
+    specs = benchmark_plan.parse_tasks(args, check_files=True)
+    runs = benchmark_plan.plan(args, config, specs, benchmark_plan.training_sizes(args, specs))
+    assert [run.seed for run in runs] == [42, 43] and not list(output.iterdir())
+    assert runs[0].train_bytes == len(b"".join((glue_dir / "RTE" / "train.tsv").read_bytes().splitlines(True)[:11]))
+
+    sources = benchmark.read_sources(args, specs)
+    subset = output / "subsets" / "RTE" / "train-first10" / "train.tsv"
+    assert sources["RTE"]["train.tsv"] == provenance.file_identity(str(subset))
+    assert subset.stat().st_size == runs[0].train_bytes
+
+
+@pytest.mark.parametrize("parallel", [1, pytest.param(2, marks=pytest.mark.skipif(
+    parallel_module.cpu_cores() < 2, reason="two runs at once need two cores here"))])
+@pytest.mark.slow
+def test_rte_starts_from_the_selected_mnli_run(argv, tiny_bert, tmp_path, parallel):
+    glue_dir = tmp_path / "glue_data"
+    write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
+    shutil.copytree(FIXTURES / "MNLI", glue_dir / "MNLI")
+    output = tmp_path / "bench"
+    argv("--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 2, "--output_dir", output,
+         "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64, "--rte.seeds", 1, "--mnli.seeds", 0,
+         "--mnli.epochs", 1, "--mnli.batch_size", 4, "--mnli.max_seq_len", 64, "--checkpoint_steps", 0,
+         "--rte.init_from", "mnli", "--parallel", parallel)
+    benchmark.main()
+
+    mnli_runs = sorted((output / "runs" / "MNLI").glob("*/seed*"))
+    [rte_run] = (output / "runs" / "RTE").glob("*/seed42")
+    assert rte_run.parent.name == "lr5e-05-bs8-ep1-len64-fromMNLI"
+    summary = json.loads((output / "results.json").read_text())
+    [cell] = summary["tasks"]["MNLI"]["cells"]
+    best = max(cell["runs"], key=lambda run: run["score"])["seed"]
+    selected = output / "runs" / "MNLI" / cell["name"] / f"seed{best}"
+    settings = json.loads((rte_run / "benchmark_run.json").read_text())["settings"]
+    assert settings["init_from"] == f"runs/MNLI/{cell['name']}/seed{best}"
+    command = (rte_run / "train.log").read_text().split("\n")[0]
+    assert f"--model.hf_model {selected} --model.ignore_mismatched_sizes true" in command
+    # MNLI's runs finished before RTE's started (seed-major order would have put RTE first; --parallel 2 would
+    # have started it beside MNLI's first run)
+    records = [json.loads((run / "benchmark_run.json").read_text()) for run in (*mnli_runs, rte_run)]
+    assert [record["settings"]["task"] for record in records] == ["MNLI", "MNLI", "RTE"]
+    assert max((run / "results.json").stat().st_mtime for run in mnli_runs) < (rte_run / "train.log").stat().st_mtime
+    # the selected MNLI model stays for a later command; the other MNLI run's and RTE's are removed
+    assert [bool(benchmark.model_files(str(run))) for run in mnli_runs] == [run == selected for run in mnli_runs]
+    assert not benchmark.model_files(str(rte_run))
+
+    benchmark.main()  # again: every run, RTE's too, is the same experiment, and skipped
+    assert json.loads((rte_run / "benchmark_run.json").read_text())["attempts"] == 1
+
+
+@pytest.mark.parametrize("changes, refusal", [
+    ({"rte.init_from": "QNLI"}, r"--rte.init_from QNLI: QNLI is not among --tasks \(RTE, MNLI\); add it"),
+    ({"rte.init_from": "MNLI", "mnli.init_from": "RTE"},
+     r"--rte.init_from MNLI: the tasks' starts form a loop \(RTE -> MNLI -> RTE\); one of them must start from"),
+    ({"rte.init_from": "RTE"}, r"--rte.init_from RTE: the tasks' starts form a loop \(RTE -> RTE\)"),
+    ({"rte.init_from": "XNLI"}, r"--rte.init_from XNLI: unknown GLUE task .XNLI.; expected one of"),
+])
+def test_bad_starts_are_refused_before_any_work(argv, tiny_bert, tmp_path, changes, refusal):
+    glue_dir = tmp_path / "glue_data"
+    write_rte_subset(glue_dir / "RTE", train_rows=48, dev_rows=24)
+    shutil.copytree(FIXTURES / "MNLI", glue_dir / "MNLI")
+    argv("--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--output_dir", tmp_path / "bench",
+         *(part for key, value in changes.items() for part in (f"--{key}", value)))
+    with pytest.raises(SystemExit, match=refusal):
+        benchmark.main()
+    assert not (tmp_path / "bench" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_selected_runs_predict_the_submission(argv, tiny_bert, glue_dir, tmp_path, fixture_counts, monkeypatch,
+                                              caplog):
+    output = tmp_path / "bench"
+    benchmark_options = ["--tasks", "RTE,MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 2,
+                         "--output_dir", output, "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64,
+                         "--mnli.epochs", 1, "--mnli.seeds", 1, "--mnli.max_seq_len", 64, "--checkpoint_steps", 0,
+                         "--predict", "true", "--wnli.majority", "true"]
+    argv(*benchmark_options)
+    with caplog.at_level(logging.WARNING):
+        benchmark.main()
+
+    folder = output / "submission"
+    assert sorted(path.name for path in folder.iterdir()) == ["AX.tsv", "MNLI-m.tsv", "MNLI-mm.tsv", "RTE.tsv",
+                                                              "WNLI.tsv"]
+    # every file written passes the leaderboard's checks; the missing ones are all that is wrong, and refuse the zip
+    missing = [f"{folder / name}: missing (the {entry.what} predictions)"
+               for name, entry in submission.leaderboard_files().items() if not (folder / name).exists()]
+    assert submission.check_submission(str(folder)) == missing
+    assert not (output / "glue_submission.zip").exists()
+    assert f"glue_submission.zip not written: {folder} lacks 6 of the leaderboard's 11 files" in caplog.text
+    assert "  CoLA.tsv: no CoLA test predictions" in caplog.text
+
+    # RTE: the better of its two seeds predicted, and only its model was kept
+    summary = json.loads((output / "results.json").read_text())
+    [cell] = summary["tasks"]["RTE"]["cells"]
+    best = max(cell["runs"], key=lambda run: run["score"])["seed"]
+    runs = output / "runs" / "RTE" / cell["name"]
+    record = json.loads((output / "predictions" / "RTE" / "prediction.json").read_text())
+    assert record["run"] == f"runs/RTE/{cell['name']}/seed{best}"
+    assert (folder / "RTE.tsv").read_text() == (output / "predictions" / "RTE" / "submission" / "RTE.tsv").read_text()
+    assert [bool(benchmark.model_files(str(runs / f"seed{seed}"))) for seed in (42, 43)] == [best == 42, best == 43]
+    assert (folder / "WNLI.tsv").read_text().split("\n")[1:3] == ["0\t1", "1\t1"]  # the fixture's majority: 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("nothing should run again")
+
+    # --report_only true --predict true: no training, but predictions where they are missing; an earlier zip goes
+    shutil.rmtree(output / "predictions" / "RTE")
+    (output / "glue_submission.zip").write_bytes(b"an earlier command's")
+    argv(*benchmark_options, "--report_only", "true")
+    monkeypatch.setattr(benchmark, "start_training", refuse)
+    benchmark.main()
+    assert json.loads((output / "predictions" / "RTE" / "prediction.json").read_text()) == record
+    assert (folder / "RTE.tsv").read_text() == (output / "predictions" / "RTE" / "submission" / "RTE.tsv").read_text()
+    assert not (output / "glue_submission.zip").exists()
+
+    # the same command again: nothing is trained, featurized or predicted again
+    argv(*benchmark_options)
+    monkeypatch.setattr(data, "featurize", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    benchmark.main()
+    assert json.loads((output / "predictions" / "RTE" / "prediction.json").read_text()) == record
+
+
+@pytest.mark.slow
+def test_a_selected_run_without_its_model_is_refused(argv, tiny_bert, glue_dir, tmp_path):
+    output = tmp_path / "bench"
+    common = ["--tasks", "RTE", "--data_dir", glue_dir, "--model", tiny_bert, "--seeds", 1, "--output_dir", output,
+              "--rte.epochs", 1, "--rte.batch_size", 8, "--rte.max_seq_len", 64, "--checkpoint_steps", 0]
+    argv(*common)
+    benchmark.main()  # without --predict: the model is removed
+    argv(*common, "--predict", "true")
+    with pytest.raises(ValueError, match=r"seed42: RTE's selected run kept no model to predict with \(removed when it "
+                                         r"finished, not needed then\); delete that run folder to train it again"):
+        benchmark.main()
+
+
+def test_missing_test_files_are_refused_before_any_work(argv, tiny_bert, glue_dir, tmp_path):
+    shutil.rmtree(glue_dir / "diagnostic")
+    argv("--tasks", "MNLI", "--data_dir", glue_dir, "--model", tiny_bert, "--output_dir", tmp_path / "bench",
+         "--predict", "true")
+    with pytest.raises(SystemExit, match=rf"{glue_dir}/diagnostic/diagnostic.tsv: no such file; get the GLUE files "
+                                         rf"with python download_glue.py --tasks diagnostic --data_dir {glue_dir}"):
+        benchmark.main()
+    assert not (tmp_path / "bench").exists()
+
+
+def bench_options(tiny_bert: str, data_dir: Path, output: Path) -> list[str]:
+    """RTE, one seed, one epoch of the tiny BERT."""
+    return ["--tasks", "RTE", "--data_dir", str(data_dir), "--model", tiny_bert, "--seeds", "1",
+            "--output_dir", str(output), "--rte.epochs", "1", "--rte.batch_size", "8", "--rte.max_seq_len", "64",
+            "--checkpoint_steps", "0"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_bert) -> tuple[Path, Path]:
+    """A benchmark run to the end on 48 RTE training rows (trained once for the module): its GLUE folder and its
+    output folder, which the tests copy before running again into it."""
+    root = tmp_path_factory.mktemp("identity")
+    glue = root / "glue"
+    write_rte_subset(glue / "RTE", train_rows=48, dev_rows=24)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # a train.py process on a tiny model: one thread is fastest
+        patch.setattr(sys, "argv", ["benchmark.py", *bench_options(tiny_bert, glue, root / "bench")])
+        benchmark.main()
+    return glue, root / "bench"
+
+
+@pytest.fixture
+def output(finished, tmp_path) -> Path:
+    """A copy of the finished benchmark's output folder, for this test to run into."""
+    return Path(shutil.copytree(finished[1], tmp_path / "bench"))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+RUN = Path("runs") / "RTE" / "lr5e-05-bs8-ep1-len64" / "seed42"  # the run, in the folder of its settings
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("nothing should be featurized or trained")
+
+
+@pytest.mark.slow
+def test_results_name_the_data_its_example_counts_and_the_versions(finished):
+    glue, output = finished
+    run = json.loads((output / RUN / "results.json").read_text())
+    for option, name, rows in (("trainpath", "train.tsv", 48), ("valpath", "dev.tsv", 24)):
+        source = glue / "RTE" / name
+        assert run["data"][option] == {name: {"source": str(source), "bytes": source.stat().st_size,
+                                              "sha256": sha256(source), "examples": rows}}
+    assert run["task"] == "RTE" and run["dev.tsv"]["examples"] == 24
+    versions = run["versions"]
+    assert versions == provenance.versions() and list(versions) == ["python", *provenance.LIBRARIES]
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3])) and all(versions.values())
+
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["tasks"]["RTE"]["data"] == {**run["data"]["trainpath"], **run["data"]["valpath"]}
+    assert summary["versions"] == [{"versions": versions, "runs": ["RTE seed 42"]}]
+    table = (output / "results.md").read_text()
+    for name, rows in (("train.tsv", 48), ("dev.tsv", 24)):
+        assert f"| RTE | RTE/{name} | {rows} | `{sha256(glue / 'RTE' / name)}` |" in table  # no machine's path
+    assert f"Made with python {versions['python']}, torch {versions['torch']}, transformers " in table
+
+    record = json.loads((output / RUN / "benchmark_run.json").read_text())
+    assert record["data_dir"] == str(glue)
+    assert record["settings"]["data"] == {name: {"bytes": (glue / "RTE" / name).stat().st_size,
+                                                 "sha256": sha256(glue / "RTE" / name)}
+                                          for name in ("train.tsv", "dev.tsv")}
+
+
+@pytest.mark.slow
+def test_the_same_bytes_in_another_folder_reuse_the_features_and_the_finished_run(
+        finished, output, tiny_bert, tmp_path, argv, monkeypatch):
+    moved = Path(shutil.copytree(finished[0], tmp_path / "elsewhere"))
+    monkeypatch.setattr(data, "featurize", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    argv(*bench_options(tiny_bert, moved, output))
+    benchmark.main()
+    assert json.loads((output / "results.json").read_text()) == json.loads((finished[1] / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_other_data_refuses_the_finished_run_naming_the_file_and_rebuilds_only_its_features(
+        finished, output, tiny_bert, tmp_path, argv, caplog):
+    glue = finished[0]
+    other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=40, dev_rows=24).parent  # dev.tsv: same bytes
+    features = output / "features" / "RTE" / f"{benchmark_plan.model_slug(tiny_bert)}-len64"
+    dev_file = (features / "dev" / "dev.tsv").stat()
+    argv(*bench_options(tiny_bert, other, output))
+    refusal = (f"{output / RUN} holds a RTE seed 42 run with other data ({other}/RTE/train.tsv sha256 "
+               f"{sha256(glue / 'RTE' / 'train.tsv')[:12]} -> {sha256(other / 'RTE' / 'train.tsv')[:12]}): "
+               "choose another --bench.output_dir, or delete that folder to run it again")
+    with pytest.raises(SystemExit, match=re.escape(refusal)):
+        benchmark.main()
+    assert data.read_metadata(str(features / "train" / "train.tsv"))["count"] == 48  # refused before any work
+
+    shutil.rmtree(output / RUN)  # as the refusal says
+    with caplog.at_level("INFO"):
+        benchmark.main()
+    assert (f"RTE train features: building them ({other}/RTE/train.tsv is not the file they were made from: "
+            f"{(glue / 'RTE' / 'train.tsv').stat().st_size} -> {(other / 'RTE' / 'train.tsv').stat().st_size} bytes"
+            ) in caplog.text
+    assert "RTE dev features: building" not in caplog.text
+    assert (features / "dev" / "dev.tsv").stat().st_mtime_ns == dev_file.st_mtime_ns
+    run = json.loads((output / RUN / "results.json").read_text())
+    assert run["data"]["trainpath"]["train.tsv"]["examples"] == 40
+    assert run["data"]["trainpath"]["train.tsv"]["sha256"] == sha256(other / "RTE" / "train.tsv")
+    assert run["data"]["valpath"]["dev.tsv"]["source"] == str(glue / "RTE" / "dev.tsv")  # reused: made from there
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_on_other_data_is_refused_too(finished, output, tiny_bert, tmp_path, argv, monkeypatch):
+    record_path = output / RUN / "benchmark_run.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "status": "running"}))
+    other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=48, dev_rows=20).parent
+    monkeypatch.setattr(data, "featurize", refuse)
+    argv(*bench_options(tiny_bert, other, output))
+    with pytest.raises(SystemExit, match=re.escape(f"run with other data ({other}/RTE/dev.tsv sha256 ")):
+        benchmark.main()
+
+
+@pytest.mark.slow
+def test_settings_and_data_changed_together_are_both_named(finished, output, tiny_bert, tmp_path, argv):
+    other = write_rte_subset(tmp_path / "other" / "RTE", train_rows=40, dev_rows=24).parent
+    argv(*bench_options(tiny_bert, other, output), "--train_options", "--stats.log_steps 3")  # in the same cell
+    with pytest.raises(SystemExit, match=r"run with other data and settings \(\S+/RTE/train.tsv sha256 \w{12} -> "
+                                         r"\w{12}, train_options '' -> '--stats.log_steps 3'\)"):
+        benchmark.main()
