@@ -1,4 +1,5 @@
-"""An output folder belongs to one run: a second run into a folder in use is refused before the model loads, the
+"""An output folder belongs to one run: an earlier run's outputs are replaced only when asked, an unwritable folder
+or a full disk stops train.py before training, a second run into a folder in use is refused before the model loads, the
 lock goes with the process holding it, an overwriting run sets the earlier run's outputs aside so that the folder
 never holds two runs' files whatever moment it is killed at, and what killed runs leave is removed by the next run
 (by download_glue.py too). train.py's ``main()`` runs in-process on a tiny random BERT, one epoch of 4 steps."""
@@ -19,7 +20,7 @@ import yaml
 
 import download_glue
 import train
-from conftest import ROOT, featurize, python_env, write_rte_subset
+from conftest import ROOT, featurize, python_env, run_train, write_rte_subset
 from glue_support import output_folder, result_files
 
 LOCK = output_folder.LOCK_FILE
@@ -242,3 +243,38 @@ def test_download_glue_removes_what_an_interrupted_download_left_and_nothing_els
     assert [result.status for result in results] == ["present"]  # nothing fetched
     assert [name for name in left if (data_dir / name).exists()] == []
     assert [name for name in kept if not (data_dir / name).exists()] == []
+
+
+def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, features, tmp_path):
+    output = tmp_path / "out"
+    run_train(argv, tiny_bert, features, output, epochs=1)
+    first = (output / "results.json").read_text()
+    assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
+    with pytest.raises(ValueError, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
+                                         r"model.safetensors, .*\): choose another --tmod.output_dir, or pass "
+                                         r"--tmod.overwrite_output_dir true to replace them$"):
+        run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
+    assert (output / "results.json").read_text() == first
+    second = run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, "--tmod.overwrite_output_dir", "true",
+                       epochs=1)
+    assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
+    # the earlier run's outputs, TensorBoard logs included, were set aside, then removed
+    assert len(list((output / "logs").iterdir())) == 1
+    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [output_folder.LOCK_FILE]
+
+
+def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
+                                                                       monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit, match=r"^--tmod.output_dir .*a-file/out: .*a-file is a file, expected a folder "
+                                         r"\(the run's outputs\)$"):
+        run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
+
+    trained = []
+    monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
+    monkeypatch.setattr(output_folder.shutil, "disk_usage",
+                        lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
+    with pytest.raises(ValueError, match=r"out: 1 MiB free on its disk; the fine-tuned model and \d+ checkpoints need "
+                                         r"about \d+ MiB: free some space, or choose another --tmod.output_dir"):
+        run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
+    assert trained == []

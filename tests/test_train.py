@@ -1,16 +1,17 @@
-"""The Recipe on a tiny random BERT: optimizer and schedule, training, results.json, the saved model,
-validate-only mode and seeding. Runs train.py's ``main()`` in-process with command-line overrides."""
+"""train.py's Recipe on a tiny random BERT: optimizer and schedule (gradient accumulation, each process's steps
+under DDP), training as transformers' Trainer trains, results.json, history.json and the saved model, validation
+alone, prediction (STS-B's clipped scores, MNLI's three files), seeding, AMP on CPU and MLflow. Runs train.py's
+``main()`` in-process with command-line overrides. Resuming: tests/test_resume.py; the output folder:
+tests/test_output_dir.py."""
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
 import types
 
 import pytest
 import torch
-import yaml
 from torch.utils.data import SequentialSampler
 from transformers import AutoModelForSequenceClassification
 
@@ -25,7 +26,6 @@ from conftest import (
     run_train,
     write_rte_subset,
 )
-from glue_support import output_folder
 from glue_support.exit_codes import ConfigError
 from glue_support.marlin import DistributedTrainingArguments, Trainer
 from glue_support.submission import SubmissionWriter
@@ -272,41 +272,6 @@ def test_an_incomplete_prediction_is_refused_before_any_work(argv, tiny_bert, mn
     with pytest.raises(ConfigError, match="--trainer.max_val_steps_per_epoch limits prediction too"):
         train.main()
     assert not (tmp_path / "out").exists()
-
-
-def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, features, tmp_path):
-    output = tmp_path / "out"
-    run_train(argv, tiny_bert, features, output, epochs=1)
-    first = (output / "results.json").read_text()
-    assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
-    with pytest.raises(ValueError, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
-                                         r"model.safetensors, .*\): choose another --tmod.output_dir, or pass "
-                                         r"--tmod.overwrite_output_dir true to replace them$"):
-        run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
-    assert (output / "results.json").read_text() == first
-    second = run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, "--tmod.overwrite_output_dir", "true",
-                       epochs=1)
-    assert json.loads((output / "results.json").read_text())["dev.tsv"] == second.results["dev.tsv"]
-    # the earlier run's outputs, TensorBoard logs included, were set aside, then removed
-    assert len(list((output / "logs").iterdir())) == 1
-    assert [path.name for path in output.iterdir() if path.name.startswith(".")] == [output_folder.LOCK_FILE]
-
-
-def test_an_unwritable_output_dir_or_a_full_disk_stops_before_training(argv, tiny_bert, features, tmp_path,
-                                                                       monkeypatch):
-    (tmp_path / "a-file").write_text("")
-    with pytest.raises(SystemExit, match=r"^--tmod.output_dir .*a-file/out: .*a-file is a file, expected a folder "
-                                         r"\(the run's outputs\)$"):
-        run_train(argv, tiny_bert, features, tmp_path / "a-file" / "out")
-
-    trained = []
-    monkeypatch.setattr(train.CheckpointingTrainer, "train", lambda self: trained.append(1))
-    monkeypatch.setattr(output_folder.shutil, "disk_usage",
-                        lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9 - 2 ** 20, 2 ** 20))
-    with pytest.raises(ValueError, match=r"out: 1 MiB free on its disk; the fine-tuned model and \d+ checkpoints need "
-                                         r"about \d+ MiB: free some space, or choose another --tmod.output_dir"):
-        run_train(argv, tiny_bert, features, tmp_path / "out", "--ckpt.checkpoint", "true")
-    assert trained == []
 
 
 def test_amp_on_cpu_trains_in_bfloat16_and_ignores_float16_with_a_warning(argv, tiny_bert, features, tmp_path,
