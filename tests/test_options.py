@@ -260,11 +260,11 @@ def test_a_value_out_of_range_is_refused_in_one_line_before_any_work(monkeypatch
     ("data.py", ["--dproc.workers", "0"], "--dproc.workers 0: expected an integer >= 1, or null"),
     ("train.py", ["--trainer.max_grad_norm", "-1"], "--trainer.max_grad_norm -1: expected a number > 0"),
     ("train.py", ["--trainer.epochs", "three"], "argument --trainer.epochs: invalid int value: 'three'"),
-    ("data.py", ["--dproc.max_seq_length", "64"],
-     "unknown option --dproc.max_seq_length; did you mean --dproc.max_seq_len?"),
     ("download_glue.py", ["--timeout", "-1"], "--download.timeout -1: expected a number > 0"),
     ("aml_submit.py", ["--aml.instance_count", "0"], "--aml.instance_count 0: expected a number >= 1"),
     ("benchmark.py", ["--wnli.batch_size", "0"], "--wnli.batch_size 0: expected a number >= 1"),
+    ("data.py", ["--dproc.max_seq_length", "64"],
+     "unknown option --dproc.max_seq_length; did you mean --dproc.max_seq_len?"),
 ])
 def test_each_script_refuses_a_bad_command_line_in_one_line_with_exit_code_2(tmp_path, script, args, refusal):
     result = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path, env=python_env(),
