@@ -4,10 +4,8 @@ groups belong, a group or key config.yaml lacks or has that the file leaves out,
 one each stop the script in one line naming the file (and the line), exit 2, as a bad option does."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import threading
 
 import pytest
 import yaml
@@ -102,19 +100,6 @@ def test_a_benchmark_config_is_checked_against_benchmark_yaml(argv, tmp_path):
         command_line.parse_config(str(ROOT / "benchmark.yaml"), short_group="bench")
     assert refusal.value.code == (f"{path}, line {line_of(text, 'rte:')}: unknown group 'rtee', expected one of "
                                   "benchmark.yaml's; did you mean rte?")
-
-
-@pytest.fixture
-def fifo(tmp_path):
-    """A FIFO that a reader would wait on forever: a writer thread stands by to release any reader with an empty
-    read, so code that opens it fails its test instead of hanging it."""
-    path = tmp_path / "fifo.yaml"
-    os.mkfifo(path)
-    writer = threading.Thread(target=lambda: open(path, "wb").close(), daemon=True)
-    writer.start()
-    yield path
-    os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # releases the writer when nothing opened the FIFO
-    writer.join(timeout=10)
 
 
 def test_a_fifo_as_the_config_file_is_refused_at_once(argv, fifo):
