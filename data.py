@@ -35,12 +35,13 @@ from glue_support.atomic_write import atomic_path
 from glue_support.command_line import parse_config
 from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import DataInterface, DataProcessor, getlogger
-from glue_support.path_checks import require_folder, require_writable_folder
+from glue_support.path_checks import require_folder, require_regular_file, require_writable_folder
 
 logger = getlogger(__name__)
 
 # the features file format written and read; a file in another one gets "rerun data.py"
 FEATURES_FORMAT = "marlin-glue-features/3"
+FEATURES_PREFIX = "marlin-glue-features/"  # the prefix of every version's: a file data.py wrote
 
 
 @dataclass
@@ -173,7 +174,7 @@ def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata record at the start of a features file, checked against its checksum (cheap: the features
     are neither read nor checked; ``verify_features`` does that)."""
-    with open(path, "rb") as stream:
+    with open(require_regular_file(path, "a features file written by data.py"), "rb") as stream:
         return _load_metadata(stream, path)
 
 
@@ -181,7 +182,7 @@ def _load_metadata(stream: Any, path: str) -> dict[str, Any]:
     metadata = _unpickle(stream, lambda why: ValueError(
         f"{path}: not a marlin-glue features file written by data.py, or a damaged one ({why})"))
     found = metadata.get("format") if isinstance(metadata, dict) else None
-    if isinstance(found, str) and found.startswith("marlin-glue-features/") and found != FEATURES_FORMAT:
+    if isinstance(found, str) and found.startswith(FEATURES_PREFIX) and found != FEATURES_FORMAT:
         raise ValueError(f"{path}: features file in format {found}, written by an older data.py; this version "
                          f"reads {FEATURES_FORMAT}: rerun data.py to rewrite it")
     if found != FEATURES_FORMAT:
@@ -221,6 +222,25 @@ def _damaged(path: str, what: str) -> ValueError:
     return ValueError(f"{path}: damaged features file ({what}); rerun data.py to rewrite it")
 
 
+def require_replaceable(path: str) -> None:
+    """data.py replaces only what it wrote: a features file of any format version, damaged or not (rewriting it is
+    the fix their refusals give). Anything else at ``path``, such as another task's GLUE ``dev.tsv`` in the output
+    folder, is refused (ValueError) before any work."""
+    if not os.path.lexists(path):
+        return
+    found = None
+    if os.path.exists(path):  # a link to nothing is not data.py's either
+        with open(require_regular_file(path, "a features file data.py may replace"), "rb") as stream:
+            try:
+                record = _unpickle(stream, ValueError)
+            except ValueError:
+                record = None
+        found = record.get("format") if isinstance(record, dict) else None
+    if not (isinstance(found, str) and found.startswith(FEATURES_PREFIX)):
+        raise ValueError(f"{path}: not a features file, and data.py replaces only the features files it writes; "
+                         "choose another --dmod.output_dir, or move this file away")
+
+
 def write_features(path: str, metadata: dict[str, Any], table: FeatureTable) -> None:
     """Write the metadata record (with the table's size, the arrays' checksum and its own), then the table, as two
     pickles; the file appears only when complete."""
@@ -236,7 +256,7 @@ def read_features(path: str) -> tuple[dict[str, Any], FeatureTable]:
     """The metadata and the table of a features file, checked: a file from elsewhere that is damaged,
     inconsistent, cut short or followed by more bytes is refused here rather than failing (or silently
     misreading) mid-training."""
-    with open(path, "rb") as stream:
+    with open(require_regular_file(path, "a features file written by data.py"), "rb") as stream:
         metadata = _load_metadata(stream, path)
         table = _unpickle(stream, lambda why: _damaged(path, f"its feature table does not load: {why}"))
         if stream.read(1):
@@ -330,6 +350,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     if os.path.realpath(output_path) == os.path.realpath(source):
         raise ValueError(f"{output_path}: the features file would replace the GLUE file it is made from; "
                          "choose a --dmod.output_dir other than --dmod.input_dir")
+    require_replaceable(output_path)
     processor = GlueProcessor(proc_args.task, skip_malformed=proc_args.skip_malformed)
     # the file is read and its header checked now; its rows are tokenized as they are parsed (pymarlin's
     # process_data would parse them all first)

@@ -31,6 +31,7 @@ from glue_support.atomic_write import FILE_MODE, remove_leftovers
 from glue_support.command_line import answer_help, parse_config
 from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
+from glue_support.path_checks import read_small_text, require_writable_folder
 
 logger = getlogger(__name__)
 
@@ -84,13 +85,17 @@ def resolve_tasks(tasks: Union[str, list[str], tuple[str, ...]]) -> list[str]:
 def load_checksums(path: str = CHECKSUMS_PATH) -> dict[str, dict[str, str]]:
     """The table: task -> file name -> SHA-256 (keys starting with ``_`` are comments)."""
     try:
-        with open(path, encoding="utf-8") as stream:
-            table = json.load(stream)
+        table = json.loads(read_small_text(path, "a JSON checksum table"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such checksum table") from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: not a JSON checksum table ({error})") from None
-    return {task: dict(files) for task, files in table.items() if not task.startswith("_")}
+    except ValueError as error:  # not a regular file, not UTF-8, too large
+        raise ConfigError(str(error)) from None
+    if not (isinstance(table, dict) and all(isinstance(files, dict) for task, files in table.items()
+                                            if not task.startswith("_"))):
+        raise ConfigError(f"{path}: not a checksum table, expected a JSON object of task -> {{file name: SHA-256}}")
+    return {task: files for task, files in table.items() if not task.startswith("_")}
 
 
 def sha256(path: str) -> str:
@@ -335,8 +340,7 @@ def download(tasks: Union[str, list[str]], data_dir: str, base_url: str = "",
 def main() -> None:
     answer_help(groups=("download",), short_group="download")
     config = parse_config(short_group="download")["download"]
-    if not config["data_dir"]:
-        raise ConfigError("--download.data_dir is required: the folder to put the task folders in")
+    require_writable_folder("--download.data_dir", config["data_dir"], "the folder to put the task folders in")
     if config["base_url"] and "://" not in config["base_url"]:
         raise ConfigError(f"--download.base_url {config['base_url']}: not a URL (e.g. http://127.0.0.1:8000/)")
     tasks = resolve_tasks(config["tasks"])

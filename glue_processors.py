@@ -1,7 +1,8 @@
 """The GLUE task table (``TASKS``, one row per task) and the reader of GLUE files (TSV -> ``InputExample`` s).
 
 Everything the code knows about a task is its row: every script reads it, so adding a task is one edit. The cheap
-commands read the table too, so this module imports nothing of the project and neither torch nor transformers.
+commands read the table too, so this module imports neither torch nor transformers, and of the project only the
+check every file read goes through (``glue_support.path_checks``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, Union
 
 import numpy as np
+
+from glue_support.path_checks import require_regular_file
 
 
 @dataclass(slots=True)
@@ -374,7 +377,7 @@ class GlueProcessor:
         """Reads and hashes the file and checks its header now; the rows are parsed, and kept in
         ``self.examples``, as the returned iterator is consumed."""
         try:
-            with open(path, "rb") as stream:
+            with open(require_regular_file(path, f"the {self.spec.name} {set_type}.tsv"), "rb") as stream:
                 raw = stream.read()
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such file (expected the {self.spec.name} {set_type}.tsv)") from None

@@ -19,9 +19,126 @@ from glue_support.atomic_write import atomic_path
 from glue_support.exit_codes import ConfigError
 from glue_support.marlin import CustomArgParser
 from glue_support.option_docs import check_ranges, cli_value, usage
+from glue_support.path_checks import read_small_text
 
 CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.yaml")
 PARSER_OPTIONS = ("config_path", "params")  # CustomArgParser's own options
+
+
+YAML_TAG = "tag:yaml.org,2002:"  # the prefix of YAML's own tags, written !! in a file
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain values only: a ``!!python/...`` tag builds nothing), refusing a key given twice
+    in one mapping, of which the safe loader would silently keep the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}  # key -> the line it is first on
+        for key_node, _ in node.value:
+            if key_node.tag == YAML_TAG + "merge":  # "<<: *defaults": the keys after it may override the merged ones
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in lines
+            except TypeError:  # an unhashable key: the safe loader refuses it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping (first on line {lines[key]}); give each key "
+                    "once", key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+    def construct_undefined(self, node: yaml.Node) -> None:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the tag {node.tag.replace(YAML_TAG, '!!')}, which a config file cannot hold; expected plain "
+            "values (numbers, text, true/false, null, lists, mappings)", node.start_mark)
+
+
+StrictLoader.add_constructor(None, StrictLoader.construct_undefined)
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """A config file's groups, and the line of each group and key (``tmod``, ``tmod.max_lr``). What is not such a
+    file stops the script (ConfigError) naming the file, and the line where YAML gives one: not a regular file, not
+    UTF-8, not valid YAML, a tag (``!!python/...``), a key given twice, an empty file, a list or a value."""
+    try:
+        text = read_small_text(path, "a YAML config file")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except ValueError as error:  # not a regular file, not UTF-8, too large
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        loader = StrictLoader(text)
+    except yaml.reader.ReaderError as error:  # a character YAML takes nowhere, such as a control character
+        raise ConfigError(f"{path}, line {text[:error.position].count(chr(10)) + 1}: not valid YAML: "
+                          f"{error.reason} (character #x{error.character:04x})") from None
+    try:
+        node = loader.get_single_node()
+        config = None if node is None else loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}, line {mark.line + 1}" if mark else path
+        context = f" ({error.context})" if error.context else ""
+        syntax = "" if isinstance(error, yaml.constructor.ConstructorError) else "not valid YAML: "
+        raise ConfigError(f"{where}: {syntax}{error.problem}{context}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: {'no groups (an empty file)' if config is None else _kind(config)}, expected a "
+                          "mapping of groups, each a mapping of keys (group: then indented key: value lines)")
+    lines = {}
+    for group_node, keys_node in node.value:
+        lines[group_node.value] = group_node.start_mark.line + 1
+        if isinstance(keys_node, yaml.MappingNode):
+            lines.update((f"{group_node.value}.{key_node.value}", key_node.start_mark.line + 1)
+                         for key_node, _ in keys_node.value)
+    return config, lines
+
+
+def _kind(value: Any) -> str:
+    """What a config file holds where a mapping belongs, for messages."""
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "a mapping"
+    return f"the value {cli_value(value)[:40]!r}"
+
+
+def read_config(path: str, default_path: str) -> dict[str, Any]:
+    """The config file at ``path`` (``read_config_file``), whose groups and keys must be those of ``default_path``
+    (config.yaml, benchmark.yaml): an unknown or missing group or key, or a group that is not a mapping, stops the
+    script naming it and its line."""
+    config, lines = read_config_file(path)
+    if os.path.abspath(path) == os.path.abspath(default_path):
+        return config
+    defaults, _ = read_config_file(default_path)
+    name = os.path.basename(default_path)
+    for group, keys in config.items():
+        where = f"{path}, line {lines[str(group)]}" if str(group) in lines else path
+        if group not in defaults:
+            close = difflib.get_close_matches(str(group), list(defaults), n=1, cutoff=0.6)
+            raise ConfigError(f"{where}: unknown group {group!r}, expected one of {name}'s" +
+                              (f"; did you mean {close[0]}?" if close else f": {', '.join(defaults)}"))
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{where}: group {group} holds {_kind(keys)}, expected a mapping of its keys, as in "
+                              f"{name}")
+        for key, value in keys.items():
+            where = f"{path}, line {lines[f'{group}.{key}']}" if f"{group}.{key}" in lines else path
+            if key not in defaults[group]:
+                close = difflib.get_close_matches(str(key), list(defaults[group]), n=1, cutoff=0.6)
+                raise ConfigError(f"{where}: unknown key {group}.{key}, expected one of {name}'s {group} keys" +
+                                  (f"; did you mean {group}.{close[0]}?" if close else ""))
+            if isinstance(value, dict) and not isinstance(defaults[group][key], dict):
+                raise ConfigError(f"{where}: {group}.{key} holds a mapping, expected a value like {name}'s "
+                                  f"({cli_value(defaults[group][key])})")
+    missing: list[str] = []
+    for group, keys in defaults.items():
+        missing += [f"{group}.{key}" for key in keys if key not in config[group]] if group in config else [group]
+    if missing:
+        raise ConfigError(f"{path}: lacks {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if
+                          len(missing) > 5 else "") + f", which {name} has; expected every group and key of {name}")
+    return config
 
 
 def config_keys(config: dict[str, Any], prefix: str = "") -> Iterator[str]:
@@ -90,6 +207,7 @@ def answer_help(path: str = CONFIG_PATH, groups: Optional[tuple[str, ...]] = Non
     heavy imports (torch, transformers), so asking for help takes a fraction of a second."""
     argv = sys.argv[1:]
     if "--help" in argv or "-h" in argv:
+        read_config(config_file(argv, path), path)  # a file that is not a config file: one line, not a traceback
         print(usage(config_file(argv, path), groups, short_group))
         raise SystemExit(0)
 
@@ -144,11 +262,7 @@ def parse_config(default_yamlfile: str = CONFIG_PATH, short_group: Optional[str]
     ``default_yamlfile`` declares (``check_ranges``): all before a script does any work."""
     argv = expand_params(sys.argv[1:])
     path = config_file(argv, default_yamlfile)
-    try:
-        with open(path, encoding="utf-8") as stream:
-            defaults = yaml.safe_load(stream)
-    except (FileNotFoundError, IsADirectoryError):
-        raise ConfigError(f"{path}: no such config file") from None
+    defaults = read_config(path, default_yamlfile)
     if "--help" in argv or "-h" in argv:
         print(usage(path, short_group=short_group))
         raise SystemExit(0)

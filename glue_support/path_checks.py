@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import tempfile
 
 from glue_support.exit_codes import ConfigError
@@ -29,6 +30,37 @@ def require_folder(option: str, path: str, what: str) -> str:
         raise ConfigError(f"{option} {path}: a file, expected a folder ({what}); did you mean "
                           f"{option} {os.path.dirname(path) or '.'}?")
     return path
+
+
+# what a path names when it is not a regular file: each of these blocks a read (a FIFO waits for a writer), never
+# ends it (a device such as /dev/zero) or fails it (a folder)
+NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def require_regular_file(path: str, what: str) -> str:
+    """``path`` (or what a link there points to) must be a regular file before it is opened: anything else is
+    refused with a ValueError naming what it is. A path that names nothing raises FileNotFoundError, as ``open``
+    would. ``what``: the file the command expected, for the message."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        found = next((kind for test, kind in NOT_REGULAR if test(mode)), "not a file")
+        raise ValueError(f"{path}: {found}, expected a regular file ({what})")
+    return path
+
+
+def read_small_text(path: str, what: str, limit: int = 1 << 20) -> str:
+    """The text of a small UTF-8 file (a config file, a checksum table: a few kilobytes), opened once it is a
+    regular file; more than ``limit`` characters, or bytes that are not UTF-8, are refused (ValueError) naming it.
+    A path that names nothing raises FileNotFoundError."""
+    with open(require_regular_file(path, what), encoding="utf-8") as stream:
+        try:
+            text = stream.read(limit + 1)
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: bytes that are not UTF-8 ({error.reason}), expected {what}") from None
+    if len(text) > limit:
+        raise ValueError(f"{path}: more than {limit} characters, expected {what} (a few kilobytes)")
+    return text
 
 
 def require_writable_folder(option: str, path: str, what: str) -> str:

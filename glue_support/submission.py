@@ -6,16 +6,22 @@ Loads no torch, so neither does ``benchmark.py --check_submission``.
 from __future__ import annotations
 
 import difflib
+import itertools
+import lzma
 import math
 import os
+import struct
 import zipfile
+import zlib
+from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Optional
 
 from glue_processors import TASKS, GlueProcessor, TaskSpec, get_task
 from glue_support.atomic_write import atomic_path
 from glue_support.marlin import getlogger
+from glue_support.path_checks import require_regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +30,12 @@ logger = getlogger(__name__)
 
 HEADER = "index\tprediction"  # the first line of every leaderboard file
 LISTED = 10  # problems of one kind listed per file; the rest are counted in one line
+# How much of a file is read, whatever it inflates to: the header, its official rows and EXTRA_LINES more lines
+# (reported row by row), each line up to twice as wide as the widest row the leaderboard takes
+EXTRA_LINES = 1000
+SCORE_WIDTH = 24  # the longest float Python writes: -1.2345678901234567e-308
+CHUNK = 1 << 20  # bytes read at a time
+DIRECTORY_BYTES = 1 << 16  # a zip's directory read at most (zipfile holds all of it): the 11 files' take 1 KiB
 
 
 class SubmissionWriter:
@@ -84,6 +96,24 @@ class LeaderboardFile:
     def what(self) -> str:
         return f"{self.spec.name} {self.set_type}"
 
+    @property
+    def max_lines(self) -> int:
+        """The lines read at most: the header, the official rows and ``EXTRA_LINES`` more."""
+        return self.rows + 1 + EXTRA_LINES
+
+    @property
+    def max_bytes(self) -> int:
+        """The bytes read at most: ``max_lines`` lines, each twice as wide as the widest row the leaderboard takes
+        (the last index, a tab, the longest label or a score, CRLF)."""
+        labels = self.spec.trained_as.labels
+        widest = len(str(self.rows - 1)) + 1 + (max(map(len, labels)) if labels else SCORE_WIDTH) + 2
+        return self.max_lines * 2 * widest
+
+
+class Unreadable(ValueError):
+    """A leaderboard file that cannot be read, or not within the bounds of its rows: a problem of the submission,
+    listed with the others."""
+
 
 def leaderboard_files() -> dict[str, LeaderboardFile]:
     """The files the leaderboard takes, by name, in the task table's order (AX's two set types, ``test`` and
@@ -99,37 +129,103 @@ def leaderboard_files() -> dict[str, LeaderboardFile]:
 def check_submission(path: str) -> list[str]:
     """Every problem the leaderboard would refuse (or score wrongly) in the submission at ``path``, a zip or a
     folder: missing, unexpected or misplaced files, then each file's own (``check_file``). Each names its file,
-    and its line where it has one; [] for a submission ready to upload. A path that cannot be read raises
-    OSError."""
+    and its line where it has one; [] for a submission ready to upload. Every file is read within the bounds of
+    its official rows (``LeaderboardFile.max_bytes``), a zip member before and while it is unzipped. A path that
+    is not a folder or a regular file raises ValueError, one that cannot be read OSError."""
     files = leaderboard_files()
     if os.path.isdir(path):
-        problems = [unexpected(os.path.join(path, name), name, files) for name in sorted(os.listdir(path))
+        problems = [unexpected(shown_path(path, name), name, files) for name in sorted(os.listdir(path))
                     if name not in files]
         return problems + check_files(path, folder_reader(path))
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as error:
-        return [f"{path}: neither a zip file nor a folder ({error})"]
-    with archive:
-        counts = Counter(info.filename for info in archive.infolist() if not info.is_dir())
-        problems = []
-        for name, count in counts.items():
-            where = os.path.join(path, name)
-            if "/" in name:
-                problems.append(f"{where}: inside a folder of the zip; the leaderboard reads only the files at its top "
-                                "level (zip the files, not their folder)")
-            elif name not in files:
-                problems.append(unexpected(where, name, files))
-            elif count > 1:
-                problems.append(f"{where}: {count} files of this name in the zip; it needs one")
+    with open(require_regular_file(path, "a leaderboard zip, or a folder of its files"), "rb") as stream:
+        directory = directory_bytes(stream)
+        if directory is not None and directory > DIRECTORY_BYTES:
+            return [f"{path}: a zip whose directory declares {directory} bytes of entries, expected the leaderboard's "
+                    f"{len(files)} files (at most {DIRECTORY_BYTES} bytes of directory are read)"]
+        try:
+            archive = zipfile.ZipFile(stream)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as error:
+            return [f"{path}: neither a zip file nor a folder ({error})"]
+        with archive:
+            counts = Counter(info.filename for info in archive.infolist() if not info.filename.endswith("/"))
+            problems = []
+            for name, count in counts.items():
+                where = shown_path(path, name)
+                if "/" in name:
+                    problems.append(f"{where}: inside a folder of the zip; the leaderboard reads only the files at its "
+                                    "top level (zip the files, not their folder)")
+                elif name not in files:
+                    problems.append(unexpected(where, name, files))
+                elif count > 1:
+                    problems.append(f"{where}: {count} files of this name in the zip; it needs one")
+            return problems + check_files(path, member_reader(path, archive, counts))
 
-        def read(name: str) -> Optional[bytes]:
-            try:
-                return archive.read(name) if name in counts else None
-            except zipfile.BadZipFile as error:  # a damaged member: its CRC or its header
-                raise ValueError(f"{os.path.join(path, name)}: cannot be read from the zip ({error})") from None
 
-        return problems + check_files(path, read)
+def shown_path(path: str, name: str) -> str:
+    """``path/name`` for a message, a name with a line break or another unprintable character escaped: each
+    problem stays on one line."""
+    return os.path.join(path, name if name.isprintable() else name.encode("unicode_escape").decode("ascii"))
+
+
+def directory_bytes(stream: BinaryIO) -> Optional[int]:
+    """The size of a zip's central directory as its end record declares it (its zip64 record's, where it has
+    one): what ``zipfile`` reads whole, then holds an entry for every 46 bytes of, before anything can be checked.
+    None where there is no end record (not a zip: ``zipfile`` says so)."""
+    end_size, locator_size, zip64_size = 22, 20, 56
+    stream.seek(0, os.SEEK_END)
+    stream.seek(max(0, stream.tell() - end_size - (1 << 16) - locator_size - zip64_size))  # a comment < 64 KiB
+    tail = stream.read()
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or len(tail) - end < end_size:
+        return None
+    declared = struct.unpack_from("<I", tail, end + 12)[0]
+    zip64 = end - locator_size - zip64_size
+    if zip64 >= 0 and tail[end - locator_size:end - locator_size + 4] == b"PK\x06\x07" and \
+            tail[zip64:zip64 + 4] == b"PK\x06\x06":
+        declared = max(declared, struct.unpack_from("<Q", tail, zip64 + 40)[0])
+    return declared
+
+
+def read_bounded(stream: BinaryIO, where: str, entry: LeaderboardFile) -> bytes:
+    """The bytes of one leaderboard file from ``stream``, read a chunk at a time and stopped (``Unreadable``) past
+    ``entry.max_bytes`` or ``entry.max_lines``: however far it inflates, no more than that is held."""
+    chunks, size, lines = [], 0, 0
+    while chunk := stream.read(CHUNK):
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+        if size > entry.max_bytes or lines > entry.max_lines:
+            found = f"more than {entry.max_bytes} bytes" if size > entry.max_bytes else \
+                f"more than {entry.max_lines} lines"
+            raise Unreadable(f"{where}: {found}, expected the header and the {entry.rows} rows of the official "
+                             f"{entry.what} set; not read further")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def member_reader(path: str, archive: zipfile.ZipFile, counts: Counter[str]
+                  ) -> Callable[[LeaderboardFile], Optional[bytes]]:
+    """``check_files``'s ``read`` for the members of the zip at ``path``: each checked before it is unzipped (not
+    encrypted, a compression method zipfile reads, a declared size within ``max_bytes``), then unzipped within
+    that bound (``read_bounded``), its CRC checked."""
+    def read(entry: LeaderboardFile) -> Optional[bytes]:
+        if entry.name not in counts:
+            return None
+        info, where = archive.getinfo(entry.name), os.path.join(path, entry.name)
+        if info.flag_bits & 0x1:
+            raise Unreadable(f"{where}: encrypted, expected a zip without a password (the leaderboard cannot open it)")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+            raise Unreadable(f"{where}: compression method {info.compress_type}, which cannot be unzipped here; "
+                             "expected deflate, as zip programs write by default")
+        if info.file_size > entry.max_bytes:
+            raise Unreadable(f"{where}: {info.file_size} bytes once unzipped, expected at most {entry.max_bytes} for "
+                             f"the header and the {entry.rows} rows of the official {entry.what} set; not unzipped")
+        try:
+            with archive.open(info) as member:
+                return read_bounded(member, where, entry)
+        except (zipfile.BadZipFile, EOFError, OSError, zlib.error, lzma.LZMAError, RuntimeError, NotImplementedError,
+                UnicodeDecodeError) as error:  # a damaged member: its header, its data or its CRC
+            raise Unreadable(f"{where}: cannot be read from the zip ({error})") from None
+    return read
 
 
 def unexpected(where: str, name: str, files: dict[str, LeaderboardFile]) -> str:
@@ -139,23 +235,32 @@ def unexpected(where: str, name: str, files: dict[str, LeaderboardFile]) -> str:
     return f"{where}: not one of the leaderboard's {len(files)} files{hint}"
 
 
-def folder_reader(folder: str) -> Callable[[str], Optional[bytes]]:
-    """``check_files``'s ``read`` for the files of ``folder``."""
-    def read(name: str) -> Optional[bytes]:
-        if not os.path.isfile(os.path.join(folder, name)):
+def folder_reader(folder: str) -> Callable[[LeaderboardFile], Optional[bytes]]:
+    """``check_files``'s ``read`` for the files of ``folder``: each a regular file, read within its bound."""
+    def read(entry: LeaderboardFile) -> Optional[bytes]:
+        path = os.path.join(folder, entry.name)
+        if not os.path.exists(path):
             return None
-        with open(os.path.join(folder, name), "rb") as stream:
-            return stream.read()
+        try:
+            require_regular_file(path, f"the {entry.what} predictions")
+        except ValueError as error:
+            raise Unreadable(str(error)) from None
+        with open(path, "rb") as stream:
+            return read_bounded(stream, path, entry)
     return read
 
 
-def check_files(path: str, read: Callable[[str], Optional[bytes]]) -> list[str]:
-    """The problems of each leaderboard file of the submission at ``path``; ``read``: a file's bytes by name, None
-    for one that is not there."""
+def check_files(path: str, read: Callable[[LeaderboardFile], Optional[bytes]]) -> list[str]:
+    """The problems of each leaderboard file of the submission at ``path``; ``read``: a file's bytes, None for one
+    that is not there, ``Unreadable`` for one that cannot be read within its bounds."""
     problems = []
     for name, entry in leaderboard_files().items():
-        raw = read(name)
         where = os.path.join(path, name)
+        try:
+            raw = read(entry)
+        except Unreadable as problem:
+            problems.append(str(problem))
+            continue
         if raw is None:
             problems.append(f"{where}: missing (the {entry.what} predictions)")
         else:
@@ -177,19 +282,16 @@ def check_file(where: str, raw: bytes, entry: LeaderboardFile) -> list[str]:
         line = raw[: error.start].count(b"\n") + 1
         problems.append(f"{where}, line {line}: bytes that are not UTF-8 ({error.reason}); the leaderboard reads UTF-8")
         text = raw.decode("utf-8", errors="replace")
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if lines[-1] == "":
-        lines.pop()  # the final newline
+    lines = text_lines(text)
+    header = next(lines)
     first = 1  # the line of the first row
-    if lines[0] != HEADER:
-        if lines[0].partition("\t")[0].isdigit():
+    if header != HEADER:
+        if header.partition("\t")[0].isdigit():
             first = 0
+            lines = itertools.chain([header], lines)
             problems.append(f"{where}, line 1: a row where the header {HEADER!r} belongs")
         else:
-            problems.append(f"{where}, line 1: header {lines[0]!r}, expected {HEADER!r}")
-    rows = lines[first:]
-    if len(rows) != entry.rows:
-        problems.append(f"{where}: {len(rows)} rows, expected {entry.rows} (the official {entry.what} set)")
+            problems.append(f"{where}, line 1: header {header!r}, expected {HEADER!r}")
 
     listed: dict[str, list[str]] = {}
     counts: Counter[str] = Counter()
@@ -200,9 +302,11 @@ def check_file(where: str, raw: bytes, entry: LeaderboardFile) -> list[str]:
             listed.setdefault(kind, []).append(f"{where}{'' if line is None else f', line {line}'}: {message}")
 
     labels = entry.spec.trained_as.labels
-    lines_of: dict[int, int] = {}  # index -> the line that first held it
+    lines_of = array("i", [0]) * entry.rows  # index -> the line that first held it, 0 for none yet
+    beyond: dict[int, int] = {}  # the same for indexes out of range
     previous: Optional[tuple[int, int]] = None  # the last row's index and line
-    for number, line in enumerate(rows, start=first + 1):
+    number = first  # the last line read
+    for number, line in enumerate(lines, start=first + 1):
         fields = line.split("\t")
         if len(fields) != 2:
             found = "a blank line" if not line.strip() else f"{len(fields)} tab-separated fields"
@@ -213,15 +317,18 @@ def check_file(where: str, raw: bytes, entry: LeaderboardFile) -> list[str]:
             add("indexes that are not row numbers", number, f"index {value!r} is not a row number (0, 1, ...)")
         else:
             index = int(value)
-            if index in lines_of:
-                add("repeated indexes", number, f"index {index} repeats line {lines_of[index]}'s")
+            seen = lines_of[index] if index < entry.rows else beyond.get(index, 0)
+            if seen:
+                add("repeated indexes", number, f"index {index} repeats line {seen}'s")
             elif index >= entry.rows:
                 add("indexes out of range", number, f"index {index} is outside 0-{entry.rows - 1} (the official "
                                                     f"{entry.what} set has {entry.rows} rows)")
-            elif previous is not None and index < previous[0]:
-                add("rows out of order", number, f"index {index} comes after index {previous[0]} (line {previous[1]}); "
-                                                 "rows go in index order")
-            lines_of.setdefault(index, number)
+                beyond[index] = number
+            else:
+                if previous is not None and index < previous[0]:
+                    add("rows out of order", number, f"index {index} comes after index {previous[0]} (line "
+                                                     f"{previous[1]}); rows go in index order")
+                lines_of[index] = number
             previous = (index, number)
         if labels is None:
             try:
@@ -234,14 +341,27 @@ def check_file(where: str, raw: bytes, entry: LeaderboardFile) -> list[str]:
             model = "" if entry.spec.trained_as is entry.spec else f" ({entry.spec.trained_as.name}'s labels)"
             add("predictions outside the labels", number,
                 f"prediction {prediction!r} is not one of {', '.join(labels)}{model}")
+    if number - first != entry.rows:
+        problems.append(f"{where}: {number - first} rows, expected {entry.rows} (the official {entry.what} set)")
     for index in range(entry.rows):
-        if index not in lines_of:
+        if not lines_of[index]:
             add("missing indexes", None, f"no row with index {index} (line {index + 2})")
     for kind, messages in listed.items():
         problems += messages
         if counts[kind] > LISTED:
             problems.append(f"{where}: {counts[kind] - LISTED} more {kind}")
     return problems
+
+
+def text_lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (``split`` would hold them all), cut at "\\n" with a "\\r" before it
+    dropped, and no empty line after the final newline."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end].removesuffix("\r")
+        start = end + 1
+    if text[start:].removesuffix("\r"):
+        yield text[start:].removesuffix("\r")
 
 
 def write_zip(folder: str, zip_path: str) -> None:

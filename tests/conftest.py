@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,17 @@ def write_finished_run(output: Path, task: str, seed: int, results: dict, wall_s
     (folder / "history.json").write_text(json.dumps(history))
     (folder / "benchmark_run.json").write_text(json.dumps({"settings": settings, "status": "done", "wall_s": wall_s}))
     return folder
+
+
+@pytest.fixture
+def fifo(tmp_path) -> Path:
+    """A FIFO, which a reader would wait on forever: a writer thread stands by to release any reader with an empty
+    read, so code that opens it fails its test instead of hanging it."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    writer = threading.Thread(target=lambda: open(path, "wb").close(), daemon=True)
+    writer.start()
+    yield path
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # open while the writer opens, whenever it gets there
+    writer.join(timeout=10)
+    os.close(reader)
