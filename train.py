@@ -34,7 +34,13 @@ from data import TaskData, read_metadata
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
 from glue_support import embedded_model, label_head, output_folder, preflight, runtime
 from glue_support.atomic_write import atomic_files_into
-from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
+from glue_support.checkpoints import (
+    CheckpointingTrainer,
+    Diverged,
+    StepCheckpointer,
+    StopRequest,
+    checkpointer_arguments,
+)
 from glue_support.command_line import parse_config, save_config
 from glue_support.exit_codes import run_main
 from glue_support.marlin import (
@@ -382,7 +388,7 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
               ) -> Recipe:
     """The run in the output folder it owns: its features checked and the Recipe built first, then the earlier run
     it replaces set aside before its first write (so a refused run leaves that run in place), then trained,
-    validated and/or predicted."""
+    validated and/or predicted. Training that diverges ends the run with results.json saying where, and no model."""
     checkpointer_args = checkpointer_arguments(config["ckpt"], args.output_dir)
     trainer_args = runtime.trainer_arguments(config, args.output_dir, distributed, checkpointer_args)
     # pymarlin's guard for rank-0-only functions is a module global its Trainer sets only when it reads the ranks
@@ -405,7 +411,14 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
                                    stop=stop, eval_steps=args.eval_steps, stop_early=recipe.best.patience_spent)
     if args.trainpath:
         with runtime.on_stop_signals(stop.handle):
-            trainer.train()
+            try:
+                trainer.train()
+            except Diverged as diverged:
+                recipe.result_files.write_diverged(diverged.step, recipe.order.epoch, diverged.loss)
+                found = "its weights are not finite after it" if diverged.weights else f"loss {diverged.loss}"
+                raise ValueError(f"training diverged at step {diverged.step} ({found}): the model is not saved; try "
+                                 f"a lower --tmod.max_lr (now {args.max_lr}) or a longer --tmod.warmup_prop (now "
+                                 f"{args.warmup_prop})") from None
     elif args.valpath:
         trainer.validate()
     submissions: dict[str, str] = {}

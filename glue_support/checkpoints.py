@@ -3,13 +3,15 @@
 ``StepCheckpointer`` keeps pymarlin's ``DefaultCheckpointer`` interface and ``ckpt`` settings, but names each file by
 its optimizer step, writes it atomically and loads it with ``weights_only=True``. ``CheckpointingTrainer`` is
 pymarlin's Trainer that also checkpoints every ``ckpt.period_steps`` steps and on SIGTERM or Ctrl-C
-(``StopRequest``), validates every ``tmod.eval_steps`` steps, and stops early when asked. Where training stands in
-its data is the module's state (``filegen_dataloaders.DataOrder``); ``rng_state`` captures the random generators
-in a form ``weights_only`` loading accepts.
+(``StopRequest``), validates every ``tmod.eval_steps`` steps, stops early when asked, and stops with ``Diverged`` at
+a step whose loss, or weights, are not finite. Where training stands in its data is the module's state
+(``filegen_dataloaders.DataOrder``); ``rng_state`` captures the random generators in a form ``weights_only`` loading
+accepts.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import re
@@ -169,6 +171,20 @@ class StopRequest:
         return self.signal
 
 
+class Diverged(Exception):
+    """Training diverged at optimizer step ``step``: its ``loss`` (the mean over the processes) is not finite, or,
+    with ``weights``, the weights after it are not."""
+
+    def __init__(self, step: int, loss: float, weights: bool):
+        super().__init__(f"training diverged at step {step}")
+        self.step, self.loss, self.weights = step, loss, weights
+
+
+def weights_finite(module: torch.nn.Module) -> bool:
+    """Whether every weight of ``module`` is finite: one pass over them, one synchronisation with the device."""
+    return bool(torch.stack([parameter.isfinite().all() for parameter in module.parameters()]).all())
+
+
 class _StopEarly(Exception):
     """Out of pymarlin's epoch loop: training ends early (``stop_early()`` after a validation)."""
 
@@ -177,7 +193,9 @@ class CheckpointingTrainer(Trainer):
     """pymarlin's Trainer, also checkpointing between epochs: after every ``period_steps`` optimizer steps (None:
     only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run. It
     validates after each epoch and, with ``eval_steps``, after every ``eval_steps`` optimizer steps too (once at
-    a step that is both); after a validation, ``stop_early()`` true ends training as its last epoch would.
+    a step that is both); after a validation, ``stop_early()`` true ends training as its last epoch would. A step
+    whose loss is not finite raises ``Diverged`` at once, as do weights that are not, found before a validation or a
+    checkpoint: no number and no state of a diverged model is recorded. Under DDP every process stops together.
 
     pymarlin's backends report each optimizer step to the callback the Trainer hands them, which is the module
     itself in pymarlin; here it is ``_ModuleThenTrainer``, so the module's hooks run first, then this trainer's."""
@@ -197,6 +215,7 @@ class CheckpointingTrainer(Trainer):
         # the optimizer step of the last epoch-end checkpoint this process wrote: pymarlin's end-of-training call
         # right after it would write the same state again
         self.epoch_checkpoint_at: Optional[int] = None
+        self.step_loss: Optional[float] = None  # the loss of the last optimizer step this process took (None: none)
 
     def load_checkpoints(self) -> Checkpoint:
         """pymarlin's, with the checkpoint's weights checked against the module's before pymarlin loads them: a
@@ -230,6 +249,8 @@ class CheckpointingTrainer(Trainer):
         after it when ``stop_early()``."""
         if self.validated_at == self.global_steps_finished:
             return None
+        if self.step_loss is not None:  # training, not validating a given model
+            self.check_weights()
         outputs = super().validate()
         self.validated_at = self.global_steps_finished
         if self.stop_early():
@@ -243,7 +264,12 @@ class CheckpointingTrainer(Trainer):
         dataloader = self.module.get_train_dataloader(batch_size=self.train_step_batch_size, sampler=self.train_sampler)
         return self.trainer_backend.train_dl(dataloader, _ModuleThenTrainer(self.module, self.after_optimizer_step))
 
-    def after_optimizer_step(self, global_step: int) -> None:
+    def after_optimizer_step(self, global_step: int, losses: torch.Tensor) -> None:
+        """After optimizer step ``global_step`` (``losses``: its micro-batches' on this process): stop if it diverged,
+        validate, stop at a signal, checkpoint, as due."""
+        self.step_loss = self.agreed_loss(losses)
+        if not math.isfinite(self.step_loss):
+            raise Diverged(global_step, self.step_loss, weights=False)
         # validation first: a checkpoint of this step then holds what it found (the best model so far)
         if self.eval_steps and global_step % self.eval_steps == 0:
             self.validate()
@@ -256,8 +282,25 @@ class CheckpointingTrainer(Trainer):
         if self.period_steps and global_step % self.period_steps == 0:
             self.write_checkpoint()
 
+    @staticmethod
+    def agreed_loss(losses: torch.Tensor) -> float:
+        """A step's loss: the mean of its micro-batches' over every process under DDP, so that a loss that is not
+        finite on any process stops them all (one that went on alone would wait forever for the others)."""
+        loss = losses.detach().float().mean()
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loss)
+            loss /= torch.distributed.get_world_size()
+        return loss.item()
+
+    def check_weights(self) -> None:
+        """``Diverged`` if a weight is not finite (after the last step, whose loss was). The same on every process:
+        DDP keeps their weights equal."""
+        if not weights_finite(self.module):
+            raise Diverged(self.global_steps_finished, self.step_loss, weights=True)
+
     def write_checkpoint(self) -> str:
         """The whole training state now, as the main process writes it; its path ("" on the other processes)."""
+        self.check_weights()
         if not self.is_main_process:
             return ""
         return self.checkpointer.write(Checkpoint(
@@ -280,9 +323,9 @@ class CheckpointingTrainer(Trainer):
 
 class _ModuleThenTrainer(CallbackInterface):
     """The callback pymarlin's backends call while training an epoch: the module's hooks, then ``after_step``
-    after each optimizer step."""
+    after each optimizer step, with the step's losses."""
 
-    def __init__(self, module: ModuleInterface, after_step: Callable[[int], None]):
+    def __init__(self, module: ModuleInterface, after_step: Callable[[int, torch.Tensor], None]):
         self.module = module
         self.after_step = after_step
 
@@ -291,4 +334,4 @@ class _ModuleThenTrainer(CallbackInterface):
 
     def on_end_train_step(self, global_step: int, *train_step_collated_outputs: torch.Tensor) -> None:
         self.module.on_end_train_step(global_step, *train_step_collated_outputs)
-        self.after_step(global_step)
+        self.after_step(global_step, train_step_collated_outputs[0])
