@@ -55,9 +55,9 @@ class OwnedOutputDir:
         self.aside: Optional[str] = None
 
     def sets_aside(self, path: str) -> bool:
-        """Whether ``path`` is one of the earlier run's outputs that ``set_aside_earlier`` will move away."""
-        return self.replacing and os.path.realpath(os.path.dirname(os.path.abspath(path))) == os.path.realpath(
-            self.path) and os.path.basename(os.path.normpath(path)) in outputs_in(self.path)
+        """Whether ``path`` is one of the earlier run's outputs, which ``set_aside_earlier`` will move away."""
+        return self.replacing and any(os.path.realpath(path) == os.path.realpath(os.path.join(self.path, name))
+                                      for name in outputs_in(self.path))
 
     def set_aside_earlier(self) -> None:
         """Move the outputs of the run this one replaces into a hidden folder, removed when this run completes.

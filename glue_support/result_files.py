@@ -38,8 +38,8 @@ class ResultFiles:
                                            **self.provenance})
 
     def write_diverged(self, step: int, epoch: int, loss: float) -> None:
-        """A run whose training diverged at optimizer ``step`` of ``epoch`` (``loss``: that step's, as text, e.g.
-        ``nan``): results.json says so under ``diverged``, with no validation, so nothing scores the run."""
+        """A run whose training diverged at optimizer ``step`` of ``epoch``, with that step's ``loss`` (written as
+        text: ``nan``, ``inf``): results.json says so under ``diverged``, with no validation, so nothing scores it."""
         if self.is_main_process:
             write_json(self.results_path, {**self.head, "diverged": {"step": step, "epoch": epoch, "loss": str(loss)},
                                            **self.provenance})

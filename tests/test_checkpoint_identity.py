@@ -189,6 +189,10 @@ def test_a_load_dir_that_does_not_exist_is_refused_before_any_work(tiny_bert, fi
         start(tiny_bert, first["features"], tmp_path / "out", "--ckpt.load_dir", first["checkpoints"],
               "--ckpt.load_filename", "marlin_glue_step00000005.pt")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match=r"^--ckpt.resume and --ckpt.load_dir resume training: they need "
+                                          r"--tmod.trainpath; to validate or predict with a model train.py saved, "
+                                          r"give its folder as --model.hf_model$"):
+        start(tiny_bert, {"train": "", "dev": first["features"]["dev"]}, tmp_path / "out", "--ckpt.resume", "true")
 
 
 def test_a_resume_of_the_same_identity_ends_as_the_uninterrupted_run(tiny_bert, first, tmp_path):
