@@ -32,12 +32,21 @@ from transformers.optimization import get_linear_schedule_with_warmup
 import glue_metrics
 from data import TaskData, read_metadata
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
-from glue_support import embedded_model, label_head, output_folder, preflight, runtime
+from glue_support import embedded_model, label_head, output_folder, preflight, provenance, runtime
 from glue_support.atomic_write import atomic_files_into
-from glue_support.checkpoints import CheckpointingTrainer, StepCheckpointer, StopRequest, checkpointer_arguments
+from glue_support.checkpoints import (
+    CheckpointingTrainer,
+    Diverged,
+    StepCheckpointer,
+    StopRequest,
+    check_resume,
+    check_save_dir,
+    checkpointer_arguments,
+)
 from glue_support.command_line import parse_config, save_config
 from glue_support.exit_codes import run_main
 from glue_support.marlin import (
+    DefaultCheckpointerArguments,
     DistributedTrainingArguments,
     ModuleInterface,
     TrainerArguments,
@@ -294,25 +303,15 @@ class Recipe(ModuleInterface):
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
-        """The model, where training stands (the data order's state, for exact resumes; the curves; the task), and
-        the best validation."""
-        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log,
-                    "task": self.spec.name}
+        """The model, where training stands (the data order's state, for exact resumes; the curves), and the best
+        validation. Whose run it is, the checkpoint's identity says (``StepCheckpointer``), checked before this
+        state is read."""
+        progress = {**self.order.state(), "history": self.history, "losses_since_log": self.losses_since_log}
         return {"model": self.state_dict(), "progress": progress, "best": self.best.state()}
 
     def update_state(self, state: dict[str, Any]) -> None:
         if not state:
             return
-        checkpoint = self.trainer_args.checkpointer_args.load_dir
-        if "best" not in state or "task" not in state.get("progress", {}):
-            raise ValueError(f"{checkpoint}: a checkpoint of an earlier version of train.py (no task or best "
-                             "validation recorded): leave out --ckpt.resume and --ckpt.load_dir to start afresh")
-        # two tasks with the same number of labels have heads of the same shape: only the name tells them apart
-        task = state["progress"]["task"]
-        if task != self.spec.name:
-            raise ValueError(f"{checkpoint}: checkpoint of a {task} run, but this run fine-tunes {self.spec.name}: "
-                             f"resume from a checkpoint of a {self.spec.name} run, or leave out --ckpt.resume and "
-                             "--ckpt.load_dir to start afresh")
         self.load_state_dict(state["model"])
         self.order.resume(state["progress"])
         self.history = state["progress"]["history"]
@@ -364,31 +363,67 @@ def print_summary(recipe: Recipe, submissions: dict[str, str]) -> None:
               f"{os.path.join(recipe.args.output_dir, 'submission')}")
 
 
+# what shapes training besides the task, the model and the data, by config group: a checkpoint resumes only a run
+# with the same (run_identity)
+TRAINING_SETTINGS = {
+    "tmod": ("max_lr", "warmup_prop", "weight_decay", "seed", "group_by_length", "eval_steps", "keep_best",
+             "early_stopping_patience"),
+    "trainer": ("epochs", "train_batch_size", "gpu_batch_size_limit", "max_train_steps_per_epoch", "clip_grads",
+                "max_grad_norm"),
+}
+
+
+def run_identity(config: dict[str, Any], features: preflight.CheckedFeatures, processes: int) -> dict[str, Any]:
+    """What a training run is, as its checkpoints record it, keyed by what names it (``checkpoints.differences``
+    shows each that differs): the task, the model by content, each training and validation file by its GLUE
+    file's SHA-256, its examples and its max_seq_len, the ``TRAINING_SETTINGS`` and the number of processes."""
+    data = {}
+    for option in ("trainpath", "valpath"):
+        for file in features.files.get(option, []):
+            found = features.metadata[file]
+            data[f"--tmod.{option} {os.path.basename(file)}"] = {
+                "sha256": found["source_sha256"], "examples": found["count"], "max_seq_len": found["max_seq_len"]}
+    settings = {f"--{group}.{key}": config[group][key] for group, keys in TRAINING_SETTINGS.items() for key in keys}
+    model = provenance.model_identity(config["model"]["hf_model"])
+    return {"--tmod.task": features.spec.name, "--model.hf_model": model, **data, **settings, "processes": processes}
+
+
 def main() -> Recipe:
     config = parse_config()
     args = ModuleInterfaceArguments(**config["tmod"])
     model_args = ModelArguments(**config["model"])
     preflight.check_options(args, config["trainer"]["max_val_steps_per_epoch"])
+    preflight.check_resume_options(args, config["ckpt"])
     ranks = runtime.Ranks.from_environment()
     config = runtime.with_process_backend(config, ranks)
     distributed = runtime.distributed_arguments(config, ranks)
     resuming = bool(config["ckpt"]["resume"] or config["ckpt"]["load_dir"])
     with output_folder.own_output_dir(args.output_dir, args.overwrite_output_dir, resuming, ranks.is_main) as output:
-        return fine_tune(config, args, model_args, ranks, distributed, output)
+        checkpointer_args = checkpointer_arguments(config["ckpt"], args.output_dir)
+        # only training writes checkpoints
+        with output_folder.own_checkpoint_dir(checkpointer_args.save_dir, args.output_dir,
+                                              ranks.is_main and bool(args.trainpath)):
+            return fine_tune(config, args, model_args, ranks, distributed, checkpointer_args, output)
 
 
 def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args: ModelArguments,
-              ranks: runtime.Ranks, distributed: DistributedTrainingArguments, output: output_folder.OwnedOutputDir
-              ) -> Recipe:
-    """The run in the output folder it owns: its features checked and the Recipe built first, then the earlier run
-    it replaces set aside before its first write (so a refused run leaves that run in place), then trained,
-    validated and/or predicted."""
-    checkpointer_args = checkpointer_arguments(config["ckpt"], args.output_dir)
+              ranks: runtime.Ranks, distributed: DistributedTrainingArguments,
+              checkpointer_args: DefaultCheckpointerArguments, output: output_folder.OwnedOutputDir) -> Recipe:
+    """The run in the output folder it owns: its features checked, the checkpoint it resumes and those in its
+    checkpoint folder found to be of its identity, and the Recipe built first, then the earlier run it replaces set
+    aside before its first write (so a refused run leaves that run in place), then trained, validated and/or
+    predicted. Training that diverges ends the run with results.json saying where, and no model."""
     trainer_args = runtime.trainer_arguments(config, args.output_dir, distributed, checkpointer_args)
     # pymarlin's guard for rank-0-only functions is a module global its Trainer sets only when it reads the ranks
     # itself; given them, it leaves the global at 0 in every process
     rank_zero_only.rank = ranks.global_rank
     features = preflight.check_features(args, model_args.hf_model)
+    identity = run_identity(config, features, ranks.world_size) if args.trainpath else {}
+    if args.trainpath:  # before the model loads; a run that does not train resumes nothing (preflight)
+        check_resume(checkpointer_args, identity)
+        if not output.sets_aside(checkpointer_args.save_dir):
+            check_save_dir(checkpointer_args, identity,
+                           "--ckpt.save_dir" if config["ckpt"]["save_dir"] else "--tmod.output_dir")
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData(), features)
     steps = recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0
@@ -400,12 +435,19 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
         logger.info(f"train.py: {asdict(args)} {asdict(model_args)}; "
                     f"full config in {save_config(config, args.output_dir)}")
     stop = StopRequest()
-    trainer = CheckpointingTrainer(recipe, trainer_args, backend,
-                                   StepCheckpointer(checkpointer_args), period_steps=config["ckpt"]["period_steps"],
-                                   stop=stop, eval_steps=args.eval_steps, stop_early=recipe.best.patience_spent)
+    trainer = CheckpointingTrainer(recipe, trainer_args, backend, StepCheckpointer(checkpointer_args, identity),
+                                   period_steps=config["ckpt"]["period_steps"], stop=stop, eval_steps=args.eval_steps,
+                                   stop_early=recipe.best.patience_spent)
     if args.trainpath:
         with runtime.on_stop_signals(stop.handle):
-            trainer.train()
+            try:
+                trainer.train()
+            except Diverged as diverged:
+                recipe.result_files.write_diverged(diverged.step, recipe.order.epoch, diverged.loss)
+                found = "its weights are not finite after it" if diverged.weights else f"loss {diverged.loss}"
+                raise ValueError(f"training diverged at step {diverged.step} ({found}): the model is not saved; try "
+                                 f"a lower --tmod.max_lr (now {args.max_lr}) or a longer --tmod.warmup_prop (now "
+                                 f"{args.warmup_prop})") from None
     elif args.valpath:
         trainer.validate()
     submissions: dict[str, str] = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -78,6 +79,26 @@ def remove_leftovers(folder: str, files: str = TEMPORARY_FILES, folders: str = S
 
 def write_json(path: str, content: Any) -> None:
     """``content`` as indented JSON at ``path``, atomically: a reader (the scoreboard, a resumed benchmark) never
-    finds half a file."""
+    finds half a file. Strict JSON: a NaN or an infinity is refused with a ValueError naming the file and the key,
+    never written as a bare ``NaN``, which is not JSON."""
     with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(content, stream, indent=2)
+        try:
+            json.dump(content, stream, indent=2, allow_nan=False)
+        except ValueError:
+            where, value = _non_finite(content)
+            if not where:  # another of json's refusals (a circular reference)
+                raise
+            raise ValueError(f"{path}: {where} is {value}, which JSON cannot hold: not written") from None
+
+
+def _non_finite(content: Any, where: str = "") -> tuple[str, float]:
+    """The first number in ``content`` that is NaN or infinite: its keys (``a > b > 0``) and itself."""
+    if isinstance(content, float) and not math.isfinite(content):
+        return where or "the content", content
+    items = content.items() if isinstance(content, dict) else enumerate(content) if isinstance(
+        content, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where} > {key}" if where else str(key))
+        if found[0]:
+            return found
+    return "", 0.0

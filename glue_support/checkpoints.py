@@ -1,15 +1,19 @@
-"""Training-state checkpoints a run can resume from exactly, even mid-epoch.
+"""Training-state checkpoints a run can resume from exactly, even mid-epoch, and only a run of the same identity.
 
 ``StepCheckpointer`` keeps pymarlin's ``DefaultCheckpointer`` interface and ``ckpt`` settings, but names each file by
-its optimizer step, writes it atomically and loads it with ``weights_only=True``. ``CheckpointingTrainer`` is
-pymarlin's Trainer that also checkpoints every ``ckpt.period_steps`` steps and on SIGTERM or Ctrl-C
-(``StopRequest``), validates every ``tmod.eval_steps`` steps, and stops early when asked. Where training stands in
-its data is the module's state (``filegen_dataloaders.DataOrder``); ``rng_state`` captures the random generators
-in a form ``weights_only`` loading accepts.
+its optimizer step, writes it atomically with the identity of its run (the model, the data and the settings that
+shape training) and loads it with ``weights_only=True``, refusing a checkpoint of another identity
+(``check_resume`` does so before the model loads, ``check_save_dir`` refuses to write among another run's).
+``CheckpointingTrainer`` is pymarlin's Trainer that also checkpoints every ``ckpt.period_steps`` steps and on SIGTERM
+or Ctrl-C (``StopRequest``), validates every ``tmod.eval_steps`` steps, stops early when asked, and stops with
+``Diverged`` at a step whose loss, or weights, are not finite. Where training stands in its data is the module's
+state (``filegen_dataloaders.DataOrder``); ``rng_state`` captures the random generators in a form ``weights_only``
+loading accepts.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import re
@@ -32,6 +36,7 @@ from glue_support.marlin import (
     TrainerBackend,
     getlogger,
 )
+from glue_support.output_folder import CHECKPOINTS
 
 logger = getlogger(__name__)
 
@@ -62,12 +67,18 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value
 
 
-def latest_checkpoint(folder: str, file_prefix: str, file_ext: str) -> Optional[str]:
-    """The checkpoint of the highest step in ``folder``; None if there is none."""
+def checkpoint_files(folder: str, file_prefix: str, file_ext: str) -> list[str]:
+    """The checkpoints in ``folder``, by step, the newest last."""
     pattern = re.compile(rf"{re.escape(file_prefix)}_step(\d+)\.{re.escape(file_ext)}$")
     found = [(int(match.group(1)), name) for name in os.listdir(folder) if (match := pattern.match(name))
              ] if os.path.isdir(folder) else []
-    return os.path.join(folder, max(found)[1]) if found else None
+    return [os.path.join(folder, name) for _, name in sorted(found)]
+
+
+def latest_checkpoint(folder: str, file_prefix: str, file_ext: str) -> Optional[str]:
+    """The checkpoint of the highest step in ``folder``; None if there is none."""
+    found = checkpoint_files(folder, file_prefix, file_ext)
+    return found[-1] if found else None
 
 
 def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultCheckpointerArguments:
@@ -78,7 +89,7 @@ def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultChec
         raise ConfigError("ckpt.resume with ckpt.delete_existing_checkpoints true would delete the checkpoint to "
                          "resume from: leave delete_existing_checkpoints false")
     arguments = {key: value for key, value in ckpt.items() if key not in ("period_steps", "resume")}
-    arguments["save_dir"] = arguments["save_dir"] or os.path.join(output_dir, "checkpoints")
+    arguments["save_dir"] = arguments["save_dir"] or os.path.join(output_dir, CHECKPOINTS)
     if ckpt["resume"]:
         arguments["load_dir"] = arguments["load_dir"] or arguments["save_dir"]
         if not latest_checkpoint(arguments["load_dir"], arguments["file_prefix"], arguments["file_ext"]):
@@ -87,24 +98,109 @@ def checkpointer_arguments(ckpt: dict[str, Any], output_dir: str) -> DefaultChec
     return DefaultCheckpointerArguments(**arguments)
 
 
-def weights_mismatch(saved: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> str:
-    """How a checkpoint's weights differ from a module's, in a few words; "" if they fit."""
-    shapes = [name for name in current if name in saved and saved[name].shape != current[name].shape]
-    if shapes:
-        more = f" (and {len(shapes) - 1} more)" if len(shapes) > 1 else ""
-        return (f"{shapes[0]} is {list(saved[shapes[0]].shape)} in it, {list(current[shapes[0]].shape)} in this "
-                f"model{more}")
-    missing, extra = sorted(current.keys() - saved.keys()), sorted(saved.keys() - current.keys())
-    if missing or extra:
-        return (f"{len(missing)} weights of this model are not in it, {len(extra)} of its weights are not in this "
-                f"model (e.g. {(missing or extra)[0]})")
-    return ""
+# how a run refused a checkpoint can start afresh instead
+START_AFRESH = ("leave out --ckpt.resume and --ckpt.load_dir (with --tmod.overwrite_output_dir true to replace the run "
+                "in --tmod.output_dir), or use another --tmod.output_dir")
+
+
+def resume_path(args: DefaultCheckpointerArguments) -> Optional[str]:
+    """The checkpoint a run resumes from: ``ckpt.load_filename`` in ``ckpt.load_dir``, or the newest there; None
+    without a ``load_dir`` (``checkpointer_arguments`` leaves it empty when ``ckpt.resume`` finds nothing)."""
+    if not args.load_dir:
+        return None
+    path = (os.path.join(args.load_dir, args.load_filename) if args.load_filename
+            else latest_checkpoint(args.load_dir, args.file_prefix, args.file_ext))
+    if path is None or not os.path.isfile(path):
+        raise FileNotFoundError(f"{path or args.load_dir}: no checkpoint to resume from "
+                                f"(expected {args.file_prefix}_step<N>.{args.file_ext})")
+    return path
+
+
+def read_checkpoint(path: str, lazily: bool = False) -> dict[str, Any]:
+    """A checkpoint file's content: the fields of pymarlin's ``Checkpoint`` and the ``identity`` of its run (None in
+    one written before checkpoints recorded it). ``lazily``: its tensors are mapped, not read (to check its
+    identity). A file that is not a checkpoint is refused in one line naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=lazily)
+    except Exception as error:  # a damaged or foreign file: name it, whatever torch raised
+        raise ValueError(f"{path}: not a loadable marlin-glue checkpoint ({error})") from None
+    fields = {field.name for field in dataclasses.fields(Checkpoint)}
+    if not isinstance(state, dict) or set(state) - {"identity"} != fields:
+        raise ValueError(f"{path}: a PyTorch file, but not a marlin-glue checkpoint (no training state: a "
+                         "model's weights?); resume from a file train.py wrote into its checkpoints folder")
+    return {"identity": None, **state}
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """How identity ``current`` differs from ``saved``, one entry per key that differs (``<key> <old> -> <new>``);
+    where both are mappings (a file's data, the model), only their fields that differ."""
+    found = []
+    for key in dict.fromkeys([*saved, *current]):
+        old, new = saved.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            fields = [field for field in dict.fromkeys([*old, *new]) if old.get(field) != new.get(field)]
+            found.append(f"{key} " + ", ".join(f"{field} {_shown(old.get(field))} -> {_shown(new.get(field))}"
+                                               for field in fields))
+        else:
+            found.append(f"{key} {_shown(old)} -> {_shown(new)}")
+    return found
+
+
+def _shown(value: Any) -> str:
+    """A value of an identity, short: a SHA-256 by its first 12 digits, a mapping as its fields."""
+    if isinstance(value, dict):
+        return ", ".join(f"{field} {_shown(item)}" for field, item in value.items())
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value):
+        return value[:12]
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def check_identity(path: str, saved: Optional[dict[str, Any]], identity: dict[str, Any]) -> None:
+    """Refuse to resume checkpoint ``path`` unless its run's identity (``saved``) is this run's, in one line naming
+    each difference and how to start afresh."""
+    if saved is None:
+        raise ValueError(f"{path}: a checkpoint written before checkpoints recorded their run's model, data and "
+                         f"settings, so resuming it cannot be checked; to start afresh, {START_AFRESH}")
+    found = differences(saved, identity)
+    if found:
+        raise ValueError(f"{path}: a checkpoint of another run ({'; '.join(found)}): resume it with the model, data "
+                         f"and settings it was written with; to start afresh, {START_AFRESH}")
+
+
+def check_resume(args: DefaultCheckpointerArguments, identity: dict[str, Any]) -> None:
+    """The checkpoint a run would resume from (``resume_path``) is of its identity: checked before the model
+    loads, with the checkpoint's tensors mapped, not read."""
+    path = resume_path(args)
+    if path:
+        check_identity(path, read_checkpoint(path, lazily=True)["identity"], identity)
+
+
+def check_save_dir(args: DefaultCheckpointerArguments, identity: dict[str, Any], option: str) -> None:
+    """A run does not write its checkpoints among another run's: ``ckpt.save_dir`` (chosen with ``option``) holds
+    none of another identity, unless ``ckpt.delete_existing_checkpoints`` deletes them."""
+    if args.delete_existing_checkpoints:
+        return
+    for path in reversed(checkpoint_files(args.save_dir, args.file_prefix, args.file_ext)):
+        saved = read_checkpoint(path, lazily=True)["identity"]
+        found = ["written before checkpoints recorded their run"] if saved is None else differences(saved, identity)
+        if found:
+            raise ValueError(f"{args.save_dir} holds checkpoints of another run ({os.path.basename(path)}: "
+                             f"{'; '.join(found)}): this run would write its own among them; choose another "
+                             f"{option}, resume that run with its settings, or delete them with "
+                             "--ckpt.delete_existing_checkpoints true")
 
 
 class StepCheckpointer(DefaultCheckpointer):
-    """pymarlin's checkpointer, keyed by optimizer step, written atomically and loaded safely."""
+    """pymarlin's checkpointer, keyed by optimizer step, written atomically with ``identity`` (the identity of the
+    run, as ``differences`` compares it), and loaded safely, only into a run of the same identity."""
 
-    loaded_from: Optional[str] = None  # the file ``load`` read
+    def __init__(self, args: DefaultCheckpointerArguments, identity: dict[str, Any]):
+        super().__init__(args)
+        self.identity = identity
 
     def due(self, index: int, force: bool = False) -> bool:
         """Whether the end of epoch ``index`` (from 0) is checkpointed: ``ckpt.checkpoint`` is on and the epoch is
@@ -120,28 +216,19 @@ class StepCheckpointer(DefaultCheckpointer):
         step = checkpoint_state.trainer_backend_state["global_step_completed"]
         path = os.path.join(self.args.save_dir, f"{self.args.file_prefix}_step{step:08d}.{self.args.file_ext}")
         with atomic_path(path) as temporary:
-            torch.save(checkpoint_state.__dict__, temporary)
+            torch.save({**checkpoint_state.__dict__, "identity": self.identity}, temporary)
         logger.info(f"Saved a resumable checkpoint at step {step} to {path}")
         return path
 
     def load(self) -> Checkpoint:
-        """The checkpoint named by ``ckpt.load_dir`` (and ``ckpt.load_filename``), or an empty one."""
-        if not self.args.load_dir:
+        """The checkpoint named by ``ckpt.load_dir`` (and ``ckpt.load_filename``), if of this run's identity; or an
+        empty one."""
+        path = resume_path(self.args)
+        if path is None:
             return Checkpoint()
-        path = (os.path.join(self.args.load_dir, self.args.load_filename) if self.args.load_filename
-                else latest_checkpoint(self.args.load_dir, self.args.file_prefix, self.args.file_ext))
-        if path is None or not os.path.isfile(path):
-            raise FileNotFoundError(f"{path or self.args.load_dir}: no checkpoint to resume from "
-                                    f"(expected {self.args.file_prefix}_step<N>.{self.args.file_ext})")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a damaged or foreign file: name it, whatever torch raised
-            raise ValueError(f"{path}: not a loadable marlin-glue checkpoint ({error})") from None
-        if not isinstance(state, dict) or set(state) != {field.name for field in dataclasses.fields(Checkpoint)}:
-            raise ValueError(f"{path}: a PyTorch file, but not a marlin-glue checkpoint (no training state: a "
-                             "model's weights?); resume from a file train.py wrote into its checkpoints folder")
+        state = read_checkpoint(path)
+        check_identity(path, state.pop("identity"), self.identity)
         logger.info(f"Resuming from {path} (step {state['trainer_backend_state']['global_step_completed']})")
-        self.loaded_from = path
         return Checkpoint(**state)
 
 
@@ -169,6 +256,20 @@ class StopRequest:
         return self.signal
 
 
+class Diverged(Exception):
+    """Training diverged at optimizer step ``step``: its ``loss`` (the mean over the processes) is not finite, or,
+    with ``weights``, the weights after it are not."""
+
+    def __init__(self, step: int, loss: float, weights: bool):
+        super().__init__(f"training diverged at step {step}")
+        self.step, self.loss, self.weights = step, loss, weights
+
+
+def weights_finite(module: torch.nn.Module) -> bool:
+    """Whether every weight of ``module`` is finite: one pass over them, one synchronisation with the device."""
+    return bool(torch.stack([parameter.isfinite().all() for parameter in module.parameters()]).all())
+
+
 class _StopEarly(Exception):
     """Out of pymarlin's epoch loop: training ends early (``stop_early()`` after a validation)."""
 
@@ -177,7 +278,9 @@ class CheckpointingTrainer(Trainer):
     """pymarlin's Trainer, also checkpointing between epochs: after every ``period_steps`` optimizer steps (None:
     only at epochs' ends), and after the step during which ``stop`` was requested, which then ends the run. It
     validates after each epoch and, with ``eval_steps``, after every ``eval_steps`` optimizer steps too (once at
-    a step that is both); after a validation, ``stop_early()`` true ends training as its last epoch would.
+    a step that is both); after a validation, ``stop_early()`` true ends training as its last epoch would. A step
+    whose loss is not finite raises ``Diverged`` at once, as do weights that are not, found before a validation or a
+    checkpoint: no number and no state of a diverged model is recorded. Under DDP every process stops together.
 
     pymarlin's backends report each optimizer step to the callback the Trainer hands them, which is the module
     itself in pymarlin; here it is ``_ModuleThenTrainer``, so the module's hooks run first, then this trainer's."""
@@ -197,19 +300,7 @@ class CheckpointingTrainer(Trainer):
         # the optimizer step of the last epoch-end checkpoint this process wrote: pymarlin's end-of-training call
         # right after it would write the same state again
         self.epoch_checkpoint_at: Optional[int] = None
-
-    def load_checkpoints(self) -> Checkpoint:
-        """pymarlin's, with the checkpoint's weights checked against the module's before pymarlin loads them: a
-        checkpoint of another model or task is refused in one line naming the file, where torch would list every
-        tensor that differs."""
-        checkpoint = super().load_checkpoints()
-        saved = (checkpoint.module_interface_state or {}).get("model")  # train.Recipe.get_state keeps them there
-        mismatch = weights_mismatch(saved, self.module.state_dict()) if saved else ""
-        if mismatch:
-            raise ValueError(f"{self.checkpointer.loaded_from}: checkpoint of another model or task: {mismatch}; "
-                             "resume from a checkpoint of this model and task, or leave out --ckpt.resume and "
-                             "--ckpt.load_dir to start afresh")
-        return checkpoint
+        self.step_loss: Optional[float] = None  # the loss of the last optimizer step this process took (None: none)
 
     def train(self) -> None:
         """pymarlin's, ended early when ``stop_early()`` after a validation: then the final checkpoint, the saved
@@ -230,6 +321,8 @@ class CheckpointingTrainer(Trainer):
         after it when ``stop_early()``."""
         if self.validated_at == self.global_steps_finished:
             return None
+        if self.step_loss is not None:  # training, not validating a given model
+            self.check_weights()
         outputs = super().validate()
         self.validated_at = self.global_steps_finished
         if self.stop_early():
@@ -243,7 +336,12 @@ class CheckpointingTrainer(Trainer):
         dataloader = self.module.get_train_dataloader(batch_size=self.train_step_batch_size, sampler=self.train_sampler)
         return self.trainer_backend.train_dl(dataloader, _ModuleThenTrainer(self.module, self.after_optimizer_step))
 
-    def after_optimizer_step(self, global_step: int) -> None:
+    def after_optimizer_step(self, global_step: int, losses: torch.Tensor) -> None:
+        """After optimizer step ``global_step`` (``losses``: its micro-batches' on this process): stop if it diverged,
+        validate, stop at a signal, checkpoint, as due."""
+        self.step_loss = self.agreed_loss(losses)
+        if not math.isfinite(self.step_loss):
+            raise Diverged(global_step, self.step_loss, weights=False)
         # validation first: a checkpoint of this step then holds what it found (the best model so far)
         if self.eval_steps and global_step % self.eval_steps == 0:
             self.validate()
@@ -256,8 +354,25 @@ class CheckpointingTrainer(Trainer):
         if self.period_steps and global_step % self.period_steps == 0:
             self.write_checkpoint()
 
+    @staticmethod
+    def agreed_loss(losses: torch.Tensor) -> float:
+        """A step's loss: the mean of its micro-batches' over every process under DDP, so that a loss that is not
+        finite on any process stops them all (one that went on alone would wait forever for the others)."""
+        loss = losses.detach().float().mean()
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(loss)
+            loss /= torch.distributed.get_world_size()
+        return loss.item()
+
+    def check_weights(self) -> None:
+        """``Diverged`` if a weight is not finite (after the last step, whose loss was). The same on every process:
+        DDP keeps their weights equal."""
+        if not weights_finite(self.module):
+            raise Diverged(self.global_steps_finished, self.step_loss, weights=True)
+
     def write_checkpoint(self) -> str:
         """The whole training state now, as the main process writes it; its path ("" on the other processes)."""
+        self.check_weights()
         if not self.is_main_process:
             return ""
         return self.checkpointer.write(Checkpoint(
@@ -280,9 +395,9 @@ class CheckpointingTrainer(Trainer):
 
 class _ModuleThenTrainer(CallbackInterface):
     """The callback pymarlin's backends call while training an epoch: the module's hooks, then ``after_step``
-    after each optimizer step."""
+    after each optimizer step, with the step's losses."""
 
-    def __init__(self, module: ModuleInterface, after_step: Callable[[int], None]):
+    def __init__(self, module: ModuleInterface, after_step: Callable[[int, torch.Tensor], None]):
         self.module = module
         self.after_step = after_step
 
@@ -291,4 +406,4 @@ class _ModuleThenTrainer(CallbackInterface):
 
     def on_end_train_step(self, global_step: int, *train_step_collated_outputs: torch.Tensor) -> None:
         self.module.on_end_train_step(global_step, *train_step_collated_outputs)
-        self.after_step(global_step)
+        self.after_step(global_step, train_step_collated_outputs[0])

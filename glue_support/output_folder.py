@@ -1,6 +1,6 @@
 """A run's output folder: owned by one run at a time (an ``flock``), refused if it holds an earlier run's outputs
 unless the run overwrites or resumes, cleared of what killed runs left, and checked for the disk space the run
-needs, all before any work."""
+needs, all before any work. A run's checkpoint folder is owned by one run at a time too, with the same lock."""
 from __future__ import annotations
 
 import errno
@@ -30,7 +30,8 @@ logger = getlogger(__name__)
 # What a run writes in its output folder (shell patterns): results, curves, submission files, checkpoints, the model
 # and tokenizer under the names save_pretrained gives them, the run's config and its TensorBoard logs. Only these
 # are set aside when a run replaces an earlier one: the user's other files in the folder are never touched.
-RUN_OUTPUTS = ("results.json", "history.json", "submission", "checkpoints", "config.json", "generation_config.json",
+CHECKPOINTS = "checkpoints"  # the run's checkpoint folder, unless --ckpt.save_dir names another
+RUN_OUTPUTS = ("results.json", "history.json", "submission", CHECKPOINTS, "config.json", "generation_config.json",
                "model*.safetensors*", "pytorch_model*.bin*", "tokenizer*", "special_tokens_map.json",
                "added_tokens.json", "vocab.*", "merges.txt", "*.model", "run_config.yaml", "logs")
 STARTED_ONLY = ("run_config.yaml", "logs")  # written first: alone, a run that ended before any result
@@ -52,6 +53,11 @@ class OwnedOutputDir:
         self.path = path
         self.replacing = replacing
         self.aside: Optional[str] = None
+
+    def sets_aside(self, path: str) -> bool:
+        """Whether ``path`` is one of the earlier run's outputs, which ``set_aside_earlier`` will move away."""
+        return self.replacing and any(os.path.realpath(path) == os.path.realpath(os.path.join(self.path, name))
+                                      for name in outputs_in(self.path))
 
     def set_aside_earlier(self) -> None:
         """Move the outputs of the run this one replaces into a hidden folder, removed when this run completes.
@@ -83,7 +89,7 @@ def own_output_dir(output_dir: str, overwrite: bool, resuming: bool, is_main: bo
         return
     # an unwritable folder found now, not after training
     os.makedirs(require_writable_folder("--tmod.output_dir", output_dir, "the run's outputs"), exist_ok=True)
-    with _locked(output_dir):
+    with _locked(output_dir, output_dir, "--tmod.output_dir"):
         interrupted = _remove_leftovers(output_dir)
         if not (overwrite or resuming or interrupted):
             _refuse_earlier_outputs(output_dir)
@@ -96,11 +102,29 @@ def own_output_dir(output_dir: str, overwrite: bool, resuming: bool, is_main: bo
 
 
 @contextmanager
-def _locked(output_dir: str) -> Iterator[None]:
-    """Hold ``output_dir``'s lock while the block runs, or refuse in one line naming the folder and the run holding
-    it. An ``flock``: the kernel releases it when its process ends, however it ends, so a killed run leaves nothing
-    stuck. Where there is no ``flock`` (Windows, a file system without locks) the run goes on with a warning."""
-    with open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8") as lock:
+def own_checkpoint_dir(save_dir: str, output_dir: str, is_main: bool) -> Iterator[None]:
+    """``save_dir`` (``ckpt.save_dir``) for this run's checkpoints alone while the block runs: refused, before any
+    work, if another run holds it. Its lock is the output folder's: a folder named ``checkpoints`` is locked by the
+    folder it is in (whose run's checkpoints it holds by default), any other by itself; where that is this run's
+    output folder, it is held already. Under torchrun rank 0 takes it, as ``own_output_dir``."""
+    folder = os.path.abspath(save_dir)
+    lock_folder = os.path.dirname(folder) if os.path.basename(folder) == CHECKPOINTS else folder
+    if not is_main or os.path.realpath(lock_folder) == os.path.realpath(output_dir):
+        yield
+        return
+    require_writable_folder("--ckpt.save_dir", save_dir, "the run's checkpoints")
+    os.makedirs(lock_folder, exist_ok=True)
+    with _locked(lock_folder, save_dir, "--ckpt.save_dir"):
+        yield
+
+
+@contextmanager
+def _locked(folder: str, named: str, option: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs, or refuse in one line naming the folder (``named``, the value of
+    ``option``) and the run holding it. An ``flock``: the kernel releases it when its process ends, however it ends,
+    so a killed run leaves nothing stuck. Where there is no ``flock`` (Windows, a file system without locks) the run
+    goes on with a warning."""
+    with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock:
         try:
             if fcntl is None:
                 raise OSError(errno.ENOTSUP, "no fcntl.flock on this platform")
@@ -108,10 +132,10 @@ def _locked(output_dir: str) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "starting"
-            raise ValueError(f"{output_dir} is in use by another run ({holder}): wait for it to end, or choose "
-                             "another --tmod.output_dir") from None
+            raise ValueError(f"{named} is in use by another run ({holder}): wait for it to end, or choose "
+                             f"another {option}") from None
         except OSError as error:
-            logger.warning(f"{output_dir}: cannot lock it ({error.strerror}): a second run started there "
+            logger.warning(f"{named}: cannot lock it ({error.strerror}): a second run started there "
                            "would not be refused")
         lock.truncate(0)
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -122,7 +146,7 @@ def _locked(output_dir: str) -> Iterator[None]:
 def _remove_leftovers(output_dir: str) -> bool:
     """Remove what killed runs left: atomic_write's temporaries (in the folder, checkpoints/ and submission/) and
     outputs set aside; whether a run was killed while setting them aside."""
-    removed = [os.path.join(folder, name) for folder in ("", "checkpoints", "submission")
+    removed = [os.path.join(folder, name) for folder in ("", CHECKPOINTS, "submission")
                for name in remove_leftovers(os.path.join(output_dir, folder))]
     asides = sorted(name for name in os.listdir(output_dir)
                     if name.startswith(ASIDE) and os.path.isdir(os.path.join(output_dir, name)))
@@ -139,7 +163,7 @@ def _refuse_earlier_outputs(output_dir: str) -> None:
     paths = {name: os.path.join(output_dir, name) for name in outputs_in(output_dir) if name not in STARTED_ONLY}
     found = [name for name, path in paths.items() if not os.path.isdir(path) or os.listdir(path)]
     if found:
-        resume = " (--ckpt.resume true continues it)" if "checkpoints" in found else ""
+        resume = " (--ckpt.resume true continues it)" if CHECKPOINTS in found else ""
         raise ValueError(f"{output_dir} already holds a run's outputs ({', '.join(found)}): choose another "
                          f"--tmod.output_dir, or pass --tmod.overwrite_output_dir true to replace them{resume}")
 

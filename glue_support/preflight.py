@@ -15,7 +15,7 @@ from glue_processors import TaskSpec, get_task
 from glue_support import embedded_model
 from glue_support.exit_codes import ConfigError
 from glue_support.marlin import getlogger
-from glue_support.path_checks import require_path
+from glue_support.path_checks import require_folder, require_path
 
 if TYPE_CHECKING:
     from train import ModuleInterfaceArguments
@@ -38,6 +38,19 @@ def check_options(args: ModuleInterfaceArguments, max_val_steps_per_epoch: Any) 
         if args.trainpath and not args.valpath and getattr(args, option):
             raise ConfigError(f"--tmod.{option} needs --tmod.valpath: it acts on the validations during training; "
                               "add the dev features, or leave it out")
+
+
+def check_resume_options(args: ModuleInterfaceArguments, ckpt: dict[str, Any]) -> None:
+    """The ``ckpt`` options that resume: only a training run resumes, from a folder that exists (and the file named
+    in it), found before the model loads."""
+    if (ckpt["resume"] or ckpt["load_dir"]) and not args.trainpath:
+        raise ConfigError("--ckpt.resume and --ckpt.load_dir resume training: they need --tmod.trainpath; to validate "
+                          "or predict with a model train.py saved, give its folder as --model.hf_model")
+    if ckpt["load_dir"]:
+        require_folder("--ckpt.load_dir", ckpt["load_dir"], "a folder of checkpoints train.py wrote")
+        if ckpt["load_filename"]:
+            require_path("--ckpt.load_filename", os.path.join(ckpt["load_dir"], ckpt["load_filename"]),
+                         "a checkpoint in --ckpt.load_dir")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """A training run's result files in its output folder: ``results.json`` (per validation file the last validation,
-under ``best`` the best one, and what the numbers were made from) and ``history.json`` (the curves). Written by
-the main process only, each atomically."""
+under ``best`` the best one, and what the numbers were made from; for a run that diverged, where it did instead of
+any validation) and ``history.json`` (the curves). Written by the main process only, each atomically."""
 from __future__ import annotations
 
 import os
@@ -35,6 +35,13 @@ class ResultFiles:
         """``results``: each validation file's last validation; ``best``: the best validation, if one is kept."""
         if self.is_main_process:
             write_json(self.results_path, {**self.head, **results, **({"best": best} if best else {}),
+                                           **self.provenance})
+
+    def write_diverged(self, step: int, epoch: int, loss: float) -> None:
+        """A run whose training diverged at optimizer ``step`` of ``epoch``, with that step's ``loss`` (written as
+        text: ``nan``, ``inf``): results.json says so under ``diverged``, with no validation, so nothing scores it."""
+        if self.is_main_process:
+            write_json(self.results_path, {**self.head, "diverged": {"step": step, "epoch": epoch, "loss": str(loss)},
                                            **self.provenance})
 
     def write_history(self, history: dict[str, list[dict[str, Any]]]) -> None:
