@@ -18,7 +18,7 @@ import yaml
 import benchmark
 import data
 import glue_metrics
-from conftest import FIXTURES, ROOT, bench_arguments, python_env, write_finished_run, write_rte_subset
+from conftest import FIXTURES, MODEL, ROOT, bench_arguments, python_env, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, scoreboard, selection
 from glue_support.run_record import read_run
 
@@ -173,7 +173,7 @@ def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
         "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
 
     summary = scoreboard.summarize(str(tmp_path), {task: selection.select(str(tmp_path), task)
-                                                   for task in ("MRPC", "MNLI", "RTE")}, "m", str(references))
+                                                   for task in ("MRPC", "MNLI", "RTE")}, MODEL, str(references))
     mrpc, mnli = summary.to_json()["tasks"]["MRPC"], summary.to_json()["tasks"]["MNLI"]
     assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
                                                                                                           abs=1e-4)

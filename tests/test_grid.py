@@ -16,7 +16,7 @@ import pytest
 import benchmark
 import data
 import glue_metrics
-from conftest import ROOT, write_finished_run, write_rte_subset
+from conftest import MODEL, ROOT, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, scoreboard, selection
 from glue_support.command_line import parse_config
 
@@ -139,13 +139,13 @@ def test_runs_are_scored_by_their_best_validation_and_the_last_epoch_stands_besi
         for seed, accuracy in zip((42, 43, 44), accuracies):
             write_run(tmp_path, "RTE", max_lr, seed, {"dev.tsv": {"accuracy": accuracy / 100 - 0.02}, "best": {
                 "score": accuracy / 100, "epoch": 2, "step": 20, "dev.tsv": {"accuracy": accuracy / 100}}})
-    by_mean = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE")}, "m", ""
+    by_mean = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE")}, MODEL, ""
                                    ).to_json()["tasks"]["RTE"]
     assert by_mean["selected"] == "lr3e-05-bs16-ep3-len128" and by_mean["score"]["mean"] == pytest.approx(58.0)
     assert by_mean["last_epoch"]["mean"] == pytest.approx(56.0) and by_mean["best_checkpoint"]
     assert by_mean["metrics"]["dev.tsv/accuracy"]["mean"] == pytest.approx(58.0)  # the best validation's metrics
 
-    summary = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE", "median")}, "m",
+    summary = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE", "median")}, MODEL,
                                    "", "median")
     assert summary.to_json()["tasks"]["RTE"]["selected"] == "lr5e-05-bs16-ep3-len128"
     assert summary.glue_average == pytest.approx(61.0)

@@ -15,7 +15,7 @@ import pytest
 
 import benchmark
 import data
-from conftest import write_finished_run, write_rte_subset
+from conftest import MODEL, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, provenance, scoreboard, selection
 
 
@@ -152,6 +152,6 @@ def test_the_scoreboard_names_runs_of_other_versions(tmp_path):
         write_finished_run(tmp_path, task, seed, {"dev.tsv": {"accuracy": 0.5, "f1": 0.5},
                                                   "versions": {"python": "3.11.7", "torch": torch_version}})
     table = scoreboard.markdown(scoreboard.summarize(
-        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, "m", ""))
+        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, MODEL, ""))
     assert ("Made with different versions:\n- python 3.11.7, torch 2.13.0: RTE seed 1, MRPC seed 1\n"
             "- python 3.11.7, torch 2.14.0: RTE seed 2\n") in table

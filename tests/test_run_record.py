@@ -11,7 +11,7 @@ import pytest
 
 import benchmark
 import glue_metrics
-from conftest import bench_arguments, write_finished_run
+from conftest import MODEL, bench_arguments, write_finished_run
 from glue_support import scoreboard, selection
 from glue_support.run_record import read_run
 
@@ -28,7 +28,7 @@ def test_a_run_in_another_cell_folder_than_its_settings_name_is_refused_naming_i
                                          r"runs/RTE/lr5e-05-bs16-ep3-len128/seed42, not of this folder; move the run "
                                          r"there, or delete it$"):
         selection.select(str(tmp_path), "RTE")
-    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true")
+    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true", "--model", "m")
     with pytest.raises(ValueError, match=f"^{moved}: its benchmark_run.json records"):
         benchmark.main()  # the scoreboard refuses it as well (run_main: one line, exit 1)
 
@@ -83,7 +83,7 @@ def test_mnli_runs_are_scored_by_the_mean_of_matched_and_mismatched_as_train_py_
     run = read_run(str(folder))
     assert run.score == pytest.approx(0.7) == pytest.approx(run.results["best"]["score"])
     assert run.best_epoch == 1
-    entry = scoreboard.summarize(str(tmp_path), {"MNLI": selection.select(str(tmp_path), "MNLI")}, "m", ""
+    entry = scoreboard.summarize(str(tmp_path), {"MNLI": selection.select(str(tmp_path), "MNLI")}, MODEL, ""
                                  ).to_json()["tasks"]["MNLI"]
     assert entry["score"]["values"] == pytest.approx([70.0])
     assert {key: value["mean"] for key, value in entry["metrics"].items()} == pytest.approx(
@@ -102,7 +102,7 @@ def test_the_scoreboard_prediction_and_the_model_clean_up_take_the_same_run(tmp_
 
     args = bench_arguments(tasks="RTE", output_dir=str(tmp_path))
     assert benchmark.selected_run(args, "RTE") == chosen.run.folder  # what init_from starts from
-    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "m", "")["json"]).read_text())["tasks"]["RTE"]
+    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "")["json"]).read_text())["tasks"]["RTE"]
     [reported] = [cell for cell in entry["cells"] if cell["name"] == entry["selected"]]
     assert (entry["selected"], max(reported["runs"], key=lambda run: run["score"])["seed"]) == (chosen.cell.name, 43)
     predicted = []
