@@ -380,10 +380,12 @@ def chart(summary: Summary, path: str) -> None:
 
 
 def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
-    """Every cell of a task's grid: its score (mean or median) against its learning rate, one line per
-    combination of the other settings, a dot per seed, the chosen cell ringed."""
+    """Every cell of a task's grid with a score: its score (mean or median) against its learning rate, one line per
+    combination of the other settings, a dot per seed, the chosen cell ringed; the cells whose runs all diverged
+    counted in the title."""
+    scored = [cell for cell in entry.selection.cells if cell.score is not None]
     lines: dict[tuple[Any, ...], list[Cell]] = {}
-    for cell in entry.selection.cells:
+    for cell in scored:
         lines.setdefault(tuple(cell.settings[key] for key in ("batch_size", "epochs", "max_seq_len")), []).append(cell)
     for number, ((batch, epochs, length), cells) in enumerate(lines.items()):
         cells = sorted(cells, key=lambda cell: cell.settings["max_lr"])
@@ -394,7 +396,7 @@ def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
             axes.scatter([cell.settings["max_lr"]] * len(values), values, color=f"C{number}", s=10, alpha=0.5)
     axes.scatter([entry.cell.settings["max_lr"]], [getattr(entry.cell.score, rule)], s=160, facecolors="none",
                  edgecolors="black", zorder=4)
-    rates = sorted({cell.settings["max_lr"] for cell in entry.selection.cells})
+    rates = sorted({cell.settings["max_lr"] for cell in scored})
     if len(rates) > 1:
         axes.set_xscale("log")
     axes.set_xticks(rates, [f"{rate:g}" for rate in rates], fontsize="x-small")
@@ -402,7 +404,8 @@ def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
     axes.set_xlabel("peak learning rate")
     axes.set_ylabel(f"{rule} dev x100 (dots: seeds)", fontsize="small")
     count = len(entry.selection.cells)
-    axes.set_title(f"{entry.selection.task}: {count} {'cells' if count > 1 else 'cell'}, chosen ringed",
+    diverged = f", {count - len(scored)} diverged" if len(scored) < count else ""
+    axes.set_title(f"{entry.selection.task}: {count} {'cells' if count > 1 else 'cell'}{diverged}, chosen ringed",
                    fontsize="medium")
     if len(lines) > 1:
         axes.legend(fontsize="x-small")

@@ -158,10 +158,13 @@ def test_a_cell_whose_runs_all_diverged_cannot_be_selected(tmp_path):
     chosen = selection.select(str(tmp_path), "RTE")
     assert chosen.cell.name == "lr5e-05-bs16-ep3-len128" and chosen.run.seed == 42
     assert [(cell.name, cell.score) for cell in chosen.cells if not cell.runs] == [("lr0.001-bs16-ep3-len128", None)]
-    table = scoreboard.markdown(scoreboard.summarize(str(tmp_path), {"RTE": chosen}, MODEL, ""))
+    summary = scoreboard.summarize(str(tmp_path), {"RTE": chosen}, MODEL, "")
+    table = scoreboard.markdown(summary)
     assert ("| lr0.001-bs16-ep3-len128 | 0.001 | 16 | 3 | 128 | 42: diverged at step 37, 43: diverged at step 37 | "
             "– | – | – |") in table
     assert "seed 42 diverged at step 37 (lr0.001-bs16-ep3-len128)" in table  # in the task's row, with its cell
+    scoreboard.chart(summary, str(tmp_path / "results.png"))  # its grid panel: the cell with a score only
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_task_whose_runs_all_diverged_has_no_score_and_no_place_in_the_glue_average(tmp_path, monkeypatch):
