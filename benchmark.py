@@ -31,6 +31,7 @@ from glue_processors import TaskSpec, get_task
 from glue_support import parallel, provenance, scoreboard, selection, submission
 from glue_support.atomic_write import atomic_path, write_json
 from glue_support.benchmark_plan import (
+    ENDED,
     KEEP_BEST,
     RUN_RECORD,
     BenchmarkArguments,
@@ -48,14 +49,16 @@ from glue_support.benchmark_plan import (
     splits,
     starting_tasks,
     test_files,
+    trained_tasks,
     training_sizes,
 )
 from glue_support.command_line import CONFIG_PATH, answer_help, parse_config
 from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
 from glue_support.option_docs import cli_value
-from glue_support.path_checks import require_path
-from glue_support.run_record import read_json, read_run
+from glue_support.output_folder import _locked
+from glue_support.path_checks import require_folder, require_path, require_writable_folder
+from glue_support.run_record import describe_model, read_diverged, read_json, read_run, record_folders, recorded_model
 from glue_support.runtime import on_stop_signals
 
 logger = getlogger(__name__)
@@ -128,15 +131,36 @@ def ensure_features(args: BenchmarkArguments, spec: TaskSpec, source: str, folde
 
 
 @functools.cache
-def vocabulary(model: str) -> str:
-    """The fingerprint data.py records of ``model``'s vocabulary. Cached: every run of a task would load the
-    tokenizer again for the same answer."""
+def tokenizer(model: str) -> Any:
+    """``model``'s tokenizer. Cached: every run of a task would load it again for the same answers."""
     from transformers import AutoTokenizer
 
-    import data  # see build_features
     from glue_support import embedded_model
 
-    return data.vocab_fingerprint(AutoTokenizer.from_pretrained(embedded_model.resolve(model)))
+    return AutoTokenizer.from_pretrained(embedded_model.resolve(model))
+
+
+def vocabulary(model: str) -> str:
+    """The fingerprint data.py records of ``model``'s vocabulary."""
+    import data  # see build_features
+
+    return data.vocab_fingerprint(tokenizer(model))
+
+
+def check_lengths(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:
+    """Every task's ``max_seq_len`` values within what ``--model`` takes (its tokenizer's ``model_max_length``,
+    unless that is transformers' "no limit" sentinel), refused before any work naming the task's option: found
+    when its features are built, the other tasks' runs would have trained first."""
+    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+    limit = tokenizer(args.model).model_max_length
+    for spec in specs:
+        values = config[spec.hf_name]["max_seq_len"]
+        for length in values if isinstance(values, list) else [values]:
+            if limit < VERY_LARGE_INTEGER and length > limit:
+                raise ConfigError(f"--{spec.hf_name}.max_seq_len {length}: {args.model} takes at most {limit} tokens "
+                                  f"per example (its model_max_length); give --{spec.hf_name}.max_seq_len {limit} "
+                                  "or less")
 
 
 def rebuild_reason(path: str, expected: dict[str, Any], source: str) -> Optional[str]:
@@ -224,13 +248,15 @@ class Training:
 
 
 def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training], run: Run,
-                   files: dict[str, dict[str, Any]], record: Optional[dict[str, Any]], keep_model: bool) -> None:
+                   files: dict[str, dict[str, Any]], model: dict[str, Any], record: Optional[dict[str, Any]],
+                   keep_model: bool) -> None:
     """Start ``run``'s train.py in a free share of ``pool``, resumed if ``record`` (``earlier_record``) says it
-    was started; ``files``: its files' identities (``read_sources``)."""
+    was started; ``files``: its files' identities (``read_sources``), ``model``: the model's
+    (``provenance.model_identity``)."""
     resume = record is not None
     # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
-    record = record or {"settings": run_identity(args, run, files), "data_dir": args.data_dir, "status": "running",
-                        "wall_s": 0.0, "attempts": 0}
+    record = record or {"settings": run_identity(args, run, files, model), "data_dir": args.data_dir,
+                        "status": "running", "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
     training = Training(run, record, keep_model)
@@ -245,22 +271,31 @@ def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training
 
 
 def finish_training(training: Training, returncode: int, wall_s: float, stopping: bool) -> Optional[str]:
-    """Record the end of ``training``'s train.py: done (checkpoints removed, and its model unless kept), or, after
-    a stop signal (``stopping``), left to resume. Returns what went wrong where it failed, else None."""
+    """Record the end of ``training``'s train.py: done (checkpoints removed, and its model unless kept); diverged,
+    where train.py stopped it at a loss or weights not finite and said so in its results.json (a result, never
+    retried: its checkpoints are removed); or, after a stop signal (``stopping``), left to resume. Returns what
+    went wrong where it failed, else None."""
     run, record = training.run, training.record
     record["wall_s"] += wall_s
     write_record(run, record)
-    if returncode != 0:
+    if returncode != 0 and not diverged(run.folder):
         if stopping:  # it wrote a checkpoint and exited: the next invocation resumes it
             return None
         return f"{run.name} failed (exit {returncode}); the end of {training.log_path}:\n{log_tail(training.log_path)}"
-    record["status"] = "done"
+    record["status"] = "done" if returncode == 0 else "diverged"
     write_record(run, record)
     shutil.rmtree(os.path.join(run.folder, "checkpoints"), ignore_errors=True)
     if not training.keep_model:
         for path in model_files(run.folder):
             os.remove(path)
     return None
+
+
+def diverged(folder: str) -> bool:
+    """Whether train.py stopped the run in ``folder`` because its training diverged: it exits 1 with ``diverged``
+    (step, epoch, loss) in its results.json, and no model."""
+    results = read_json(os.path.join(folder, "results.json"))
+    return isinstance(results, dict) and "diverged" in results
 
 
 def log_tail(path: str) -> str:
@@ -293,7 +328,7 @@ def predict_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[Ta
         os.remove(zip_path)
     for spec in specs:
         run_folder = selected_run(args, spec.name)
-        if run_folder and not (majority and spec.name == "WNLI"):
+        if run_folder:
             for path in predict(args, spec, run_folder):
                 os.makedirs(folder, exist_ok=True)
                 shutil.copyfile(path, os.path.join(folder, os.path.basename(path)))
@@ -307,7 +342,7 @@ def selected_run(args: BenchmarkArguments, task: str) -> Optional[str]:
     """The folder of ``task``'s selected run (``selection.select`` by ``bench.select``), the one the scoreboard
     reports; None while none has finished."""
     chosen = selection.select(args.output_dir, task, args.select)
-    return chosen.run.folder if chosen else None
+    return chosen.run.folder if chosen and chosen.run else None
 
 
 def require_model(run_folder: str, task: str, use: str) -> None:
@@ -406,15 +441,18 @@ class Schedule:
 
     def __init__(self, args: BenchmarkArguments, tasks: list[str], references: str,
                  pool: parallel.ProcessPool[Training], sources: dict[str, dict[str, dict[str, Any]]],
-                 pending: list[tuple[Run, Optional[dict[str, Any]]]], keep_until_selected: set[str]):
+                 model: dict[str, Any], pending: list[tuple[Run, Optional[dict[str, Any]]]],
+                 keep_until_selected: set[str]):
         self.args, self.tasks, self.references = args, tasks, references
         self.pool = pool
         self.sources = sources  # each task's files' identities (read_sources)
+        self.model = model  # the model's identity (provenance.model_identity)
         self.pending = pending  # (run, its earlier record) in the plan's order
         self.keep_until_selected = keep_until_selected  # tasks whose models stay until the selection is known
         self.received: list[int] = []  # stop signals
         self.failures: list[str] = []
         self.started: list[str] = []  # runs in the order they started, which the messages follow
+        self.diverged: list[str] = []  # runs whose training diverged, where (for the last message)
         self.stopped: set[str] = set()  # runs that exited at a stop signal, to resume (they exit in any order)
         self.building = False  # building a run's features, which a stop signal may cut short
 
@@ -453,6 +491,10 @@ class Schedule:
                 raise
             finally:
                 progress.close()
+        if self.diverged:
+            logger.warning(f"benchmark.py: {len(self.diverged)} run{'s' if len(self.diverged) > 1 else ''} diverged "
+                           f"({', '.join(self.diverged)}): shown on the scoreboard, left out of every score; a lower "
+                           "learning rate is another cell (--<task>.max_lr), and a run's folder deleted is run again")
         if self.failures:
             raise SystemExit("benchmark.py: " + "\n".join(self.failures) + "\nRun the same command again to resume "
                              + ("it." if len(self.failures) + len(self.stopped) == 1 else "the runs stopped."))
@@ -470,11 +512,17 @@ class Schedule:
             run, record = chosen
             files = self.sources[run.spec.name]
             if run.settings.init_from:
-                run.init_model = selected_run(self.args, get_task(run.settings.init_from).name)
-                require_model(run.init_model, run.settings.init_from, "start from")
-                record = earlier_record(self.args, run, files)
-            if record is not None and record["status"] == "done":
-                logger.info(f"{run.name}: finished earlier, skipped")
+                source = get_task(run.settings.init_from).name
+                run.init_model = selected_run(self.args, source)
+                if run.init_model is None:
+                    option = f"--{run.spec.hf_name}.init_from"
+                    raise ValueError(f"{run.name} starts from {source}'s selected run ({option}), and every {source} "
+                                     f"run diverged: give {source} a lower learning rate, or leave {option} empty")
+                require_model(run.init_model, source, "start from")
+                record = earlier_record(self.args, run, files, self.model)
+            if record is not None and record["status"] in ENDED:
+                logger.info(f"{run.name}: {'finished' if record['status'] == 'done' else 'diverged'} earlier, skipped"
+                            + ("" if record["status"] == "done" else f" (delete {run.folder} to run it again)"))
                 progress.update()
                 continue
             self.building = True
@@ -484,7 +532,7 @@ class Schedule:
                 self.building = False
             if self.stopping:  # a stop that came while the run was being prepared: it never starts
                 break
-            start_training(self.args, self.pool, run, files, record,
+            start_training(self.args, self.pool, run, files, self.model, record,
                            self.args.keep_models or run.spec.name in self.keep_until_selected)
             self.started.append(run.name)
 
@@ -502,14 +550,21 @@ class Schedule:
         if failure:
             self.failures.append(failure)
             self.pool.signal_all(signal.SIGTERM)
-        elif training.record["status"] != "done":
+        elif training.record["status"] not in ENDED:
             self.stopped.add(training.run.name)
         else:
             progress.update()
-            finished = read_run(training.run.folder)
-            logger.info(f"{training.run.name}: {training.run.spec.metric_label} {finished.score:.4f} at its best "
-                        f"validation, {finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)")
-            scoreboard.write(self.args.output_dir, self.tasks, self.args.model, self.references, self.args.select)
+            run = training.run
+            if training.record["status"] == "diverged":
+                found = read_diverged(run.folder)
+                self.diverged.append(f"{run.name} at step {found.step}")
+                logger.warning(f"{run.name}: diverged at step {found.step} (epoch {found.epoch}, loss {found.loss}): "
+                               f"shown on the scoreboard, left out of every score ({training.record['wall_s']:.0f} s)")
+            else:
+                finished = read_run(run.folder)
+                logger.info(f"{run.name}: {run.spec.metric_label} {finished.score:.4f} at its best validation, "
+                            f"{finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)")
+            scoreboard.write(self.args.output_dir, self.tasks, self.references, self.args.select)
 
 
 def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec], references: str) -> None:
@@ -520,15 +575,24 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
     runs = plan(args, config, specs, training_sizes(args, specs))
     logger.info(f"benchmark.py: {args.model} on {', '.join(spec.name for spec in specs)}: {len(runs)} runs "
                 f"into {args.output_dir}")
+    check_lengths(args, config, specs)
+    model = provenance.model_identity(args.model)  # once: every run of this invocation records it
+    recorded = recorded_model(args.output_dir)  # refuses runs recorded without it, and a folder of two models
     sources = read_sources(args, specs)
     # every refusal before any work, but for a run that starts from another task's selected run: known only once
     # that task's runs (planned before) are done
-    records = [None if run.settings.init_from else earlier_record(args, run, sources[run.spec.name]) for run in runs]
-    to_run = sum(1 for record in records if record is None or record["status"] != "done")
+    records = [None if run.settings.init_from else earlier_record(args, run, sources[run.spec.name], model)
+               for run in runs]
+    this = {"name": args.model, "identity": model}
+    if recorded not in (None, this):  # runs outside this plan (other cells, seeds or tasks) of another model
+        raise ConfigError(f"{args.output_dir} holds runs of {describe_model(recorded)}, not of "
+                          f"{describe_model(this)}: a benchmark folder holds the runs of one model; choose another "
+                          "--bench.output_dir")
+    to_run = sum(1 for record in records if record is None or record["status"] not in ENDED)
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(starting_tasks(config, specs).values())
     Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, count, to_run)),
-             sources, list(zip(runs, records)), keep_until_selected).run()
+             sources, model, list(zip(runs, records)), keep_until_selected).run()
     if args.predict:
         predict_all(args, config, specs)
     if not args.keep_models:
@@ -543,7 +607,7 @@ def main() -> None:
         report_submission(args.check_submission)
         return
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
-    specs = parse_tasks(args, check_files=local_data and not args.report_only)
+    specs = trained_tasks(args, config, parse_tasks(args, check_files=local_data and not args.report_only))
     if args.predict and config["wnli"]["majority"] and local_data and not args.report_only:
         for set_type in ("train", "test"):  # WNLI's file then comes from its train.tsv, whether or not it trains
             require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
@@ -561,13 +625,36 @@ def main() -> None:
             aml_submit.submit_benchmark(args, config, yaml.safe_load(stream), specs)
         return
     references = args.references or os.path.join(HERE, "glue_references.json")
-    if not args.report_only:
-        run_all(args, config, specs, references)
-    elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded
-        predict_all(args, config, specs)
-    paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], args.model, references, args.select)
+    if args.report_only:
+        require_runs(args, specs)
+    else:
+        os.makedirs(require_writable_folder("--bench.output_dir", args.output_dir,
+                                            "the benchmark's features, runs and scoreboard"), exist_ok=True)
+    with _locked(args.output_dir):  # before any write: a second benchmark there is refused having written nothing
+        scoreboard.require_own_files(args.output_dir)
+        if not args.report_only:
+            run_all(args, config, specs, references)
+        elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded
+            predict_all(args, config, specs)
+        if not specs:  # WNLI alone, under --wnli.majority: its leaderboard file is all there is
+            return
+        paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], references, args.select)
     print(open(paths["md"], encoding="utf-8").read())
     print("Scoreboard: " + ", ".join(paths.values()))
+
+
+def require_runs(args: BenchmarkArguments, specs: list[TaskSpec]) -> None:
+    """``--report_only``: ``bench.output_dir`` must be a benchmark's output folder holding runs of ``specs``, made
+    by the model ``--model`` names; refused in one line otherwise, before anything is written."""
+    require_folder("--bench.output_dir", args.output_dir, "the output folder of a benchmark, with its runs/")
+    if specs and not any(record_folders(args.output_dir, spec.name) for spec in specs):
+        raise ConfigError(f"--bench.output_dir {args.output_dir}: no benchmark run of "
+                          f"{', '.join(spec.name for spec in specs)} there (runs/<Task>/<cell>/seed<N>/{RUN_RECORD}); "
+                          "--report_only scores the runs a benchmark made: give its --output_dir and --tasks")
+    recorded = recorded_model(args.output_dir)
+    if recorded and recorded["name"] != args.model:
+        raise ConfigError(f"--bench.model {args.model}: the runs in {args.output_dir} were made by "
+                          f"{describe_model(recorded)}; give --model {recorded['name']}")
 
 
 if __name__ == "__main__":

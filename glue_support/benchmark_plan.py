@@ -19,6 +19,8 @@ from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.exit_codes import ConfigError
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
+# a run's status once train.py has ended for good: "done" (scored), "diverged" (a result: never scored nor retried)
+ENDED = ("done", "diverged")
 
 
 @dataclass
@@ -97,13 +99,23 @@ class Run:
         return read_record(self.folder)
 
 
-def read_record(folder: str) -> Optional[dict[str, Any]]:
-    """The ``RUN_RECORD`` of the run in ``folder``; None where none was started there."""
-    path = os.path.join(folder, RUN_RECORD)
+def read_json(path: str) -> Optional[Any]:
+    """The content of the JSON file at ``path``; None where there is none. Strict: a ``NaN`` or ``Infinity`` (a
+    number a run that diverged before divergence was recorded may hold) is refused in one line naming the file."""
     if not os.path.exists(path):
         return None
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{path}: holds {constant}, which is not JSON (written before results were strict JSON, "
+                         "by a run that diverged?); delete it, or the run folder it lies in, to make it again")
+
     with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
+        return json.load(stream, parse_constant=refuse)
+
+
+def read_record(folder: str) -> Optional[dict[str, Any]]:
+    """The ``RUN_RECORD`` of the run in ``folder``; None where none was started there."""
+    return read_json(os.path.join(folder, RUN_RECORD))
 
 
 def model_slug(model: str) -> str:
@@ -144,12 +156,27 @@ def parse_tasks(args: BenchmarkArguments, check_files: bool) -> list[TaskSpec]:
             raise ConfigError(f"--bench.tasks: {error}") from None
         if spec.labeled is None:
             raise ConfigError(f"--bench.tasks: {spec.name} has no training data (it is scored with an MNLI model)")
+        if spec in specs:  # its runs would be planned twice, and the second of each refused by the first's lock
+            raise ConfigError(f"--bench.tasks {args.tasks}: {spec.name} is named twice; name each task once")
         for path in needed_files(args, spec) if check_files else ():
             require_glue_file(args, path)
         specs.append(spec)
     if not specs:
         raise ConfigError("--bench.tasks names no task: give e.g. --tasks RTE,MRPC")
     return specs
+
+
+def trained_tasks(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> list[TaskSpec]:
+    """``specs`` but WNLI under ``wnli.majority``: its leaderboard file is then its training set's majority class,
+    and a WNLI model would be trained for nothing. Refused where that leaves nothing to do."""
+    if not config["wnli"]["majority"]:
+        return specs
+    trained = [spec for spec in specs if spec.name != "WNLI"]
+    if not trained and not args.predict:
+        raise ConfigError("--wnli.majority true: WNLI is not trained (its leaderboard file is the majority class of "
+                          "its train.tsv, written with --predict true), and --tasks names no other task: add "
+                          "--predict true, or leave --wnli.majority false to train WNLI")
+    return trained
 
 
 def require_glue_file(args: BenchmarkArguments, path: str) -> None:
@@ -259,15 +286,18 @@ def training_work(run: Run) -> int:
 KEEP_BEST = True  # runs keep their best validation's model: the one scored, started from and predicting
 
 
-def run_identity(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def run_identity(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]],
+                 model: dict[str, Any]) -> dict[str, Any]:
     """What makes two runs the same experiment: a finished run is reused only if these match (its recorded
     ``settings``). ``data`` is each file's size and SHA-256, not its folder: the same bytes elsewhere are the same
-    data."""
+    data; ``model`` is ``args.model``'s ``provenance.model_identity``: other files at the same path are another
+    model."""
     # the caps only where set: runs of the whole files are recorded without them
     caps = {key: getattr(args, key) for key in ("max_train_examples", "max_eval_examples") if getattr(args, key)}
     # the run it starts from, by folder: another selected run (more seeds of that task) is another experiment
     start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
-    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "keep_best": KEEP_BEST,
+    return {"task": run.spec.name, "seed": run.seed, "model": args.model, "model_identity": model,
+            "keep_best": KEEP_BEST,
             **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
             "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
             "data": data}
@@ -279,10 +309,17 @@ def recorded_cell(settings: dict[str, Any]) -> str:
     return cell_name(TaskSettings(**{key: settings[key] for key in GRID_KEYS}, seeds=0, init_from=start))
 
 
-def earlier_record(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """The record of this run from an earlier invocation, if any; refused if it was run with other settings or
-    made from other data (``data``: its files' identities), naming the files whose checksum differs."""
-    settings = run_identity(args, run, data)
+def short_identity(identity: Optional[dict[str, Any]]) -> str:
+    """A model's identity (``provenance.model_identity``) in a message: its SHA-256's first 12 digits."""
+    return identity["sha256"][:12] if identity else "not recorded"
+
+
+def earlier_record(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, Any]],
+                   model: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The record of this run from an earlier invocation, if any; refused if it was run with other settings, another
+    model (``model``: its identity) or made from other data (``data``: its files' identities), naming the files
+    whose checksum differs and the model's."""
+    settings = run_identity(args, run, data, model)
     record = run.record()
     if record is None or record["settings"] == settings:
         return record
@@ -291,7 +328,9 @@ def earlier_record(args: BenchmarkArguments, run: Run, data: dict[str, dict[str,
     changed = [f"{os.path.join(args.data_dir, run.spec.name, name)} sha256 "
                f"{old['sha256'][:12] if old else 'not recorded'} -> {new['sha256'][:12]}"
                for name, (old, new) in files.items() if old != new]
-    others = [f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}" for key in dict.fromkeys([*settings, *recorded])
+    others = [f"model {short_identity(recorded.get(key))} -> {short_identity(settings[key])}" if key == "model_identity"
+              else f"{key} {recorded.get(key)!r} -> {settings.get(key)!r}"
+              for key in dict.fromkeys([*settings, *recorded])
               if key != "data" and recorded.get(key) != settings.get(key)]
     what = " and ".join(kind for kind, found in (("data", changed), ("settings", others)) if found)
     raise ConfigError(f"{run.folder} holds a {run.name} run with other {what} ({', '.join(changed + others)}): "

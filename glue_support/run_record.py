@@ -1,4 +1,6 @@
-"""The record of a finished benchmark run (``RunRecord``), read from its folder in one place (``read_run``).
+"""The record of an ended benchmark run, read from its folder in one place: a finished run (``RunRecord``,
+``read_run``) or one whose training diverged (``DivergedRun``, ``read_diverged``); and the model a folder's runs
+were made by (``recorded_model``).
 
 A run lies in ``runs/<Task>/<cell>/seed<N>/``, the cell named by its settings (``benchmark_plan.cell_name``): a
 run whose recorded settings name another folder, or whose results.json lacks what train.py records, is refused.
@@ -6,21 +8,13 @@ run whose recorded settings name another folder, or whose results.json lacks wha
 from __future__ import annotations
 
 import glob
-import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from glue_metrics import glue_score
-from glue_support.benchmark_plan import RUN_RECORD, read_record, recorded_cell
-
-
-def read_json(path: str) -> Optional[Any]:
-    """The content of the JSON file at ``path``; None where there is none."""
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
+from glue_support.benchmark_plan import RUN_RECORD, read_json, read_record, recorded_cell, short_identity
 
 
 @dataclass(frozen=True)
@@ -48,12 +42,34 @@ class RunRecord:
         return self.results["best"]["epoch"] if "best" in self.results else None
 
 
-def read_run(folder: str) -> Optional[RunRecord]:
-    """The run in ``folder`` (``<output_dir>/runs/<Task>/<cell>/seed<N>``) once it has finished, else None; refused,
-    in one line naming the folder or file, where its record, results or history do not hold what benchmark.py and
-    train.py write."""
+@dataclass(frozen=True)
+class DivergedRun:
+    """A run whose training loss or weights stopped being finite: train.py stopped it and recorded where
+    (``diverged`` in its results.json). A result, shown as such: never scored, selected or retried."""
+
+    folder: str
+    task: str
+    cell: str
+    seed: int
+    settings: dict[str, Any]
+    wall_s: float
+    step: int  # the optimizer step it diverged at
+    epoch: int
+    loss: str  # the training loss then, as train.py wrote it ("nan", "inf")
+
+    def describe(self) -> str:
+        """``seed 43 diverged at step 37``."""
+        return f"seed {self.seed} diverged at step {self.step}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "step": self.step, "epoch": self.epoch, "loss": self.loss}
+
+
+def located_record(folder: str, status: str) -> Optional[dict[str, Any]]:
+    """The record of the run in ``folder`` where its status is ``status``, else None; refused, in one line, where
+    its recorded settings name another folder than ``folder``."""
     record = read_record(folder)
-    if record is None or record["status"] != "done":
+    if record is None or record["status"] != status:
         return None
     settings = record["settings"]
     task, cell, seed = os.path.normpath(folder).split(os.sep)[-3:]
@@ -61,6 +77,18 @@ def read_run(folder: str) -> Optional[RunRecord]:
     if os.path.join(task, cell, seed) != recorded:
         raise ValueError(f"{folder}: its {RUN_RECORD} records the settings of runs/{recorded}, not of this folder; "
                          "move the run there, or delete it")
+    return record
+
+
+def read_run(folder: str) -> Optional[RunRecord]:
+    """The run in ``folder`` (``<output_dir>/runs/<Task>/<cell>/seed<N>``) once it has finished, else None; refused,
+    in one line naming the folder or file, where its record, results or history do not hold what benchmark.py and
+    train.py write."""
+    record = located_record(folder, "done")
+    if record is None:
+        return None
+    settings = record["settings"]
+    task, cell = os.path.normpath(folder).split(os.sep)[-3:-1]
     results_path = os.path.join(folder, "results.json")
     results = read_json(results_path)
     if results is None or results.get("task") != task:
@@ -77,12 +105,66 @@ def read_run(folder: str) -> Optional[RunRecord]:
         score, last_score = glue_score(task, scored), glue_score(task, results)
     except ValueError as error:
         raise ValueError(f"{results_path}: {error}") from None
+    if not (math.isfinite(score) and math.isfinite(last_score)):
+        raise ValueError(f"{results_path}: a {task} score of {score} at its best validation and {last_score} at its "
+                         f"last, not numbers a scoreboard can average; delete {folder} to run it again")
     return RunRecord(folder, task, cell, settings["seed"], settings, record["wall_s"], results, history, scored, score,
                      last_score)
 
 
-def finished_runs(output_dir: str, task: str) -> list[RunRecord]:
-    """The finished runs of ``task`` in ``output_dir``, by folder."""
-    folders = sorted(os.path.dirname(path)
-                     for path in glob.glob(os.path.join(output_dir, "runs", task, "*", "seed*", RUN_RECORD)))
-    return [run for run in map(read_run, folders) if run is not None]
+def read_diverged(folder: str) -> Optional[DivergedRun]:
+    """The run in ``folder`` where its training diverged, else None; refused, in one line naming the file, where its
+    results.json does not say where (``diverged``: step, epoch and loss, as train.py writes it)."""
+    record = located_record(folder, "diverged")
+    if record is None:
+        return None
+    settings = record["settings"]
+    task, cell = os.path.normpath(folder).split(os.sep)[-3:-1]
+    results_path = os.path.join(folder, "results.json")
+    found = (read_json(results_path) or {}).get("diverged")
+    if not (isinstance(found, dict) and isinstance(found.get("step"), int) and isinstance(found.get("epoch"), int)
+            and isinstance(found.get("loss"), str)):
+        raise ValueError(f"{results_path}: no record of where the run diverged (\"diverged\": its step, epoch and "
+                         f"loss), though {RUN_RECORD} says it did; delete {folder} to run it again")
+    return DivergedRun(folder, task, cell, settings["seed"], settings, record["wall_s"], found["step"],
+                       found["epoch"], found["loss"])
+
+
+def record_folders(output_dir: str, task: str = "*") -> list[str]:
+    """The folders of the runs recorded in ``output_dir`` (of ``task``, or of every task), in order."""
+    return sorted(os.path.dirname(path)
+                  for path in glob.glob(os.path.join(output_dir, "runs", task, "*", "seed*", RUN_RECORD)))
+
+
+def ended_runs(output_dir: str, task: str) -> tuple[list[RunRecord], list[DivergedRun]]:
+    """The runs of ``task`` in ``output_dir`` that finished and those that diverged, by folder."""
+    folders = record_folders(output_dir, task)
+    return ([run for run in map(read_run, folders) if run is not None],
+            [run for run in map(read_diverged, folders) if run is not None])
+
+
+def describe_model(model: dict[str, Any]) -> str:
+    """A model as ``recorded_model`` gives it, in a message: ``<name> (sha256 <first 12 digits>)``."""
+    return f"{model['name']} (sha256 {short_identity(model['identity'])})"
+
+
+def recorded_model(output_dir: str) -> Optional[dict[str, Any]]:
+    """The model the runs in ``output_dir`` were made by, as they recorded it: its name and identity
+    (``provenance.model_identity``); None where no run was recorded there. Refused, in one line, where a run
+    recorded no identity (recorded before runs did) or the runs were made by more than one model."""
+    found: Optional[dict[str, Any]] = None
+    first = ""
+    for folder in record_folders(output_dir):
+        settings = read_record(folder)["settings"]
+        if "model_identity" not in settings:
+            raise ValueError(f"{folder}: a run recorded without its model's identity (a fingerprint of the model's "
+                             "config and weights, recorded since); delete that folder to run it again, or choose "
+                             "another --bench.output_dir")
+        model = {"name": settings["model"], "identity": settings["model_identity"]}
+        if found is None:
+            found, first = model, folder
+        elif model != found:
+            raise ValueError(f"{output_dir}: runs of two models, {first} of {describe_model(found)} and {folder} of "
+                             f"{describe_model(model)}; a benchmark folder holds the runs of one model: move or "
+                             "delete one of them")
+    return found

@@ -1,8 +1,10 @@
 """benchmark.py's finished runs -> ``results.json``, ``results.md`` and ``results.png`` in its output folder.
 
 Per task, its selection (``glue_support/selection.py``): the chosen cell's GLUE scores x100 over its seeds with
-each file's metrics, every cell of its grid, the files and library versions the runs were made from, and the
-published references; the GLUE average is the mean of the tasks' scores.
+each file's metrics, every cell of its grid with the runs that diverged, the files and library versions the runs
+were made from, and the published references; the GLUE average is the mean of the scores of the tasks that have
+one. The model is the one the runs recorded (``run_record.recorded_model``). Only a scoreboard's own files are
+replaced (``require_own_files``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from glue_metrics import file_score, official  # noqa: E402
 from glue_processors import get_task  # noqa: E402
 from glue_support.atomic_write import atomic_path, write_json  # noqa: E402
-from glue_support.run_record import read_json  # noqa: E402
+from glue_support.run_record import describe_model, read_json, recorded_model  # noqa: E402
 from glue_support.selection import Cell, Selection, Spread, select  # noqa: E402
 
 CELL_KEYS = {"max_lr": "lr", "batch_size": "batch", "epochs": "epochs", "max_seq_len": "length"}  # a cell's settings
@@ -51,7 +53,8 @@ class WallTime:
 @dataclass(frozen=True)
 class TaskSummary:
     """One task on the scoreboard: its selection, the chosen cell's metrics over its seeds (x100, by
-    ``<file>/<metric>``), the files its runs were made from, the time spent, and the published scores by model."""
+    ``<file>/<metric>``), the files its runs were made from, the time spent, and the published scores by model.
+    A task whose every run diverged has no chosen cell, hence no score, metrics or files."""
 
     selection: Selection
     metrics: dict[str, Spread]
@@ -60,7 +63,7 @@ class TaskSummary:
     references: dict[str, float]
 
     @property
-    def cell(self) -> Cell:
+    def cell(self) -> Optional[Cell]:
         return self.selection.cell
 
     @property
@@ -70,25 +73,32 @@ class TaskSummary:
     @property
     def best_checkpoint(self) -> bool:
         """Whether train.py kept a best validation, which scores the runs, in the chosen cell."""
-        return any("best" in run.results for run in self.cell.runs)
+        return self.cell is not None and any("best" in run.results for run in self.cell.runs)
 
     def to_json(self) -> dict[str, Any]:
-        """The task's entry in results.json."""
-        return {"metric": self.metric, "score": self.cell.score.to_json(),
+        """The task's entry in results.json (its score and chosen settings None where every run diverged)."""
+        cell = self.cell
+        return {"metric": self.metric, "score": spread_json(cell.score if cell else None),
                 "metrics": {key: spread.to_json() for key, spread in self.metrics.items()},
-                "last_epoch": self.cell.last_epoch.to_json(), "best_checkpoint": self.best_checkpoint,
-                "seeds": [run.seed for run in self.cell.runs], "settings": self.cell.settings, "data": self.data,
-                "wall_s": asdict(self.wall_s), "references": self.references, "selected": self.cell.name,
-                "cells": [cell_json(cell) for cell in self.selection.cells]}
+                "last_epoch": spread_json(cell.last_epoch if cell else None), "best_checkpoint": self.best_checkpoint,
+                "seeds": [run.seed for run in cell.runs] if cell else [], "settings": cell.settings if cell else None,
+                "data": self.data, "wall_s": asdict(self.wall_s), "references": self.references,
+                "selected": cell.name if cell else None, "cells": [cell_json(cell) for cell in self.selection.cells]}
+
+
+def spread_json(spread: Optional[Spread]) -> Optional[dict[str, Any]]:
+    return spread.to_json() if spread else None
 
 
 def cell_json(cell: Cell) -> dict[str, Any]:
-    """A cell in results.json: its settings, each run's score (and last-validation score, and the epoch of its
-    best validation where it kept one), their spread."""
+    """A cell in results.json: its settings, each finished run's score (and last-validation score, and the epoch of
+    its best validation where it kept one), their spread (None where every run diverged), and where each run that
+    diverged did."""
     return {"name": cell.name, "settings": cell.settings,
             "runs": [{"seed": run.seed, "score": 100 * run.score, "last_epoch": 100 * run.last_score,
                       "best_epoch": run.best_epoch} for run in cell.runs],
-            "score": cell.score.to_json(), "last_epoch": cell.last_epoch.to_json()}
+            "score": spread_json(cell.score), "last_epoch": spread_json(cell.last_epoch),
+            "diverged": [run.to_json() for run in cell.diverged]}
 
 
 @dataclass(frozen=True)
@@ -102,27 +112,33 @@ class VersionGroup:
 
 @dataclass(frozen=True)
 class Summary:
-    """The scoreboard: each task's summary, the references and the library versions of the runs."""
+    """The scoreboard: the model the runs were made by (its name and identity, ``run_record.recorded_model``),
+    each task's summary, the references and the library versions of the runs."""
 
-    model: str
+    model: dict[str, Any]
     select: str  # bench.select: "mean" or "median"
     tasks: dict[str, TaskSummary]
     references: tuple[Reference, ...]
     versions: tuple[VersionGroup, ...]
 
     @property
+    def scored(self) -> dict[str, TaskSummary]:
+        """The tasks with a score: those with a finished run that did not diverge."""
+        return {task: entry for task, entry in self.tasks.items() if entry.cell is not None}
+
+    @property
     def glue_average(self) -> float:
-        """The mean of the tasks' scores (mean or median over their seeds)."""
-        return statistics.fmean(getattr(entry.cell.score, self.select) for entry in self.tasks.values())
+        """The mean of the scored tasks' scores (mean or median over their seeds)."""
+        return statistics.fmean(getattr(entry.cell.score, self.select) for entry in self.scored.values())
 
     def to_json(self) -> dict[str, Any]:
         """results.json."""
-        return {"model": self.model, "select": self.select,
+        return {"model": self.model["name"], "model_identity": self.model["identity"], "select": self.select,
                 "tasks": {task: entry.to_json() for task, entry in self.tasks.items()},
                 "references": [{"model": reference.model, "about": reference.about, "source": reference.source}
                                for reference in self.references],
                 "versions": [asdict(group) for group in self.versions],
-                **({"glue_average": self.glue_average} if self.tasks else {})}
+                **({"glue_average": self.glue_average} if self.scored else {})}
 
 
 def featurize_seconds(output_dir: str, task: str, max_seq_len: int) -> float:
@@ -133,16 +149,17 @@ def featurize_seconds(output_dir: str, task: str, max_seq_len: int) -> float:
 
 def summarize_task(output_dir: str, chosen: Selection, references: tuple[Reference, ...]) -> TaskSummary:
     """One task's summary from its selection; its data is the chosen cell's first run's (benchmark.py refuses to
-    mix data in one output folder, so the seeds share their data)."""
-    task, runs = chosen.task, chosen.cell.runs
+    mix data in one output folder, so the seeds share their data). The time spent counts the runs that diverged."""
+    task, runs = chosen.task, chosen.cell.runs if chosen.cell else ()
     metrics = {f"{file}/{name}": Spread.of([100 * run.scored[file][name] for run in runs])
-               for file in get_task(task).scored_files for name in official(task, runs[0].scored[file])}
-    train = sum(run.wall_s for run in chosen.runs)
+               for file in get_task(task).scored_files for name in official(task, runs[0].scored[file])} if runs else {}
+    ended = [*chosen.runs, *chosen.diverged]
+    train = sum(run.wall_s for run in ended)
     lengths = {cell.settings["max_seq_len"] for cell in chosen.cells}
     return TaskSummary(
-        chosen, metrics, {name: file for files in runs[0].results["data"].values() for name, file in files.items()},
-        WallTime(sum(featurize_seconds(output_dir, task, length) for length in lengths), train,
-                 train / len(chosen.runs)),
+        chosen, metrics,
+        {name: file for files in runs[0].results["data"].values() for name, file in files.items()} if runs else {},
+        WallTime(sum(featurize_seconds(output_dir, task, length) for length in lengths), train, train / len(ended)),
         {reference.model: reference.score(task) for reference in references if task in reference.scores})
 
 
@@ -161,9 +178,10 @@ def versions_used(selections: list[Selection]) -> tuple[VersionGroup, ...]:
     return tuple(groups)
 
 
-def summarize(output_dir: str, selections: dict[str, Optional[Selection]], model: str, references_path: str,
-              rule: str = "mean") -> Summary:
-    """The scoreboard of the tasks' selections (None: a task with no finished run, left out)."""
+def summarize(output_dir: str, selections: dict[str, Optional[Selection]], model: dict[str, Any],
+              references_path: str, rule: str = "mean") -> Summary:
+    """The scoreboard of the tasks' selections (None: a task with no ended run, left out) made by ``model``
+    (``run_record.recorded_model``)."""
     references = tuple(Reference(**reference)
                        for reference in (read_json(references_path) or {"references": []})["references"])
     chosen = [entry for entry in selections.values() if entry is not None]
@@ -190,7 +208,7 @@ def _reported(score: Spread, rule: str) -> str:
 def markdown(summary: Summary) -> str:
     references = [reference.model for reference in summary.references]
     rule = summary.select
-    lines = [f"# GLUE dev scores: {summary.model}", "",
+    lines = [f"# GLUE dev scores: {describe_model(summary.model)}", "",
              ("Scores x100: median over seeds, with the mean ± standard deviation beside it" if rule == "median"
               else "Scores x100: mean ± standard deviation over seeds")
              + "; a task with two metrics scores their mean (GLUE's rule), MNLI the mean of matched and mismatched.",
@@ -201,26 +219,34 @@ def markdown(summary: Summary) -> str:
     for task, entry in summary.tasks.items():
         metrics = "<br>".join(f"{key.replace('.tsv', '').replace('dev/', '')} {_plus_minus(value)}"
                               for key, value in entry.metrics.items()) if len(entry.metrics) > 1 else ""
-        score = entry.cell.score
-        per_seed = ", ".join(f"{value:.1f}" for value in score.values)
-        settings = entry.cell.settings
+        several = len(entry.selection.cells) > 1
+        diverged = "".join(f"<br>{run.describe()}" + (f" ({run.cell})" if several else "")
+                           for run in entry.selection.diverged)
         wall = entry.wall_s
-        last = f"<br>last epoch {_plus_minus(entry.cell.last_epoch)}" if entry.best_checkpoint else ""
+        if entry.cell is None:
+            reported, seeds, settings = "**no score**: every run diverged", f"0{diverged}", "– | – | –"
+        else:
+            score = entry.cell.score
+            last = f"<br>last epoch {_plus_minus(entry.cell.last_epoch)}" if entry.best_checkpoint else ""
+            reported = f"{_reported(score, rule)}{last}"
+            seeds = f"{len(entry.cell.runs)}: {', '.join(f'{value:.1f}' for value in score.values)}{diverged}"
+            chosen = entry.cell.settings
+            settings = f"{chosen['epochs']} | {chosen['max_lr']:g} | {chosen['batch_size']}"
         lines.append(
-            f"| {task} | {entry.metric} | {_reported(score, rule)}{last} | {metrics} | "
-            f"{len(entry.cell.runs)}: {per_seed} | "
+            f"| {task} | {entry.metric} | {reported} | {metrics} | {seeds} | "
             + "".join(f"{entry.references[name]:.1f} | " if name in entry.references else "– | "
                       for name in references)
-            + f"{settings['epochs']} | {settings['max_lr']:g} | {settings['batch_size']} | "
-            f"{_duration(wall.featurize + wall.train)} ({_duration(wall.per_run)} a run) |")
-    if summary.tasks:
-        line = (f"**GLUE average over {len(summary.tasks)} tasks ({', '.join(summary.tasks)}): "
-                f"{summary.glue_average:.1f}**")
+            + f"{settings} | {_duration(wall.featurize + wall.train)} ({_duration(wall.per_run)} a run) |")
+    scored, unscored = summary.scored, [task for task in summary.tasks if task not in summary.scored]
+    if scored:
+        line = f"**GLUE average over {len(scored)} tasks ({', '.join(scored)}): {summary.glue_average:.1f}**"
         for name in references:
-            published = [entry.references[name] for entry in summary.tasks.values() if name in entry.references]
-            if len(published) == len(summary.tasks):
+            published = [entry.references[name] for entry in scored.values() if name in entry.references]
+            if len(published) == len(scored):
                 line += f"; {name} on the same tasks: {statistics.fmean(published):.1f}"
         lines += ["", line]
+    if unscored:
+        lines += ["", f"No score for {', '.join(unscored)}: every run diverged (left out of the GLUE average)."]
     lines += grid_tables(summary)
     lines += provenance_table(summary)
     lines += ["", "References (published dev results, other training setups):"]
@@ -243,6 +269,7 @@ def grid_tables(summary: Summary) -> list[str]:
     entries = summary.tasks.values()
     best = any(entry.best_checkpoint for entry in entries)
     chose = best or any(len(entry.selection.cells) > 1 for entry in entries)
+    diverged = any(entry.selection.diverged for entry in entries)
     lines = ["", "## Settings chosen on dev", "",
              f"Each task's score is the cell of its grid (one per combination of the settings given, each over the "
              f"seeds) with the best {summary.select} dev score over its seeds"
@@ -251,22 +278,28 @@ def grid_tables(summary: Summary) -> list[str]:
              + (" Choosing on the dev set that then scores the choice is optimistic (BERT chose its learning rates "
                 "so, RoBERTa its reported dev scores): the last-epoch scores beside them are those of the same runs "
                 "without choosing a checkpoint; on unseen data the chosen settings can be expected to score lower."
-                if chose else ""),
+                if chose else "")
+             + (" A run whose training diverged (a loss or weights not finite: train.py stopped it) is shown where it "
+                "diverged and never scored: it counts in no mean, std or median, and a cell whose runs all diverged "
+                "cannot be chosen." if diverged else ""),
              ""]
-    lines += [f"- {task}: {_cell_settings(entry.cell.settings)} (of {len(entry.selection.cells)} "
-              f"{'cells' if len(entry.selection.cells) > 1 else 'cell'})" for task, entry in summary.tasks.items()]
+    lines += [f"- {task}: {_cell_settings(entry.cell.settings) if entry.cell else 'none, every run diverged'} "
+              f"(of {len(entry.selection.cells)} {'cells' if len(entry.selection.cells) > 1 else 'cell'})"
+              for task, entry in summary.tasks.items()]
     for task, entry in summary.tasks.items():
         lines += ["", f"| {task} cell | {' | '.join(CELL_KEYS.values())} | seeds: {entry.metric} | mean ± std | "
                   "median | last epoch |", "|---" * (len(CELL_KEYS) + 5) + "|"]
         for cell in entry.selection.cells:
             settings = cell.settings
-            per_seed = ", ".join(f"{run.seed}: {score:.1f}"
-                                 + (f" ({run.best_epoch})" if run.best_epoch is not None else "")
-                                 for run, score in zip(cell.runs, cell.score.values))
+            seeds = {run.seed: f"{run.seed}: {100 * run.score:.1f}"
+                     + (f" ({run.best_epoch})" if run.best_epoch is not None else "") for run in cell.runs}
+            seeds.update({run.seed: f"{run.seed}: diverged at step {run.step}" for run in cell.diverged})
             name = f"**{cell.name}** (chosen)" if cell is entry.cell else cell.name
+            spread = (f"{_plus_minus(cell.score)} | {cell.score.median:.1f} | {_plus_minus(cell.last_epoch)}"
+                      if cell.score else "– | – | –")
             lines.append(f"| {name} | {settings['max_lr']:g} | {settings['batch_size']} | {settings['epochs']} | "
-                         f"{settings['max_seq_len']} | {per_seed} | {_plus_minus(cell.score)} | "
-                         f"{cell.score.median:.1f} | {_plus_minus(cell.last_epoch)} |")
+                         f"{settings['max_seq_len']} | {', '.join(seeds[seed] for seed in sorted(seeds))} | "
+                         f"{spread} |")
     return lines
 
 
@@ -294,8 +327,8 @@ def provenance_table(summary: Summary) -> list[str]:
 def chart(summary: Summary, path: str) -> None:
     """Scores per task (bar: mean or median, dots: seeds, marks: references), then per task the training-loss
     curves and the dev score after each epoch of the chosen cell's runs, one line per seed, and every cell of its
-    grid (``grid_panel``)."""
-    tasks = list(summary.tasks)
+    grid (``grid_panel``); the tasks with a score only."""
+    tasks = list(summary.scored)
     rule = summary.select
     figure = plt.figure(figsize=(max(8, 3.2 * len(tasks)), 13), layout="constrained")
     grid = figure.add_gridspec(4, len(tasks), height_ratios=[1.3, 1, 1, 1])
@@ -317,7 +350,7 @@ def chart(summary: Summary, path: str) -> None:
                            color=f"C{number + 1}", zorder=4, label=f"{reference.model} (published)")
     scores.set_xticks(range(len(tasks)), [f"{task}\n{summary.tasks[task].metric}" for task in tasks])
     scores.set_ylabel("dev score x100")
-    scores.set_title(f"{summary.model}: GLUE dev (average {summary.glue_average:.1f})")
+    scores.set_title(f"{summary.model['name']}: GLUE dev (average {summary.glue_average:.1f})")
     scores.set_ylim(min(0.0, *means) - 5, 105)
     scores.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for column, task in enumerate(tasks):
@@ -347,10 +380,12 @@ def chart(summary: Summary, path: str) -> None:
 
 
 def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
-    """Every cell of a task's grid: its score (mean or median) against its learning rate, one line per
-    combination of the other settings, a dot per seed, the chosen cell ringed."""
+    """Every cell of a task's grid with a score: its score (mean or median) against its learning rate, one line per
+    combination of the other settings, a dot per seed, the chosen cell ringed; the cells whose runs all diverged
+    counted in the title."""
+    scored = [cell for cell in entry.selection.cells if cell.score is not None]
     lines: dict[tuple[Any, ...], list[Cell]] = {}
-    for cell in entry.selection.cells:
+    for cell in scored:
         lines.setdefault(tuple(cell.settings[key] for key in ("batch_size", "epochs", "max_seq_len")), []).append(cell)
     for number, ((batch, epochs, length), cells) in enumerate(lines.items()):
         cells = sorted(cells, key=lambda cell: cell.settings["max_lr"])
@@ -361,7 +396,7 @@ def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
             axes.scatter([cell.settings["max_lr"]] * len(values), values, color=f"C{number}", s=10, alpha=0.5)
     axes.scatter([entry.cell.settings["max_lr"]], [getattr(entry.cell.score, rule)], s=160, facecolors="none",
                  edgecolors="black", zorder=4)
-    rates = sorted({cell.settings["max_lr"] for cell in entry.selection.cells})
+    rates = sorted({cell.settings["max_lr"] for cell in scored})
     if len(rates) > 1:
         axes.set_xscale("log")
     axes.set_xticks(rates, [f"{rate:g}" for rate in rates], fontsize="x-small")
@@ -369,24 +404,71 @@ def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
     axes.set_xlabel("peak learning rate")
     axes.set_ylabel(f"{rule} dev x100 (dots: seeds)", fontsize="small")
     count = len(entry.selection.cells)
-    axes.set_title(f"{entry.selection.task}: {count} {'cells' if count > 1 else 'cell'}, chosen ringed",
+    diverged = f", {count - len(scored)} diverged" if len(scored) < count else ""
+    axes.set_title(f"{entry.selection.task}: {count} {'cells' if count > 1 else 'cell'}{diverged}, chosen ringed",
                    fontsize="medium")
     if len(lines) > 1:
         axes.legend(fontsize="x-small")
 
 
-def write(output_dir: str, tasks: list[str], model: str, references_path: str, rule: str = "mean"
-          ) -> dict[str, str]:
-    """Write results.json, results.md and results.png (when any run finished) into ``output_dir``; their paths."""
+SCOREBOARD_FILES = ("json", "md", "png")  # results.<kind>
+SCOREBOARD_KEYS = {"model", "select", "tasks", "references", "versions"}  # of a results.json write() wrote
+TITLE = "# GLUE dev scores: "  # results.md's first line begins so
+
+
+def require_own_files(output_dir: str) -> None:
+    """The results files in ``output_dir`` are replaced only where they are a scoreboard's: refused, in one line
+    naming the file, where one is not (a train.py run's results.json, a results.md of the user's, a results.png
+    without the scoreboard's results.json). Before any work: nothing else is read that way."""
+    paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in SCOREBOARD_FILES}
+    found = {kind: path for kind, path in paths.items() if os.path.lexists(path)}
+    for kind, path in found.items():
+        if not os.path.isfile(path):
+            why = "not a file"
+        elif kind == "json":
+            why = _not_a_scoreboard(path)
+        elif kind == "md":
+            with open(path, "rb") as stream:
+                why = None if stream.read(len(TITLE.encode())) == TITLE.encode() else f"no {TITLE.strip()!r} title"
+        else:
+            why = None if "json" in found else "no scoreboard results.json beside it"
+        if why:
+            raise ValueError(f"{path}: not a benchmark scoreboard's ({why}), and benchmark.py replaces only its own "
+                             "files: choose another --bench.output_dir, or move that file away")
+
+
+def _not_a_scoreboard(path: str) -> Optional[str]:
+    """Why the JSON file at ``path`` is not a results.json ``write`` wrote; None if it is one."""
+    try:
+        content = read_json(path)
+    except ValueError:  # not UTF-8, not JSON, or JSON with NaN
+        return "not strict JSON"
+    if isinstance(content, dict) and SCOREBOARD_KEYS <= content.keys():
+        return None
+    if isinstance(content, dict) and "task" in content:
+        return f"a train.py run's results, of {content['task']}"
+    return f"no {', '.join(sorted(SCOREBOARD_KEYS))}"
+
+
+def write(output_dir: str, tasks: list[str], references_path: str, rule: str = "mean") -> dict[str, str]:
+    """Write results.json, results.md and results.png (when a task has a score) into ``output_dir``, titled with
+    the model its runs recorded (``run_record.recorded_model``); their paths. Refused, in one line, where a
+    results file there is not a scoreboard's (``require_own_files``) or no run was recorded there."""
+    require_own_files(output_dir)
+    model = recorded_model(output_dir)
+    if model is None:
+        raise ValueError(f"{output_dir}: no benchmark run recorded there (runs/<Task>/<cell>/seed<N>/), nothing to "
+                         "score")
     summary = summarize(output_dir, {task: select(output_dir, task, rule) for task in tasks}, model,
                         references_path, rule)
-    os.makedirs(output_dir, exist_ok=True)
-    paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in ("json", "md", "png")}
+    paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in SCOREBOARD_FILES}
     write_json(paths["json"], summary.to_json())
     with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
         stream.write(markdown(summary))
-    if summary.tasks:
+    if summary.scored:
         chart(summary, paths["png"])
-    else:
+    else:  # an earlier chart (require_own_files: the scoreboard's) would show scores this one has not
+        if os.path.exists(paths["png"]):
+            os.remove(paths["png"])
         paths.pop("png")
     return paths

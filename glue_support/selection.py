@@ -1,15 +1,17 @@
-"""A task's selection among its finished runs, computed in one place (``select``): the cells of its grid with their
-scores over the seeds, the cell with the best mean (or median) score, and in it the run with the best score. The
-scoreboard reports it; the selected run predicts the test sets and is the one other tasks start from.
+"""A task's selection among its ended runs, computed in one place (``select``): the cells of its grid with their
+scores over the seeds, the cell with the best mean (or median) score, and in it the run with the best score. Runs
+that diverged are shown with their cell but never scored: a cell whose runs all diverged cannot be selected, and a
+task whose runs all diverged has no selected cell. The scoreboard reports it; the selected run predicts the test
+sets and is the one other tasks start from.
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from glue_support.benchmark_plan import GRID_KEYS
-from glue_support.run_record import RunRecord, finished_runs
+from glue_support.run_record import DivergedRun, RunRecord, ended_runs
 
 
 @dataclass(frozen=True)
@@ -33,49 +35,58 @@ class Spread:
 @dataclass(frozen=True)
 class Cell:
     """One cell of a task's grid: its folder's name, its settings (its runs' recorded settings but the task, the
-    seed and the data) and its runs, by seed."""
+    seed, the data and the model's identity) and its runs by seed: those that finished and those that diverged."""
 
     name: str
     settings: dict[str, Any]
     runs: tuple[RunRecord, ...]
+    diverged: tuple[DivergedRun, ...] = ()
 
     @property
-    def score(self) -> Spread:
-        """Its runs' GLUE scores x100, each at the validation it is scored by: what the cell is ranked by."""
-        return Spread.of([100 * run.score for run in self.runs])
+    def score(self) -> Optional[Spread]:
+        """Its finished runs' GLUE scores x100, each at the validation it is scored by: what the cell is ranked by;
+        None where every run diverged."""
+        return Spread.of([100 * run.score for run in self.runs]) if self.runs else None
 
     @property
-    def last_epoch(self) -> Spread:
-        """Its runs' GLUE scores x100 at their last validation."""
-        return Spread.of([100 * run.last_score for run in self.runs])
+    def last_epoch(self) -> Optional[Spread]:
+        """Its finished runs' GLUE scores x100 at their last validation; None where every run diverged."""
+        return Spread.of([100 * run.last_score for run in self.runs]) if self.runs else None
 
 
 @dataclass(frozen=True)
 class Selection:
-    """A task's cells, the selected one (the best by the rule; the first of equals) and its selected run (the seed
-    with the best score; the first of equals)."""
+    """A task's cells, the selected one (the best by the rule among those with a finished run; the first of
+    equals) and its selected run (the seed with the best score; the first of equals); both None where every run
+    of the task diverged."""
 
     task: str
     rule: str
     cells: tuple[Cell, ...]
-    cell: Cell
-    run: RunRecord
+    cell: Optional[Cell]
+    run: Optional[RunRecord]
 
     @property
     def runs(self) -> tuple[RunRecord, ...]:
         """Every finished run of the task, cell by cell."""
         return tuple(run for cell in self.cells for run in cell.runs)
 
+    @property
+    def diverged(self) -> tuple[DivergedRun, ...]:
+        """Every run of the task that diverged, cell by cell."""
+        return tuple(run for cell in self.cells for run in cell.diverged)
 
-def cell_settings(run: RunRecord) -> dict[str, Any]:
-    return {key: value for key, value in run.settings.items() if key not in ("task", "seed", "data")}
+
+def cell_settings(run: RunRecord | DivergedRun) -> dict[str, Any]:
+    return {key: value for key, value in run.settings.items() if key not in ("task", "seed", "data", "model_identity")}
 
 
-def cells_of(runs: list[RunRecord]) -> tuple[Cell, ...]:
-    """``runs`` by cell, ordered by their settings; refused, in one line naming both folders, where two runs of one
-    cell were made with other settings (benchmark.py refuses to mix them; copied by hand, they could be)."""
-    by_name: dict[str, list[RunRecord]] = {}
-    for run in runs:
+def cells_of(runs: Sequence[RunRecord], diverged: Sequence[DivergedRun] = ()) -> tuple[Cell, ...]:
+    """``runs`` and ``diverged`` by cell, ordered by their settings; refused, in one line naming both folders, where
+    two runs of one cell were made with other settings (benchmark.py refuses to mix them; copied by hand, they
+    could be)."""
+    by_name: dict[str, list[RunRecord | DivergedRun]] = {}
+    for run in [*runs, *diverged]:
         by_name.setdefault(run.cell, []).append(run)
     cells = []
     for name, members in by_name.items():
@@ -88,21 +99,26 @@ def cells_of(runs: list[RunRecord]) -> tuple[Cell, ...]:
                                     if settings.get(key) != found.get(key))
                 raise ValueError(f"{other.folder}: made with other settings than {members[0].folder} ({changed}); "
                                  "the seeds of a cell must be one experiment: move or delete one of them")
-        cells.append(Cell(name, settings, tuple(members)))
+        cells.append(Cell(name, settings, tuple(run for run in members if isinstance(run, RunRecord)),
+                          tuple(run for run in members if isinstance(run, DivergedRun))))
     return tuple(sorted(cells, key=lambda cell: (*(cell.settings[key] for key in GRID_KEYS), cell.name)))
 
 
-def best_cell(cells: tuple[Cell, ...], rule: str = "mean") -> Cell:
-    """The cell with the best mean (``rule="median"``: median) score over its seeds; the first of equals."""
-    return max(cells, key=lambda cell: getattr(cell.score, rule))
+def best_cell(cells: tuple[Cell, ...], rule: str = "mean") -> Optional[Cell]:
+    """The cell with the best mean (``rule="median"``: median) score over its seeds; the first of equals. Only a
+    cell with a finished run can be chosen: None where there is none."""
+    scored = [cell for cell in cells if cell.score is not None]
+    return max(scored, key=lambda cell: getattr(cell.score, rule)) if scored else None
 
 
 def select(output_dir: str, task: str, rule: str = "mean") -> Optional[Selection]:
-    """``task``'s selection among its finished runs in ``output_dir``; None while none has finished."""
-    runs = finished_runs(output_dir, task)
-    if not runs:
+    """``task``'s selection among its ended runs in ``output_dir``; None while none has ended."""
+    runs, diverged = ended_runs(output_dir, task)
+    if not runs and not diverged:
         return None
-    cells = cells_of(runs)
+    cells = cells_of(runs, diverged)
     cell = best_cell(cells, rule)
+    if cell is None:
+        return Selection(task, rule, cells, None, None)
     scores = cell.score.values
     return Selection(task, rule, cells, cell, cell.runs[scores.index(max(scores))])

@@ -197,6 +197,10 @@ def read_submission(path) -> list[tuple[str, str]]:
     return [tuple(line.split("\t")) for line in lines[1:-1]]
 
 
+# the model write_finished_run's runs record, as run_record.recorded_model gives it
+MODEL = {"name": "m", "identity": {"sha256": "0" * 64}}
+
+
 def write_finished_run(output: Path, task: str, seed: int, results: dict, wall_s: float = 1.0, **settings) -> Path:
     """A run of ``task`` finished in ``output``, as benchmark.py and train.py leave it: ``results`` holds its
     validation files' metrics (and ``best``), each the one validation of its history; ``settings`` replace the
@@ -204,8 +208,9 @@ def write_finished_run(output: Path, task: str, seed: int, results: dict, wall_s
     from glue_processors import get_task
     from glue_support.benchmark_plan import recorded_cell
 
-    settings = {"task": task, "seed": seed, "model": "m", "keep_best": True, "epochs": 3, "max_lr": 5e-5,
-                "batch_size": 16, "max_seq_len": 128, "nproc_per_node": 1, "train_options": "", **settings}
+    settings = {"task": task, "seed": seed, "model": "m", "model_identity": MODEL["identity"], "keep_best": True,
+                "epochs": 3, "max_lr": 5e-5, "batch_size": 16, "max_seq_len": 128, "nproc_per_node": 1,
+                "train_options": "", **settings}
     folder = output / "runs" / task / recorded_cell(settings) / f"seed{seed}"
     folder.mkdir(parents=True)
     identity = {"bytes": 10, "sha256": "0" * 64, "examples": 4}

@@ -19,7 +19,7 @@ import pytest
 import benchmark
 import data
 import glue_metrics
-from conftest import ROOT, bench_arguments, write_finished_run, write_rte_subset
+from conftest import MODEL, ROOT, bench_arguments, write_finished_run, write_rte_subset
 from glue_support import benchmark_plan, scoreboard, selection
 from glue_support.command_line import parse_config
 from glue_support.run_record import read_run
@@ -141,13 +141,13 @@ def test_runs_are_scored_by_their_best_validation_and_the_last_epoch_stands_besi
         for seed, accuracy in zip((42, 43, 44), accuracies):
             write_run(tmp_path, "RTE", max_lr, seed, {"dev.tsv": {"accuracy": accuracy / 100 - 0.02}, "best": {
                 "score": accuracy / 100, "epoch": 2, "step": 20, "dev.tsv": {"accuracy": accuracy / 100}}})
-    by_mean = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE")}, "m", ""
+    by_mean = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE")}, MODEL, ""
                                    ).to_json()["tasks"]["RTE"]
     assert by_mean["selected"] == "lr3e-05-bs16-ep3-len128" and by_mean["score"]["mean"] == pytest.approx(58.0)
     assert by_mean["last_epoch"]["mean"] == pytest.approx(56.0) and by_mean["best_checkpoint"]
     assert by_mean["metrics"]["dev.tsv/accuracy"]["mean"] == pytest.approx(58.0)  # the best validation's metrics
 
-    summary = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE", "median")}, "m",
+    summary = scoreboard.summarize(str(tmp_path), {"RTE": selection.select(str(tmp_path), "RTE", "median")}, MODEL,
                                    "", "median")
     assert summary.to_json()["tasks"]["RTE"]["selected"] == "lr5e-05-bs16-ep3-len128"
     assert summary.glue_average == pytest.approx(61.0)
@@ -204,7 +204,7 @@ def test_a_run_in_another_cell_folder_than_its_settings_name_is_refused_naming_i
                                          r"runs/RTE/lr5e-05-bs16-ep3-len128/seed42, not of this folder; move the run "
                                          r"there, or delete it$"):
         selection.select(str(tmp_path), "RTE")
-    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true")
+    argv("--tasks", "RTE", "--output_dir", tmp_path, "--report_only", "true", "--model", "m")
     with pytest.raises(ValueError, match=f"^{moved}: its benchmark_run.json records"):
         benchmark.main()  # the scoreboard refuses it as well (run_main: one line, exit 1)
 
@@ -259,7 +259,7 @@ def test_mnli_runs_are_scored_by_the_mean_of_matched_and_mismatched_as_train_py_
     run = read_run(str(folder))
     assert run.score == pytest.approx(0.7) == pytest.approx(run.results["best"]["score"])
     assert run.best_epoch == 1
-    entry = scoreboard.summarize(str(tmp_path), {"MNLI": selection.select(str(tmp_path), "MNLI")}, "m", ""
+    entry = scoreboard.summarize(str(tmp_path), {"MNLI": selection.select(str(tmp_path), "MNLI")}, MODEL, ""
                                  ).to_json()["tasks"]["MNLI"]
     assert entry["score"]["values"] == pytest.approx([70.0])
     assert {key: value["mean"] for key, value in entry["metrics"].items()} == pytest.approx(
@@ -278,7 +278,7 @@ def test_the_scoreboard_prediction_and_the_model_clean_up_take_the_same_run(tmp_
 
     args = bench_arguments(tasks="RTE", output_dir=str(tmp_path))
     assert benchmark.selected_run(args, "RTE") == chosen.run.folder  # what init_from starts from
-    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "m", "")["json"]).read_text())["tasks"]["RTE"]
+    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "")["json"]).read_text())["tasks"]["RTE"]
     [reported] = [cell for cell in entry["cells"] if cell["name"] == entry["selected"]]
     assert (entry["selected"], max(reported["runs"], key=lambda run: run["score"])["seed"]) == (chosen.cell.name, 43)
     predicted = []
@@ -314,7 +314,7 @@ def test_scoreboard_scores_tasks_as_glue_does(tmp_path):
         "MRPC": {"f1": 90.0, "accuracy": 86.0}, "MNLI": 80.0}}]}))
 
     summary = scoreboard.summarize(str(tmp_path), {task: selection.select(str(tmp_path), task)
-                                                   for task in ("MRPC", "MNLI", "RTE")}, "m", str(references))
+                                                   for task in ("MRPC", "MNLI", "RTE")}, MODEL, str(references))
     mrpc, mnli = summary.to_json()["tasks"]["MRPC"], summary.to_json()["tasks"]["MNLI"]
     assert mrpc["score"]["values"] == pytest.approx([85.0, 75.0]) and mrpc["score"]["std"] == pytest.approx(7.0711,
                                                                                                           abs=1e-4)
@@ -335,6 +335,6 @@ def test_the_scoreboard_names_runs_of_other_versions(tmp_path):
         write_finished_run(tmp_path, task, seed, {"dev.tsv": {"accuracy": 0.5, "f1": 0.5},
                                                   "versions": {"python": "3.11.7", "torch": torch_version}})
     table = scoreboard.markdown(scoreboard.summarize(
-        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, "m", ""))
+        str(tmp_path), {task: selection.select(str(tmp_path), task) for task in ("RTE", "MRPC")}, MODEL, ""))
     assert ("Made with different versions:\n- python 3.11.7, torch 2.13.0: RTE seed 1, MRPC seed 1\n"
             "- python 3.11.7, torch 2.14.0: RTE seed 2\n") in table
