@@ -56,7 +56,7 @@ from glue_support.command_line import CONFIG_PATH, answer_help, parse_config
 from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
 from glue_support.option_docs import cli_value
-from glue_support.output_folder import _locked
+from glue_support.output_folder import locked
 from glue_support.path_checks import require_folder, require_path, require_writable_folder
 from glue_support.run_record import describe_model, read_diverged, read_json, read_run, record_folders, recorded_model
 from glue_support.runtime import on_stop_signals
@@ -123,6 +123,8 @@ def ensure_features(args: BenchmarkArguments, spec: TaskSpec, source: str, folde
     if why is None:
         return None
     logger.info(f"{spec.name} {set_type} features: building them ({why})")
+    if os.path.exists(os.path.join(folder, f"{set_type}.tsv")):  # the benchmark's own, outdated or damaged: data.py
+        os.remove(os.path.join(folder, f"{set_type}.tsv"))        # replaces only features files it can read
     start = time.perf_counter()
     data.featurize(data.DataInterfaceArguments(input_dir=os.path.dirname(source), output_dir=folder),
                    data.DataProcessorArguments(**{**dproc, "task": spec.name, "set_type": set_type,
@@ -630,7 +632,8 @@ def main() -> None:
     else:
         os.makedirs(require_writable_folder("--bench.output_dir", args.output_dir,
                                             "the benchmark's features, runs and scoreboard"), exist_ok=True)
-    with _locked(args.output_dir):  # before any write: a second benchmark there is refused having written nothing
+    # before any write: a second benchmark there is refused having written nothing
+    with locked(args.output_dir, "--bench.output_dir"):
         scoreboard.require_own_files(args.output_dir)
         if not args.report_only:
             run_all(args, config, specs, references)

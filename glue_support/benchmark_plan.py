@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.exit_codes import ConfigError
+from glue_support.path_checks import require_regular_file
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
 # a run's status once train.py has ended for good: "done" (scored), "diverged" (a result: never scored nor retried)
@@ -109,7 +110,7 @@ def read_json(path: str) -> Optional[Any]:
         raise ValueError(f"{path}: holds {constant}, which is not JSON (written before results were strict JSON, "
                          "by a run that diverged?); delete it, or the run folder it lies in, to make it again")
 
-    with open(path, encoding="utf-8") as stream:
+    with open(require_regular_file(path, "a benchmark's JSON record"), encoding="utf-8") as stream:
         return json.load(stream, parse_constant=refuse)
 
 
@@ -198,7 +199,7 @@ def cap(args: BenchmarkArguments, set_type: str) -> int:
 
 def capped_rows(args: BenchmarkArguments, spec: TaskSpec, set_type: str) -> bytes:
     """The header and first rows of a GLUE file under a cap, as bytes: byte-order mark and line ends as they are."""
-    with open(glue_file(args, spec, set_type), "rb") as stream:
+    with open(require_regular_file(glue_file(args, spec, set_type), f"the {spec.name} {set_type}.tsv"), "rb") as stream:
         return b"".join(itertools.islice(stream, cap(args, set_type) + int(spec.labeled.header)))
 
 

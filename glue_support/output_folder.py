@@ -18,7 +18,7 @@ from glue_support.path_checks import require_writable_folder
 
 try:
     import fcntl
-except ImportError:  # Windows: output folders are not locked (see _locked)
+except ImportError:  # Windows: output folders are not locked (see locked)
     fcntl = None
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def own_output_dir(output_dir: str, overwrite: bool, resuming: bool, is_main: bo
         return
     # an unwritable folder found now, not after training
     os.makedirs(require_writable_folder("--tmod.output_dir", output_dir, "the run's outputs"), exist_ok=True)
-    with _locked(output_dir, output_dir, "--tmod.output_dir"):
+    with locked(output_dir, "--tmod.output_dir"):
         interrupted = _remove_leftovers(output_dir)
         if not (overwrite or resuming or interrupted):
             _refuse_earlier_outputs(output_dir)
@@ -114,16 +114,17 @@ def own_checkpoint_dir(save_dir: str, output_dir: str, is_main: bool) -> Iterato
         return
     require_writable_folder("--ckpt.save_dir", save_dir, "the run's checkpoints")
     os.makedirs(lock_folder, exist_ok=True)
-    with _locked(lock_folder, save_dir, "--ckpt.save_dir"):
+    with locked(lock_folder, "--ckpt.save_dir", save_dir):
         yield
 
 
 @contextmanager
-def _locked(folder: str, named: str, option: str) -> Iterator[None]:
-    """Hold ``folder``'s lock while the block runs, or refuse in one line naming the folder (``named``, the value of
-    ``option``) and the run holding it. An ``flock``: the kernel releases it when its process ends, however it ends,
-    so a killed run leaves nothing stuck. Where there is no ``flock`` (Windows, a file system without locks) the run
-    goes on with a warning."""
+def locked(folder: str, option: str, named: Optional[str] = None) -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs, or refuse in one line naming the folder (``named``, by default
+    ``folder``: the value of ``option``) and the run holding it. An ``flock``: the kernel releases it when its
+    process ends, however it ends, so a killed run leaves nothing stuck. Where there is no ``flock`` (Windows, a file
+    system without locks) the run goes on with a warning."""
+    named = named or folder
     with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock:
         try:
             if fcntl is None:

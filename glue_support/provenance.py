@@ -14,6 +14,8 @@ import os
 import platform
 from typing import Any, Optional
 
+from glue_support.path_checks import require_regular_file
+
 # the libraries whose versions can change the numbers: the arithmetic, the model code, the tokenizer, the loop
 LIBRARIES = ("torch", "transformers", "tokenizers", "pymarlin")
 
@@ -34,7 +36,7 @@ def file_identity(path: str) -> dict[str, Any]:
     file can be compared with the features made from it without reading those."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as stream:
+    with open(require_regular_file(path, "a file to fingerprint"), "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
             size += len(block)

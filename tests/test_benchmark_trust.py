@@ -256,7 +256,7 @@ def test_a_second_benchmark_into_a_folder_in_use_is_refused_having_written_nothi
     (run / "train.log").write_text("the first benchmark's run\n")
     monkeypatch.setattr(subprocess, "Popen", refuse)
     argv(*bench_options(tiny_bert, glue, output))
-    with output_folder._locked(str(output)):  # as the first benchmark holds it
+    with output_folder.locked(str(output), "--bench.output_dir"):  # as the first benchmark holds it
         with pytest.raises(ValueError, match=rf"^{output} is in use by another run \(pid "):
             benchmark.main()
     assert [path.relative_to(output).as_posix() for path in sorted(output.rglob("*")) if path.is_file()] == [
