@@ -128,7 +128,9 @@ class Recipe(ModuleInterface):
         self.result_files = ResultFiles(args.output_dir, self.spec.name, model_args.hf_model,
                                         provenance_record(features.files, features.metadata), self.is_main_process)
         self.model, self.tokenizer = self.setup_models()
-        self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
+        # what the tokenizer gives (as a pipeline hands it over: no token types for RoBERTa or GPT-2, whose forward
+        # would take them) and the forward takes
+        self.model_inputs = (set(self.tokenizer.model_input_names) | {"labels"}) & set(
             inspect.signature(self.model.forward).parameters)
         if args.trainpath:
             logger.info(f"Training on {sum(self.train_counts)} examples from {len(self.train_counts)} file(s)")
