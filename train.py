@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_parameter_names
 
 import glue_metrics
 from data import TaskData, read_metadata
@@ -50,6 +51,7 @@ from glue_support.result_files import ResultFiles, provenance_record
 from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)
+NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # parameter names, lowercased
 
 
 @dataclass
@@ -187,10 +189,11 @@ class Recipe(ModuleInterface):
                                   ) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
         if not self.args.trainpath:
             return [], []
-        no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+        # no decay where transformers.Trainer has none (get_decay_parameter_names): biases, normalization layers
+        decayed = set(get_parameter_names(self.model, [torch.nn.LayerNorm], NO_DECAY))
         decay, plain = [], []
         for name, parameter in self.model.named_parameters():
-            (plain if name.endswith(no_decay) else decay).append(parameter)
+            (decay if name in decayed else plain).append(parameter)
         # fused: one kernel for every tensor's update, on CPU as on GPU, where torch's default on CPU loops over the
         # tensors (bench/RESULTS.md (j): with short batches most of a step is the update). The same update, to
         # float rounding; the Trainer's default (adamw_torch_fused) too
