@@ -138,9 +138,15 @@ class Recipe(ModuleInterface):
             logger.info(f"Training on {sum(self.train_counts)} examples from {len(self.train_counts)} file(s)")
 
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
-        """The model with the task's labels (``label_head``), and its tokenizer."""
-        model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes)
-        return model, AutoTokenizer.from_pretrained(embedded_model.resolve(self.model_args.hf_model))
+        """The model with the task's labels (``label_head``), and its tokenizer. A tokenizer without a pad token
+        (decoder-only models) pads with its end-of-sequence token, as transformers does, and the model's config
+        records it: a decoder's head reads each example's last token that is not padding."""
+        tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(self.model_args.hf_model))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes,
+                                           tokenizer.pad_token_id)
+        return model, tokenizer
 
     # -- data ------------------------------------------------------------------------------------------
     def get_train_dataloader(self, sampler: type, batch_size: int) -> Optional[FilesGenDataloader]:
@@ -211,7 +217,11 @@ class Recipe(ModuleInterface):
 
     # -- steps -----------------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor], device: torch.device) -> SequenceClassifierOutput:
-        return self.model(**{key: value.to(device) for key, value in batch.items() if key in self.model_inputs})
+        inputs = {key: value.to(device) for key, value in batch.items() if key in self.model_inputs}
+        pad = self.model.config.pad_token_id
+        if pad:  # batches are padded with 0 (data.py): a decoder's head finds each example's last token by its pad id
+            inputs["input_ids"] = inputs["input_ids"].masked_fill(batch["attention_mask"].to(device) == 0, pad)
+        return self.model(**inputs)
 
     def train_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         self.order.count_batch()

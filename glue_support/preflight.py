@@ -62,7 +62,9 @@ def check_features(args: ModuleInterfaceArguments, model_name: str) -> CheckedFe
     spec = task_of_features(args.task, metadata)
     check_split_kinds(files, metadata)
     check_positions(metadata, model_name)
-    check_vocabulary(metadata, AutoTokenizer.from_pretrained(embedded_model.resolve(model_name)), model_name)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(model_name))
+    check_vocabulary(metadata, tokenizer, model_name)
+    check_padding(tokenizer, model_name)
     val_files = [os.path.basename(file) for file in files.get("valpath", [])]
     return CheckedFeatures(spec, files, metadata, val_files, check_model_selection(args, spec, val_files))
 
@@ -129,6 +131,14 @@ def check_vocabulary(metadata: dict[str, dict[str, Any]], tokenizer: Any, model_
         if found.get("vocab") != fingerprint:
             raise ValueError(f"{file} was tokenized with {found['tokenizer']}, whose vocabulary differs from "
                              f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
+
+
+def check_padding(tokenizer: Any, model_name: str) -> None:
+    """Batches are padded with the tokenizer's pad token or, where it has none (decoder-only models: GPT-2, Llama),
+    with its end-of-sequence token, as transformers pads them."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ValueError(f"{model_name}: its tokenizer has no pad token, nor an end-of-sequence token to pad with: "
+                         "give it a pad token (tokenizer.pad_token = ..., then save_pretrained)")
 
 
 def check_model_selection(args: ModuleInterfaceArguments, spec: TaskSpec, val_files: list[str]) -> bool:
