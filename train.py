@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoTokenizer, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
@@ -140,8 +140,14 @@ class Recipe(ModuleInterface):
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
         """The model with the task's labels (``label_head``), and its tokenizer. A tokenizer without a pad token
         (decoder-only models) pads with its end-of-sequence token, as transformers does, and the model's config
-        records it: a decoder's head reads each example's last token that is not padding."""
-        tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(self.model_args.hf_model))
+        records it: a decoder's head reads each example's last token that is not padding. A model with segment
+        embeddings is given the token types, which transformers 5's tokenizers of some (ALBERT) leave out."""
+        name = embedded_model.resolve(self.model_args.hf_model)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        if "token_type_ids" not in tokenizer.model_input_names and getattr(
+                AutoConfig.from_pretrained(name), "type_vocab_size", 0) > 1:
+            tokenizer = AutoTokenizer.from_pretrained(
+                name, model_input_names=[*tokenizer.model_input_names, "token_type_ids"])  # saved with the model
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes,

@@ -158,12 +158,11 @@ FAMILIES = {
                          lambda **ids: transformers.DistilBertConfig(n_layers=2, n_heads=2, dim=32, hidden_dim=64,
                                                                      max_position_embeddings=POSITIONS, **ids),
                          POSITIONS, BERT_PAIR, False),
-    # transformers 5's ALBERT tokenizer gives no token types (its model_input_names), though its template has them
     "albert": Family(functools.partial(unigram_tokenizer, transformers.AlbertTokenizerFast,
                              ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"], lowercase=True),
                      lambda **ids: transformers.AlbertConfig(**LAYERS, embedding_size=16,
                                                              max_position_embeddings=POSITIONS, **ids),
-                     POSITIONS, BERT_PAIR, False),
+                     POSITIONS, BERT_PAIR, True),
     "electra": Family(functools.partial(wordpiece_tokenizer, transformers.ElectraTokenizerFast),
                       lambda **ids: transformers.ElectraConfig(**LAYERS, embedding_size=16,
                                                                max_position_embeddings=POSITIONS, **ids),
