@@ -145,7 +145,7 @@ def test_trains_validates_predicts_and_the_pipeline_agrees(family, features, arg
 
 
 def test_training_is_a_plain_loop_s_arithmetic(family, features, argv, tmp_path, monkeypatch):
-    assert_trainers_arithmetic(argv, monkeypatch, family[1], features, tmp_path / "out", limit=4)
+    assert_trainers_arithmetic(argv, monkeypatch, family[1], features, tmp_path / "out", limit=8)
 
 
 @pytest.mark.parametrize("family", ["gpt2"], indirect=True)
