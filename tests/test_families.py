@@ -1,8 +1,9 @@
 """The families people benchmark, each a tiny random-weight model with a tokenizer made the way its real one is
-(``families.py``): data.py featurizes pairs with the family's template and special tokens, train.py trains,
-validates and predicts, handing the model the inputs its tokenizer gives (no token types where it gives none),
-and transformers' ``pipeline`` reloads the saved model with the same outputs; the position limit comes from the
-config; and the training arithmetic is a plain loop's. Runs data.py and train.py in-process."""
+(``families.py``): data.py featurizes pairs with the family's template and special tokens; train.py trains,
+validates and predicts, handing the model the inputs it takes (token types only to families with segment
+embeddings: not to RoBERTa, GPT-2, ...); transformers' ``pipeline`` reloads the saved model with the same outputs;
+the position limit comes from the config; and the training arithmetic is a plain loop's. Runs data.py and train.py
+in-process."""
 from __future__ import annotations
 
 import json
@@ -98,7 +99,7 @@ def test_the_position_limit_is_the_model_s_own_and_comes_from_its_config(family)
 
 def test_trains_validates_predicts_and_the_pipeline_agrees(family, features, argv, tmp_path, fixture_counts,
                                                             monkeypatch):
-    """The model gets the inputs the family's tokenizer gives and nothing else; the saved model, reloaded by
+    """The model gets the family's inputs and nothing else; the saved model, reloaded by
     ``pipeline``, reproduces results.json's dev accuracy and loss example by example (one pair at a time, unpadded,
     where train.py batched and padded them) and the submission's test labels."""
     name, model = family
