@@ -25,9 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, set_seed
+from transformers import AutoConfig, AutoTokenizer, set_seed
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.optimization import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_parameter_names
 
 import glue_metrics
 from data import TaskData, read_metadata
@@ -59,6 +60,7 @@ from glue_support.result_files import ResultFiles, provenance_record
 from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)
+NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # parameter names, lowercased
 
 
 @dataclass
@@ -137,15 +139,29 @@ class Recipe(ModuleInterface):
         self.result_files = ResultFiles(args.output_dir, self.spec.name, model_args.hf_model,
                                         provenance_record(features.files, features.metadata), self.is_main_process)
         self.model, self.tokenizer = self.setup_models()
-        self.model_inputs = {"input_ids", "attention_mask", "token_type_ids", "labels"} & set(
+        # what the tokenizer gives (as a pipeline hands it over: no token types for RoBERTa or GPT-2, whose forward
+        # would take them) and the forward takes
+        self.model_inputs = (set(self.tokenizer.model_input_names) | {"labels"}) & set(
             inspect.signature(self.model.forward).parameters)
         if args.trainpath:
             logger.info(f"Training on {sum(self.train_counts)} examples from {len(self.train_counts)} file(s)")
 
     def setup_models(self) -> tuple[torch.nn.Module, Any]:
-        """The model with the task's labels (``label_head``), and its tokenizer."""
-        model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes)
-        return model, AutoTokenizer.from_pretrained(embedded_model.resolve(self.model_args.hf_model))
+        """The model with the task's labels (``label_head``), and its tokenizer. A tokenizer without a pad token
+        (decoder-only models) pads with its end-of-sequence token, as transformers does, and the model's config
+        records it: a decoder's head reads each example's last token that is not padding. A model with segment
+        embeddings is given the token types, which transformers 5's tokenizers of some (ALBERT) leave out."""
+        name = embedded_model.resolve(self.model_args.hf_model)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        if "token_type_ids" not in tokenizer.model_input_names and getattr(
+                AutoConfig.from_pretrained(name), "type_vocab_size", 0) > 1:
+            tokenizer = AutoTokenizer.from_pretrained(
+                name, model_input_names=[*tokenizer.model_input_names, "token_type_ids"])  # saved with the model
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = label_head.load_classifier(self.model_args.hf_model, self.spec, self.model_args.ignore_mismatched_sizes,
+                                           tokenizer.pad_token_id)
+        return model, tokenizer
 
     # -- data ------------------------------------------------------------------------------------------
     def get_train_dataloader(self, sampler: type, batch_size: int) -> Optional[FilesGenDataloader]:
@@ -194,10 +210,11 @@ class Recipe(ModuleInterface):
                                   ) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LRScheduler]]:
         if not self.args.trainpath:
             return [], []
-        no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias", "layer_norm.weight", "layer_norm.bias")
+        # no decay where transformers.Trainer has none (get_decay_parameter_names): biases, normalization layers
+        decayed = set(get_parameter_names(self.model, [torch.nn.LayerNorm], NO_DECAY))
         decay, plain = [], []
         for name, parameter in self.model.named_parameters():
-            (plain if name.endswith(no_decay) else decay).append(parameter)
+            (decay if name in decayed else plain).append(parameter)
         # fused: one kernel for every tensor's update, on CPU as on GPU, where torch's default on CPU loops over the
         # tensors (bench/RESULTS.md (j): with short batches most of a step is the update). The same update, to
         # float rounding; the Trainer's default (adamw_torch_fused) too
@@ -215,7 +232,11 @@ class Recipe(ModuleInterface):
 
     # -- steps -----------------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor], device: torch.device) -> SequenceClassifierOutput:
-        return self.model(**{key: value.to(device) for key, value in batch.items() if key in self.model_inputs})
+        inputs = {key: value.to(device) for key, value in batch.items() if key in self.model_inputs}
+        pad = self.model.config.pad_token_id
+        if pad:  # batches are padded with 0 (data.py): a decoder's head finds each example's last token by its pad id
+            inputs["input_ids"] = inputs["input_ids"].masked_fill(batch["attention_mask"].to(device) == 0, pad)
+        return self.model(**inputs)
 
     def train_step(self, global_step: int, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
         self.order.count_batch()

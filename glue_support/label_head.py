@@ -46,8 +46,10 @@ def reorder_head(model: torch.nn.Module, rows: list[int]) -> None:
             head.bias.copy_(head.bias[rows])
 
 
-def load_classifier(model_name: str, spec: TaskSpec, ignore_mismatched_sizes: bool) -> PreTrainedModel:
-    """``model_name`` (a hub id or a local folder) as a sequence classifier for ``spec``'s labels."""
+def load_classifier(model_name: str, spec: TaskSpec, ignore_mismatched_sizes: bool,
+                    pad_token_id: Optional[int] = None) -> PreTrainedModel:
+    """``model_name`` (a hub id or a local folder) as a sequence classifier for ``spec``'s labels; ``pad_token_id``
+    (its tokenizer's) goes into a config without one."""
     name = embedded_model.resolve(model_name)
     labels = spec.labels or ("score",)
     config = AutoConfig.from_pretrained(name)
@@ -66,6 +68,8 @@ def load_classifier(model_name: str, spec: TaskSpec, ignore_mismatched_sizes: bo
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: i for i, label in enumerate(labels)}
     config.problem_type = "regression" if spec.is_regression else "single_label_classification"
+    if config.pad_token_id is None:
+        config.pad_token_id = pad_token_id
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             name, config=config, ignore_mismatched_sizes=ignore_mismatched_sizes)

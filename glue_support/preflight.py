@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 logger = getlogger(__name__)
 
+# model types whose embeddings number positions from the padding index + 1 (transformers' RoBERTa embeddings)
+POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                           "data2vec-text", "xmod", "ibert", "longformer", "luke", "mpnet", "esm")
+
 
 def check_options(args: ModuleInterfaceArguments, max_val_steps_per_epoch: Any) -> None:
     """The ``tmod`` options and ``trainer.max_val_steps_per_epoch``: something to do, paths that exist, and no
@@ -71,7 +75,9 @@ def check_features(args: ModuleInterfaceArguments, model_name: str) -> CheckedFe
     spec = task_of_features(args.task, metadata)
     check_split_kinds(files, metadata)
     check_positions(metadata, model_name)
-    check_vocabulary(metadata, AutoTokenizer.from_pretrained(embedded_model.resolve(model_name)), model_name)
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(model_name))
+    check_vocabulary(metadata, tokenizer, model_name)
+    check_padding(tokenizer, model_name)
     val_files = [os.path.basename(file) for file in files.get("valpath", [])]
     return CheckedFeatures(spec, files, metadata, val_files, check_model_selection(args, spec, val_files))
 
@@ -114,14 +120,21 @@ def check_split_kinds(files: dict[str, list[str]], metadata: dict[str, dict[str,
 
 def check_positions(metadata: dict[str, dict[str, Any]], model_name: str) -> None:
     """Examples longer than the model has position embeddings for would crash its first step. Its config alone says
-    how many it has, so this runs before the weights load; a model without absolute positions has no limit."""
+    how many it has, so this runs before the weights load. Models whose position ids start after the padding index
+    (RoBERTa's embeddings) have fewer than their max_position_embeddings; models with only relative (DeBERTa-v3) or
+    rotary (ModernBERT, Llama) positions have no limit."""
     config = AutoConfig.from_pretrained(embedded_model.resolve(model_name))
+    if getattr(config, "position_biased_input", True) is False or getattr(config, "rope_parameters", None):
+        return
     positions = getattr(config, "max_position_embeddings", None)
+    offset = config.pad_token_id + 1 if config.model_type in POSITIONS_AFTER_PADDING else 0
+    source = f"max_position_embeddings {positions} less the {offset} up to its padding index" if offset else \
+        "max_position_embeddings"
     for file, found in metadata.items():
-        if positions and found["max_seq_len"] > positions:
+        if positions and found["max_seq_len"] > positions - offset:
             raise ValueError(f"{file}: features of up to {found['max_seq_len']} tokens (its max_seq_len), but "
-                             f"{model_name} has {positions} positions (max_position_embeddings): featurize again "
-                             f"with --dproc.max_seq_len {positions}")
+                             f"{model_name} has {positions - offset} positions ({source}): featurize again "
+                             f"with --dproc.max_seq_len {positions - offset}")
 
 
 def check_vocabulary(metadata: dict[str, dict[str, Any]], tokenizer: Any, model_name: str) -> None:
@@ -131,6 +144,14 @@ def check_vocabulary(metadata: dict[str, dict[str, Any]], tokenizer: Any, model_
         if found.get("vocab") != fingerprint:
             raise ValueError(f"{file} was tokenized with {found['tokenizer']}, whose vocabulary differs from "
                              f"{model_name}'s: featurize again with --dproc.tokenizer {model_name}")
+
+
+def check_padding(tokenizer: Any, model_name: str) -> None:
+    """Batches are padded with the tokenizer's pad token or, where it has none (decoder-only models: GPT-2, Llama),
+    with its end-of-sequence token, as transformers pads them."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise ValueError(f"{model_name}: its tokenizer has no pad token, nor an end-of-sequence token to pad with: "
+                         "give it a pad token (tokenizer.pad_token = ..., then save_pretrained)")
 
 
 def check_model_selection(args: ModuleInterfaceArguments, spec: TaskSpec, val_files: list[str]) -> bool:

@@ -190,6 +190,74 @@ def validated_steps(output) -> list[tuple[int, int]]:
     return [(point["epoch"], point["step"]) for point in read_json(output, "history.json")["dev.tsv"]]
 
 
+def assert_trainers_arithmetic(argv, monkeypatch, model: str, features, output_dir, limit: int) -> None:
+    """With dropout off, train.py's weights after 2 epochs (batches of 8 in micro-batches of ``limit``) equal those
+    of a plain loop written as transformers.Trainer trains, from the same initial weights on the inputs the model
+    received: AdamW without decay where the Trainer has none (biases, normalization layers), ceil(warmup ratio x
+    steps) warmup then linear decay, gradient clipping (at 0.1 here, so that it acts), the mean loss of each
+    micro-batch divided by the micro-batches per step. bench/equivalence.py checks the Trainer itself."""
+    import math
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, Trainer
+
+    import train
+    from glue_support.label_head import classifier_layer
+
+    record = {"inputs": []}
+    setup_models = train.Recipe.setup_models
+
+    def without_dropout(model):
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+
+    def recording_setup(self):
+        model, tokenizer = setup_models(self)
+        without_dropout(model)
+        record["initial"] = {name: value.clone() for name, value in model.state_dict().items()}
+        model.register_forward_pre_hook(lambda module, args, inputs: record["inputs"].append(inputs)
+                                        if module.training else None, with_kwargs=True)
+        return model, tokenizer
+
+    monkeypatch.setattr(train.Recipe, "setup_models", recording_setup)
+    module = run_train(argv, model, features, output_dir, "--trainer.gpu_batch_size_limit", limit,
+                       "--tmod.warmup_prop", 0.1, "--trainer.max_grad_norm", 0.1)
+    ours = module.model
+    assert module.optimizer.defaults["fused"]  # one kernel an update, as the Trainer's adamw_torch_fused
+
+    reference = AutoModelForSequenceClassification.from_pretrained(output_dir)
+    reference.load_state_dict(record["initial"])
+    reference.train()
+    without_dropout(reference)
+    decayed = set(Trainer.get_decay_parameter_names(None, reference))  # a method that does not read its Trainer
+    parameters = dict(reference.named_parameters())
+    names = {id(parameter): name for name, parameter in ours.named_parameters()}
+    assert [{names[id(p)] for p in group["params"]} for group in module.optimizer.param_groups] == [
+        decayed, set(parameters) - decayed]
+    optimizer = torch.optim.AdamW([{"params": [p for n, p in parameters.items() if n in decayed],
+                                    "weight_decay": 0.01},
+                                   {"params": [p for n, p in parameters.items() if n not in decayed],
+                                    "weight_decay": 0.0}], lr=1e-3, fused=True)  # the Trainer's adamw_torch_fused
+    accumulate = 8 // limit
+    steps = len(record["inputs"]) // accumulate
+    assert steps == 12 and math.ceil(0.1 * steps) == 2 != round(0.1 * steps)
+    scheduler = train.get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
+    norms = []
+    for number, inputs in enumerate(record["inputs"], start=1):
+        (reference(**inputs).loss / accumulate).backward()
+        if number % accumulate == 0:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1)))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+    for name, parameter in ours.named_parameters():
+        assert torch.allclose(parameter, parameters[name], rtol=1e-4, atol=1e-6), name
+    head = next(name for name, p in ours.named_parameters() if p is classifier_layer(ours, 2).weight)
+    assert not torch.allclose(parameters[head], record["initial"][head])  # it did train
+    assert max(norms) > 0.1  # clipping took effect, so it is compared too
+
+
 def read_submission(path) -> list[tuple[str, str]]:
     """A leaderboard file's (index, prediction) rows, its header and final newline checked."""
     lines = path.read_text(encoding="utf-8").split("\n")

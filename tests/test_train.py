@@ -19,6 +19,7 @@ import data
 import train
 from conftest import (
     FIXTURES,
+    assert_trainers_arithmetic,
     featurize,
     featurize_splits,
     read_submission,
@@ -125,62 +126,8 @@ def test_gradient_accumulation_through_pymarlin_ends_the_schedule_at_zero(argv, 
 @pytest.mark.parametrize("limit", [8, 4])
 def test_training_is_the_trainers_arithmetic_on_the_same_batches(argv, tiny_bert, features, tmp_path, monkeypatch,
                                                                   limit):
-    """With dropout off, train.py's weights after 2 epochs equal those of a plain loop written as
-    transformers.Trainer trains: AdamW without decay on biases and LayerNorm, ceil(warmup ratio x steps) warmup
-    then linear decay, gradient clipping (at 0.1 here, so that it acts), the mean loss of each micro-batch divided
-    by the micro-batches per step (limit 4: two micro-batches of 4 per step of 8). bench/equivalence.py checks the
-    Trainer itself."""
-    record = {"batches": []}
-    setup_models, train_step = train.Recipe.setup_models, train.Recipe.train_step
-
-    def without_dropout(model):
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
-
-    def setup_without_dropout(self):
-        model, tokenizer = setup_models(self)
-        without_dropout(model)
-        record["initial"] = {name: value.clone() for name, value in model.state_dict().items()}
-        return model, tokenizer
-
-    def recording_step(self, global_step, batch, device):
-        record["batches"].append(batch)
-        return train_step(self, global_step, batch, device)
-
-    monkeypatch.setattr(train.Recipe, "setup_models", setup_without_dropout)
-    monkeypatch.setattr(train.Recipe, "train_step", recording_step)
-    module = run_train(argv, tiny_bert, features, tmp_path / "out", "--trainer.gpu_batch_size_limit", limit,
-                       "--tmod.warmup_prop", 0.1, "--trainer.max_grad_norm", 0.1)
-    ours = module.model
-    assert module.optimizer.defaults["fused"]  # one kernel an update, as the Trainer's adamw_torch_fused
-
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
-    model.load_state_dict(record["initial"])
-    model.train()
-    without_dropout(model)
-    plain = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decayed = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW([{"params": decayed, "weight_decay": 0.01}, {"params": plain, "weight_decay": 0.0}],
-                                  lr=1e-3, fused=True)  # the Trainer's adamw_torch_fused
-    accumulate = 8 // limit
-    steps = len(record["batches"]) // accumulate
-    assert steps == 12 and math.ceil(0.1 * steps) == 2 != round(0.1 * steps)
-    scheduler = train.get_linear_schedule_with_warmup(optimizer, math.ceil(0.1 * steps), steps)
-    keys = ("input_ids", "token_type_ids", "attention_mask", "labels")
-    norms = []
-    for number, batch in enumerate(record["batches"], start=1):
-        (model(**{key: batch[key] for key in keys}).loss / accumulate).backward()
-        if number % accumulate == 0:
-            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-    reference = dict(model.named_parameters())
-    for name, parameter in ours.named_parameters():
-        assert torch.allclose(parameter, reference[name], rtol=1e-4, atol=1e-6), name
-    assert not torch.allclose(ours.classifier.weight, record["initial"]["classifier.weight"])  # it did train
-    assert max(norms) > 0.1  # clipping took effect, so it is compared too
+    """Limit 4: two micro-batches of 4 per step of 8 (``assert_trainers_arithmetic``)."""
+    assert_trainers_arithmetic(argv, monkeypatch, tiny_bert, features, tmp_path / "out", limit)
 
 
 def test_stsb_is_a_regression_with_correlations_and_clipped_float_submissions(argv, tiny_bert, tmp_path):
