@@ -144,9 +144,8 @@ def tokenizer(model: str) -> Any:
 
 def vocabulary(model: str) -> str:
     """The fingerprint data.py records of ``model``'s vocabulary."""
-    import data  # see build_features
 
-    return data.vocab_fingerprint(tokenizer(model))
+    return provenance.vocab_fingerprint(tokenizer(model))
 
 
 def check_lengths(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec]) -> None:

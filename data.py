@@ -7,6 +7,7 @@ checksummed metadata record, then the tokenized examples as a ``FeatureTable`` o
 """
 from __future__ import annotations
 
+from glue_support import provenance
 from glue_support.command_line import answer_help
 
 if __name__ == "__main__":
@@ -163,12 +164,6 @@ class _FeaturesUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not part of a marlin-glue features file")
         return super().find_class(module, name)
-
-
-def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """A hash of the tokenizer's vocabulary: features are only valid for a model with the same one."""
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def read_metadata(path: str) -> dict[str, Any]:
@@ -379,7 +374,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     lengths = table.lengths
     truncated = int((lengths >= proc_args.max_seq_len).sum())
     metadata = {"task": processor.spec.name, "set_type": proc_args.set_type, "labels": processor.get_labels(),
-                "tokenizer": proc_args.tokenizer, "vocab": vocab_fingerprint(tokenizer),
+                "tokenizer": proc_args.tokenizer, "vocab": provenance.vocab_fingerprint(tokenizer),
                 "max_seq_len": proc_args.max_seq_len, "padding": proc_args.padding, "source": source,
                 "source_bytes": processor.source_bytes, "source_sha256": processor.source_sha256,
                 "skipped_lines": processor.skipped}

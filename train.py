@@ -31,7 +31,7 @@ from transformers.optimization import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
 
 import glue_metrics
-from data import TaskData, read_metadata
+from data import TaskData, read_metadata, verify_features
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
 from glue_support import embedded_model, label_head, output_folder, preflight, provenance, runtime
 from glue_support.atomic_write import atomic_files_into
@@ -394,6 +394,14 @@ TRAINING_SETTINGS = {
 }
 
 
+def checked_features(args: ModuleInterfaceArguments, model_name: str) -> preflight.CheckedFeatures:
+    """Every features file of each option, read whole and verified against its checksums (a damaged one stops the
+    run now, not at its first validation or at its end), then checked together (``preflight.check_features``)."""
+    files = {option: feature_files(path) for option, path in args.feature_paths().items()}
+    metadata = {file: verify_features(file) for paths in files.values() for file in paths}
+    return preflight.check_features(args, model_name, files, metadata)
+
+
 def run_identity(config: dict[str, Any], features: preflight.CheckedFeatures, processes: int) -> dict[str, Any]:
     """What a training run is, as its checkpoints record it, keyed by what names it (``checkpoints.differences``
     shows each that differs): the task, the model by content, each training and validation file by its GLUE
@@ -438,7 +446,7 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     # pymarlin's guard for rank-0-only functions is a module global its Trainer sets only when it reads the ranks
     # itself; given them, it leaves the global at 0 in every process
     rank_zero_only.rank = ranks.global_rank
-    features = preflight.check_features(args, model_args.hf_model)
+    features = checked_features(args, model_args.hf_model)
     identity = run_identity(config, features, ranks.world_size) if args.trainpath else {}
     if args.trainpath:  # before the model loads; a run that does not train resumes nothing (preflight)
         check_resume(checkpointer_args, identity)

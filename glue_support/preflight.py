@@ -5,22 +5,32 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional, Protocol
 
 from transformers import AutoConfig, AutoTokenizer
 
-from data import verify_features, vocab_fingerprint
-from filegen_dataloaders import feature_files
 from glue_processors import TaskSpec, get_task
 from glue_support import embedded_model
 from glue_support.exit_codes import ConfigError
 from glue_support.marlin import getlogger
 from glue_support.path_checks import require_folder, require_path
-
-if TYPE_CHECKING:
-    from train import ModuleInterfaceArguments
+from glue_support.provenance import vocab_fingerprint
 
 logger = getlogger(__name__)
+
+
+class ModuleInterfaceArguments(Protocol):
+    """What these checks read of train.py's ``tmod`` options (its ``ModuleInterfaceArguments``)."""
+
+    task: Optional[str]
+    trainpath: Optional[str]
+    valpath: Optional[str]
+    predictpath: Optional[str]
+    keep_best: bool
+    early_stopping_patience: Optional[int]
+    eval_steps: Optional[int]
+
+    def feature_paths(self) -> dict[str, str]: ...
 
 # model types whose embeddings number positions from the padding index + 1 (transformers' RoBERTa embeddings)
 POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
@@ -68,10 +78,10 @@ class CheckedFeatures:
     selects_best: bool  # training validates the files the task's GLUE score is taken on: a best one is kept
 
 
-def check_features(args: ModuleInterfaceArguments, model_name: str) -> CheckedFeatures:
-    """Every check of the features ``args`` names against each other and against ``model_name``."""
-    files = {option: feature_files(path) for option, path in args.feature_paths().items()}
-    metadata = features_metadata(files)
+def check_features(args: ModuleInterfaceArguments, model_name: str, files: dict[str, list[str]],
+                   metadata: dict[str, dict[str, Any]]) -> CheckedFeatures:
+    """Every check of the features ``args`` names (``files``: each option's features files; ``metadata``: each
+    file's, by path, read whole and verified) against each other and against ``model_name``."""
     spec = task_of_features(args.task, metadata)
     check_split_kinds(files, metadata)
     check_positions(metadata, model_name)
@@ -80,12 +90,6 @@ def check_features(args: ModuleInterfaceArguments, model_name: str) -> CheckedFe
     check_padding(tokenizer, model_name)
     val_files = [os.path.basename(file) for file in files.get("valpath", [])]
     return CheckedFeatures(spec, files, metadata, val_files, check_model_selection(args, spec, val_files))
-
-
-def features_metadata(files: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
-    """The metadata of every file, by path, each file read whole and checked against its checksums first: a
-    damaged one stops the run now, not at the first validation or at the end."""
-    return {file: verify_features(file) for paths in files.values() for file in paths}
 
 
 def task_of_features(task_option: Any, metadata: dict[str, dict[str, Any]]) -> TaskSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 from typing import Any, Optional
@@ -70,6 +71,13 @@ def model_identity(name_or_path: str) -> dict[str, Any]:
     for name in names:
         digest.update(f"{name}\0{file_identity(os.path.join(folder, name))['sha256']}\0".encode())
     return {"sha256": digest.hexdigest(), **({"revision": revision} if revision else {})}
+
+
+def vocab_fingerprint(tokenizer: Any) -> str:
+    """A hash of a tokenizer's vocabulary, which data.py records in the features: token ids are only valid for a
+    model with the same one."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
 
 def features_data(metadata: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -146,7 +146,6 @@ def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides)
     Trainer; ``trainer_overrides`` replace TrainerArguments' values (batch 8, one process)."""
     import data
     import train
-    from glue_support import preflight
     from glue_support.marlin import DistributedTrainingArguments
 
     args = train.ModuleInterfaceArguments(**config_defaults(
@@ -156,7 +155,7 @@ def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides)
     trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
                                              "distributed_training_args": DistributedTrainingArguments(),
                                              **trainer_overrides})
-    features = preflight.check_features(args, model_args.hf_model)
+    features = train.checked_features(args, model_args.hf_model)
     return train.Recipe(args, model_args, trainer_args, data.TaskData(), features)
 
 

@@ -8,6 +8,7 @@ import logging
 import pytest
 from transformers import AutoTokenizer
 
+import data
 import train
 from conftest import FIXTURES, config_defaults, featurize, featurize_splits
 from glue_processors import get_task
@@ -92,8 +93,8 @@ def test_features_from_another_vocabulary_are_refused(tiny_bert, tmp_path):
     dev = featurize(FIXTURES / "RTE", tmp_path / "dev", tiny_bert, "RTE", "dev")
     with pytest.raises(ValueError, match=rf"^{dev} was tokenized with {tiny_bert}, whose vocabulary differs from "
                                          rf"{other}'s: featurize again with --dproc.tokenizer {other}$"):
-        preflight.check_features(tmod(valpath=dev.parent), str(other))
-    preflight.check_vocabulary(preflight.features_metadata({"valpath": [str(dev)]}),
+        train.checked_features(tmod(valpath=dev.parent), str(other))
+    preflight.check_vocabulary({str(dev): data.verify_features(str(dev))},
                                AutoTokenizer.from_pretrained(tiny_bert), tiny_bert)  # the same vocabulary: no refusal
 
 
@@ -115,8 +116,8 @@ def test_model_selection_needs_the_files_the_glue_score_is_taken_on(caplog):
 
 def test_checked_features_say_what_the_recipe_works_on(tiny_bert, tmp_path):
     folders = featurize_splits(FIXTURES / "RTE", tmp_path, tiny_bert, set_types=("train", "dev", "test"))
-    checked = preflight.check_features(tmod(trainpath=folders["train"], valpath=folders["dev"],
-                                            predictpath=folders["test"]), tiny_bert)
+    checked = train.checked_features(tmod(trainpath=folders["train"], valpath=folders["dev"],
+                                          predictpath=folders["test"]), tiny_bert)
     assert checked.spec.name == "RTE" and checked.val_files == ["dev.tsv"] and checked.selects_best
     assert checked.files == {option: [str(folders[set_type] / f"{set_type}.tsv")]
                              for option, set_type in (("trainpath", "train"), ("valpath", "dev"),
