@@ -13,7 +13,7 @@ import pytest
 import data
 import download_glue
 import glue_metrics
-from conftest import FIXTURES, ROOT, python_env, write_finished_run
+from conftest import FIXTURES, MODEL, ROOT, python_env, write_finished_run
 from glue_processors import GLUE_URL, TASKS, Download, GlueFormatError, GlueProcessor, get_task
 from glue_support import scoreboard, selection
 
@@ -141,7 +141,7 @@ def test_adding_a_task_is_one_row(tmp_path, monkeypatch):
         {"accuracy": 0.75, "f1": 2 / 3, "combined_score": (0.75 + 2 / 3) / 2})
     write_finished_run(tmp_path / "bench", "RTE2", 1, {"dev.tsv": {"accuracy": 0.5, "f1": 0.7}})
     chosen = selection.select(str(tmp_path / "bench"), "RTE2")
-    summary = scoreboard.summarize(str(tmp_path), {"RTE2": chosen}, "model", str(tmp_path / "no-references.json"))
+    summary = scoreboard.summarize(str(tmp_path), {"RTE2": chosen}, MODEL, str(tmp_path / "no-references.json"))
     assert summary.to_json()["tasks"]["RTE2"]["metric"] == "F1/acc (RTE2)"
     assert chosen.run.score == pytest.approx(0.6)
 
