@@ -299,3 +299,20 @@ def test_wnli_under_majority_trains_no_model(argv, monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match=r"^--wnli.majority true: WNLI is not trained .* add --predict true, or leave "
                                          r"--wnli.majority false to train WNLI$"):
         benchmark.main()
+
+
+@pytest.mark.slow
+def test_a_real_run_that_diverges_is_recorded_diverged_and_its_seed_left_out(argv, tiny_bert, glue, tmp_path):
+    """train.py itself, not a stand-in: a learning rate that sends the loss to infinity or NaN ends the run as
+    train.py's divergence contract says, and the benchmark records it, goes on, and scores nothing of it."""
+    output = tmp_path / "bench"
+    argv(*bench_options(tiny_bert, glue, output, "--rte.max_lr", "1.0e+6"))
+    benchmark.main()
+    [run] = output.glob("runs/RTE/*/seed42")
+    results = strict_json(run / "results.json")
+    assert set(results["diverged"]) == {"step", "epoch", "loss"} and "best" not in results
+    assert not (run / "model.safetensors").exists()
+    assert strict_json(run / "benchmark_run.json")["status"] == "diverged"
+    summary = strict_json(output / "results.json")
+    assert "glue_average" not in summary and summary["tasks"]["RTE"]["score"] is None
+    assert "seed 42 diverged at step" in (output / "results.md").read_text(encoding="utf-8")
