@@ -607,6 +607,11 @@ def main() -> None:
     if args.check_submission:
         report_submission(args.check_submission)
         return
+    if args.compare:
+        from glue_support import compare  # here: it loads scipy, which the other commands start without
+
+        print(compare.render(compare.compare([folder for folder in args.compare.split(",") if folder], args.select)))
+        return
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
     specs = trained_tasks(args, config, parse_tasks(args, check_files=local_data and not args.report_only))
     if args.predict and config["wnli"]["majority"] and local_data and not args.report_only:

@@ -131,6 +131,7 @@ class Recipe(ModuleInterface):
         # examples per training file: the schedule is sized from them before any loader exists
         self.train_counts = [features.metadata[file]["count"] for file in features.files.get("trainpath", [])]
         self.results: dict[str, dict[str, Any]] = {}  # each validation file's last validation
+        self.predictions: dict[str, dict[str, list]] = {}  # and its predictions (on_end_val_epoch)
         # the curves: {"train": [{step, epoch, loss, lr}, ...], "<validation file>": [{metrics, epoch, step}, ...]}
         self.history: dict[str, list[dict[str, Any]]] = {"train": []}
         self.losses_since_log: list[float] = []
@@ -283,10 +284,12 @@ class Recipe(ModuleInterface):
         processes, and the padding ``DistributedSampler`` adds (repeats of the first examples) is dropped by example
         index. After the last validation file, the best validation is updated."""
         logits, index, labels, losses = val_step_collated_outputs
-        _, first = unique_examples(index)
+        indexes, first = unique_examples(index)
         labels, losses = labels.cpu()[first], losses.cpu()[first]
         logits = logits.float().cpu()[first]
         preds = logits.squeeze(-1) if self.spec.is_regression else logits.argmax(dim=-1)
+        # class ids, or STS-B's scores, of each example once, in index order: what the comparison resamples
+        self.predictions[key] = {"index": indexes.tolist(), "label": labels.tolist(), "prediction": preds.tolist()}
         metrics = glue_metrics.compute(self.spec.name, labels.numpy(), preds.numpy())
         metrics["loss"] = losses.mean().item()
         for name, value in metrics.items():
@@ -300,11 +303,13 @@ class Recipe(ModuleInterface):
                         + ", ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
         if self.selects_best and key == self.val_files[-1]:  # pymarlin validates in get_val_dataloaders' order
             self.record_validation(global_step)
-        self.result_files.write_results(self.results, self.best.result)
+        self.result_files.write_results(self.results, self.best.result,
+                                        self.best.predictions if self.best.result else self.predictions)
 
     def record_validation(self, global_step: int) -> None:
         """The validation of every file, to the best validation (its weights copied with ``tmod.keep_best``)."""
-        score = self.best.record(self.results, self.order.epoch, global_step, self.model.state_dict)
+        score = self.best.record(self.results, self.order.epoch, global_step, self.model.state_dict,
+                                 self.predictions)
         if self.is_main_process:
             best = self.best.result
             logger.info(f"{self.spec.name} GLUE score {score:.4f} at step {global_step}; the best is "

@@ -41,6 +41,7 @@ class BenchmarkArguments:
     report_only: bool
     references: str
     check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
+    compare: str = ""  # set: only compare the benchmarks in these folders, comma-separated (glue_support/compare.py)
     select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
     max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (capped_rows)

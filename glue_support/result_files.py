@@ -1,13 +1,16 @@
 """A training run's result files in its output folder: ``results.json`` (per validation file the last validation,
 under ``best`` the best one, and what the numbers were made from; for a run that diverged, where it did instead of
-any validation) and ``history.json`` (the curves). Written by the main process only, each atomically."""
+any validation), ``history.json`` (the curves) and ``dev_predictions.json`` (the predictions of the validation the
+run is scored by, its SHA-256 in results.json). Written by the main process only, each atomically."""
 from __future__ import annotations
 
 import os
 from typing import Any, Optional
 
 from glue_support.atomic_write import write_json
-from glue_support.provenance import features_data, versions
+from glue_support.provenance import features_data, file_identity, versions
+
+PREDICTIONS_FILE = "dev_predictions.json"
 
 
 def provenance_record(files: dict[str, list[str]], metadata: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -31,11 +34,18 @@ class ResultFiles:
     def results_path(self) -> str:
         return os.path.join(self.output_dir, "results.json")
 
-    def write_results(self, results: dict[str, dict[str, Any]], best: Optional[dict[str, Any]]) -> None:
-        """``results``: each validation file's last validation; ``best``: the best validation, if one is kept."""
+    def write_results(self, results: dict[str, dict[str, Any]], best: Optional[dict[str, Any]],
+                      predictions: dict[str, dict[str, list]]) -> None:
+        """``results``: each validation file's last validation; ``best``: the best validation, if one is kept;
+        ``predictions``: those of the validation the run is scored by (the best, else the last), by validation
+        file: ``{"index": [...], "label": [...], "prediction": [...]}`` in index order, written to
+        ``dev_predictions.json``, whose name and SHA-256 results.json records under ``predictions``."""
         if self.is_main_process:
+            path = os.path.join(self.output_dir, PREDICTIONS_FILE)
+            write_json(path, predictions)
+            kept = {"file": PREDICTIONS_FILE, "sha256": file_identity(path)["sha256"]}
             write_json(self.results_path, {**self.head, **results, **({"best": best} if best else {}),
-                                           **self.provenance})
+                                           **self.provenance, "predictions": kept})
 
     def write_diverged(self, step: int, epoch: int, loss: float) -> None:
         """A run whose training diverged at optimizer ``step`` of ``epoch``, with that step's ``loss`` (written as

@@ -25,15 +25,19 @@ def test_results_hold_the_last_validations_then_the_best_then_the_provenance(tmp
     record = {"data": {"valpath": {}}, "versions": {"python": "3"}}
     files = ResultFiles(str(tmp_path), "RTE", "tiny", record, is_main_process=True)
     last = {"dev.tsv": {"accuracy": 0.5, "step": 12}}
-    files.write_results(last, None)
+    predictions = {"dev.tsv": {"index": [0, 1], "label": [1, 0], "prediction": [1, 1]}}
+    files.write_results(last, None, predictions)
     assert list(json.loads((tmp_path / "results.json").read_text())) == ["task", "model", "dev.tsv", "data",
-                                                                          "versions"]
+                                                                          "versions", "predictions"]
     best = {"score": 0.7, "epoch": 1, "step": 6, "dev.tsv": {"accuracy": 0.7, "step": 6}}
-    files.write_results(last, best)
+    files.write_results(last, best, predictions)
     written = (tmp_path / "results.json").read_text()
-    assert written == json.dumps({"task": "RTE", "model": "tiny", **last, "best": best, **record}, indent=2)
+    kept = {"file": "dev_predictions.json", "sha256": provenance.file_identity(tmp_path / "dev_predictions.json")[
+        "sha256"]}
+    assert written == json.dumps({"task": "RTE", "model": "tiny", **last, "best": best, **record,
+                                  "predictions": kept}, indent=2)
     assert files.results_path == str(tmp_path / "results.json")
-    assert [path.name for path in tmp_path.iterdir()] == ["results.json"]  # no temporary left
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dev_predictions.json", "results.json"]
 
 
 def test_history_holds_the_curves_after_the_task_and_model(tmp_path):
@@ -44,6 +48,6 @@ def test_history_holds_the_curves_after_the_task_and_model(tmp_path):
 
 def test_other_processes_write_nothing(tmp_path):
     files = ResultFiles(str(tmp_path), "RTE", "tiny", {}, is_main_process=False)
-    files.write_results({"dev.tsv": {}}, None)
+    files.write_results({"dev.tsv": {}}, None, {})
     files.write_history({"train": []})
     assert list(tmp_path.iterdir()) == []

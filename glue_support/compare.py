@@ -1,0 +1,221 @@
+"""``benchmark.py --compare A,B,...``: is each model better than the baseline ``A`` on each GLUE task, and overall?
+
+Each folder's tasks are read through the one selection (``selection.select``); a task's score is its selected cell's,
+and the difference is recomputed from the dev predictions its runs kept (train.py's ``dev_predictions.json``).
+The interval is a percentile bootstrap (scipy.stats.bootstrap) of three independent samples: each side's seeds, and
+the dev examples, drawn once for both sides (paired); the task's metric is recomputed on every resample.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+import glue_metrics
+from glue_processors import TASKS, get_task
+from glue_support.benchmark_plan import read_json
+from glue_support.exit_codes import ConfigError
+from glue_support.path_checks import require_folder
+from glue_support.provenance import file_identity
+from glue_support.run_record import RunRecord, record_folders
+from glue_support.selection import Cell, select
+
+N_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Side:
+    """One folder's selected cell of a task, with the dev predictions of each of its runs (by file)."""
+
+    folder: str
+    cell: Cell
+    predictions: tuple[dict[str, dict[str, list]], ...]
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A model's score minus the baseline's, x100, its interval, and the bootstrap distribution it came from."""
+
+    value: float
+    low: float
+    high: float
+    distribution: np.ndarray
+
+    @property
+    def verdict(self) -> str:
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "cannot tell"
+
+
+def kept_predictions(run: RunRecord) -> dict[str, dict[str, list]]:
+    """The dev predictions ``run`` kept, checked against the SHA-256 its results.json records; refused in one line
+    for a run that kept none (made before runs kept them) or whose file is not the one recorded."""
+    kept = run.results.get("predictions")
+    if not isinstance(kept, dict) or not {"file", "sha256"} <= set(kept):
+        raise ValueError(f"{run.folder}: no dev predictions kept (a run made before runs kept them): a comparison "
+                         "needs them; run it again with this version")
+    path = os.path.join(run.folder, kept["file"])
+    if not os.path.exists(path) or file_identity(path)["sha256"] != kept["sha256"]:
+        raise ValueError(f"{path}: missing, or not the predictions its results.json records (SHA-256 "
+                         f"{kept['sha256'][:12]}); run it again")
+    predictions = read_json(path)
+    for file in get_task(run.task).scored_files:
+        found = predictions.get(file) if isinstance(predictions, dict) else None
+        columns = [found.get(key) for key in ("index", "label", "prediction")] if isinstance(found, dict) else []
+        if not (columns and all(isinstance(column, list) for column in columns) and len(set(map(len, columns))) == 1):
+            raise ValueError(f"{path}: no predictions of {file} (index, label, prediction of equal length)")
+    return predictions
+
+
+def dev_data(runs: tuple[RunRecord, ...]) -> dict[str, str]:
+    """The dev files the runs validated on, by name, with their SHA-256; refused where two runs' differ."""
+    found = {name: source["sha256"] for name, source in runs[0].results["data"]["valpath"].items()}
+    for run in runs[1:]:
+        if {name: source["sha256"] for name, source in run.results["data"]["valpath"].items()} != found:
+            raise ValueError(f"{run.folder}: other dev data than {runs[0].folder}; a cell's runs validate on one")
+    return found
+
+
+def side(folder: str, task: str, rule: str) -> Optional[Side]:
+    """``task``'s selected cell in ``folder`` with its runs' predictions; None where no run of it finished."""
+    chosen = select(folder, task, rule)
+    if chosen is None or chosen.cell is None:
+        return None
+    return Side(folder, chosen.cell, tuple(kept_predictions(run) for run in chosen.cell.runs))
+
+
+def check_same_data(task: str, base: Side, other: Side) -> None:
+    """Refused in one line where the two sides' dev data differ or have no dev file of the task in common."""
+    ours, theirs = dev_data(base.cell.runs), dev_data(other.cell.runs)
+    files = get_task(task).scored_files
+    missing = [file for file in files if file not in ours or file not in theirs]
+    if missing:
+        raise ValueError(f"{other.folder}: no common {task} dev file {', '.join(missing)} with {base.folder}: "
+                         "nothing to compare on")
+    for file in files:
+        if ours[file] != theirs[file]:
+            raise ValueError(f"{other.folder}: other {task} dev data than {base.folder} ({file} sha256 "
+                             f"{ours[file][:12]} -> {theirs[file][:12]}); a comparison needs the same examples")
+    for predictions in (*base.predictions, *other.predictions):
+        for file in files:
+            if predictions[file]["index"] != base.predictions[0][file]["index"]:
+                raise ValueError(f"{other.folder}: {task} {file} predictions of other examples than "
+                                 f"{base.folder}'s; a comparison needs the same examples")
+
+
+def difference(task: str, base: Side, other: Side, seed: int) -> Difference:
+    """``other``'s GLUE score minus ``base``'s, x100, each the mean over its cell's runs, with a percentile bootstrap
+    interval (scipy.stats.bootstrap): each side's runs and the dev examples (one draw for both sides) resampled
+    independently, the task's metric recomputed on each resample. A side of one run adds no seed spread."""
+    from scipy.stats import bootstrap  # here: the scoreboard and --help start without scipy
+
+    files = get_task(task).scored_files
+    labels = {file: np.asarray(base.predictions[0][file]["label"]) for file in files}
+    preds = [{file: np.asarray([run[file]["prediction"] for run in found.predictions]) for file in files}
+             for found in (base, other)]
+
+    def mean_score(side_preds: dict[str, np.ndarray], runs: np.ndarray, examples: list[np.ndarray]) -> float:
+        scores = {}
+        for run in np.unique(runs):
+            results = {file: glue_metrics.compute(task, labels[file][positions], side_preds[file][run][positions])
+                       for file, positions in zip(files, examples)}
+            scores[run] = glue_metrics.glue_score(task, results)
+        return statistics.fmean(scores[run] for run in runs)
+
+    run_samples = [np.arange(len(found.predictions)) for found in (base, other)]
+    resampled = [index for index, runs in enumerate(run_samples) if len(runs) > 1]
+    samples = [*(run_samples[index] for index in resampled), *(np.arange(len(labels[file])) for file in files)]
+
+    def statistic(*drawn: np.ndarray) -> float:
+        runs = list(run_samples)
+        for index, draw in zip(resampled, drawn):
+            runs[index] = draw
+        examples = list(drawn[len(resampled):])
+        with warnings.catch_warnings():  # a resample of one class: the metric's defined value, warned each time
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return 100 * (mean_score(preds[1], runs[1], examples) - mean_score(preds[0], runs[0], examples))
+
+    found = bootstrap(samples, statistic, n_resamples=N_RESAMPLES, vectorized=False, paired=False,
+                      confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed))
+    return Difference(statistic(*samples), float(found.confidence_interval.low),
+                      float(found.confidence_interval.high), np.asarray(found.bootstrap_distribution))
+
+
+def average(differences: list[Difference]) -> Difference:
+    """The mean of independent tasks' differences: its bootstrap distribution is the mean of theirs, resample by
+    resample (each task resampled with its own generator), and its interval that distribution's percentiles."""
+    distribution = np.mean([found.distribution for found in differences], axis=0)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(distribution, [tail, 100 - tail])
+    return Difference(statistics.fmean(found.value for found in differences), float(low), float(high), distribution)
+
+
+def folder_tasks(folder: str) -> list[str]:
+    """The tasks with a run recorded in ``folder``, in the task table's order."""
+    found = {os.path.normpath(path).split(os.sep)[-3] for path in record_folders(folder)}
+    return [spec.name for spec in TASKS.values() if spec.name in found]
+
+
+def spread(cell: Cell) -> str:
+    score = cell.score
+    return f"{score.mean:.1f}" + (f" ± {score.std:.1f}" if score.std is not None else "")
+
+
+def compare(folders: list[str], rule: str = "mean") -> dict[str, Any]:
+    """Every folder's tasks against the first's (the baseline): per task and model its selected score, its
+    difference from the baseline with its interval and verdict; per model the GLUE average over the tasks it shares
+    with the baseline; the tasks only some folders have. Refused in one line before any resampling where the dev
+    data differ, or a run kept no predictions."""
+    if len(folders) < 2:
+        raise ConfigError(f"--bench.compare {','.join(folders)}: give two benchmark output folders or more, "
+                          "comma-separated, the baseline first")
+    for folder in folders:
+        require_folder("--bench.compare", folder, "a benchmark's output folder, with its runs/")
+    tasks = {folder: folder_tasks(folder) for folder in folders}
+    common = {folder: [task for task in tasks[folders[0]] if task in tasks[folder]] for folder in folders[1:]}
+    sides = {(folder, task): side(folder, task, rule) for folder in folders for task in tasks[folder]}
+    for folder in folders[1:]:
+        for task in common[folder]:
+            if sides[folders[0], task] and sides[folder, task]:
+                check_same_data(task, sides[folders[0], task], sides[folder, task])
+    rows, averages = [], {}
+    for number, folder in enumerate(folders[1:]):
+        differences = []
+        for task in common[folder]:
+            base, other = sides[folders[0], task], sides[folder, task]
+            if base is None or other is None:
+                continue
+            found = difference(task, base, other, seed=1000 * number + len(rows))
+            differences.append(found)
+            rows.append({"task": task, "folder": folder, "found": found, "base": base, "other": other})
+        if differences:
+            averages[folder] = (len(differences), average(differences))
+    only = {task: [folder for folder in folders if task in tasks[folder]]
+            for task in dict.fromkeys(task for folder in folders for task in tasks[folder])
+            if not all(task in tasks[folder] for folder in folders)}
+    return {"baseline": folders[0], "rows": rows, "averages": averages, "only": only}
+
+
+def render(found: dict[str, Any]) -> str:
+    """The comparison as a markdown table, then the GLUE averages and the tasks not compared."""
+    baseline = found["baseline"]
+    lines = [f"Baseline: {baseline}. Scores x100 at each task's selected cell: mean ± std over its seeds (last "
+             f"epoch beside it); difference from the baseline with its {CONFIDENCE:.0%} bootstrap interval over "
+             "the dev examples (paired) and the seeds.", "",
+             "| task | model | score | last epoch | baseline | difference | interval | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in found["rows"]:
+        base, other, difference = row["base"], row["other"], row["found"]
+        lines.append(f"| {row['task']} | {row['folder']} | {spread(other.cell)} | {other.cell.last_epoch.mean:.1f} | "
+                     f"{spread(base.cell)} | {difference.value:+.1f} | [{difference.low:+.1f}, {difference.high:+.1f}] "
+                     f"| {difference.verdict} |")
+    for folder, (count, difference) in found["averages"].items():
+        lines.append(f"| GLUE average ({count} tasks) | {folder} | | | | {difference.value:+.1f} | "
+                     f"[{difference.low:+.1f}, {difference.high:+.1f}] | {difference.verdict} |")
+    for task, folders in found["only"].items():
+        lines.append(f"\n{task}: only in {', '.join(folders)}, not compared")
+    return "\n".join(lines)
