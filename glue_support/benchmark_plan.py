@@ -20,8 +20,8 @@ import yaml
 
 from glue_processors import TASKS, TaskSpec, get_task
 from glue_support.command_line import read_config_file
-from glue_support.option_docs import check_ranges
 from glue_support.exit_codes import ConfigError
+from glue_support.option_docs import check_ranges
 from glue_support.path_checks import require_regular_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

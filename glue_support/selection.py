@@ -1,8 +1,8 @@
 """A task's selection among its ended runs, computed in one place (``select``): the cells of its grid with their
 scores over the seeds, the cell with the best mean (or median, or best single) score, and in it the run with the
 best score. Runs that diverged are shown with their cell but never scored: a cell whose runs all diverged cannot be
-selected, and a task whose runs all diverged has no selected cell. The scoreboard reports it; the selected run predicts the test
-sets and is the one other tasks start from.
+selected, and a task whose runs all diverged has no selected cell. The scoreboard reports it; the selected run
+predicts the test sets and is the one other tasks start from.
 """
 from __future__ import annotations
 
