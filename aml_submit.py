@@ -272,7 +272,7 @@ def submit_benchmark(args: BenchmarkArguments, config: dict[str, Any], defaults:
     cells (benchmark.py refuses ``init_from`` and ``bench.predict`` there first)."""
     require_workspace(config["aml"])
     per_step = ("bench.tasks", "bench.seeds", "bench.first_seed", "bench.data_dir", "bench.output_dir",
-                "bench.parallel", "bench.report_only")
+                "bench.parallel", "bench.report_only", "bench.recipe")  # the recipe: in each step's values
     report_options = ["--tasks", args.tasks, "--model", shlex.quote(args.model)]
     if args.select != defaults["bench"]["select"]:
         report_options += ["--select", args.select]

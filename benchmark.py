@@ -36,6 +36,7 @@ from glue_support.benchmark_plan import (
     RUN_RECORD,
     BenchmarkArguments,
     Run,
+    apply_recipe,
     cap,
     capped_rows,
     earlier_record,
@@ -44,6 +45,7 @@ from glue_support.benchmark_plan import (
     parse_tasks,
     plan,
     read_record,
+    recipe_names,
     require_glue_file,
     run_identity,
     splits,
@@ -52,7 +54,7 @@ from glue_support.benchmark_plan import (
     trained_tasks,
     training_sizes,
 )
-from glue_support.command_line import CONFIG_PATH, answer_help, parse_config
+from glue_support.command_line import CONFIG_PATH, answer_help, expand_params, expand_short_names, parse_config
 from glue_support.exit_codes import ConfigError, run_main
 from glue_support.marlin import getlogger
 from glue_support.option_docs import cli_value
@@ -226,6 +228,8 @@ def train_command(args: BenchmarkArguments, run: Run, resume: bool) -> list[str]
         "ckpt.checkpoint": True, "ckpt.period_steps": args.checkpoint_steps or None,
         "tmod.overwrite_output_dir": True, "ckpt.resume": resume,
         "tmod.keep_best": KEEP_BEST,
+        # only those that differ from train.py's defaults: the command, like the run's identity, is otherwise as before
+        **{f"tmod.{key}": value for key, value in run.settings.training_options().items()},
     }
     script = os.path.join(HERE, "train.py")
     launcher = [sys.executable, script] if args.nproc_per_node <= 1 else [
@@ -600,9 +604,27 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
         remove_unselected_models(args, keep_until_selected)
 
 
+def answer_help_with_recipes() -> None:
+    """``--help``: benchmark.yaml's options (``answer_help``), then the recipes ``--recipe`` takes."""
+    try:
+        answer_help(BENCHMARK_CONFIG, short_group="bench")
+    except SystemExit as done:
+        if done.code == 0:
+            print(f"\nRecipes (--recipe <name>, the files of recipes/): {', '.join(recipe_names())}")
+        raise
+
+
+def given_options(config: dict[str, Any]) -> set[str]:
+    """The ``group.key`` options the command line gives (``--params`` and short names expanded): a recipe sets
+    the others."""
+    argv = expand_short_names(expand_params(sys.argv[1:]), config, "bench")
+    return {token[2:] for token in argv if token.startswith("--")}
+
+
 def main() -> None:
-    answer_help(BENCHMARK_CONFIG, short_group="bench")
+    answer_help_with_recipes()
     config = parse_config(BENCHMARK_CONFIG, short_group="bench")
+    config = apply_recipe(config, given_options(config), BENCHMARK_CONFIG)
     args = BenchmarkArguments(**config["bench"])
     if args.check_submission:
         report_submission(args.check_submission)

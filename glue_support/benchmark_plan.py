@@ -7,6 +7,7 @@ it runs the plan; ``--aml.submit`` plans the same runs without reading the data.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -15,9 +16,16 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+import yaml
+
 from glue_processors import TASKS, TaskSpec, get_task
+from glue_support.command_line import read_config_file
 from glue_support.exit_codes import ConfigError
+from glue_support.option_docs import check_ranges
 from glue_support.path_checks import require_regular_file
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "recipes")  # one <name>.yaml per recipe (--bench.recipe <name>)
 
 RUN_RECORD = "benchmark_run.json"  # in each run folder: its settings, then its status and wall time
 # a run's status once train.py has ended for good: "done" (scored), "diverged" (a result: never scored nor retried)
@@ -42,7 +50,8 @@ class BenchmarkArguments:
     references: str
     check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
     compare: str = ""  # set: only compare the benchmarks in these folders, comma-separated (glue_support/compare.py)
-    select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds
+    select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds, or "best" run
+    recipe: str = ""  # a file of recipes/ whose values replace benchmark.yaml's (apply_recipe); "": none
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)
     max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (capped_rows)
     max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
@@ -60,24 +69,99 @@ class TaskSettings:
     max_seq_len: int
     seeds: int  # 0: bench.seeds; more: at most this many seeds for this task
     init_from: str = ""  # a task of the benchmark whose selected run's model this task's runs start from; "" = none
+    # train.py's own value where None (a group without the key)
+    warmup_prop: Optional[float] = None
+    weight_decay: Optional[float] = None
+    layer_lr_decay: Optional[float] = None
+
+    def training_options(self) -> dict[str, float]:
+        """Its ``TRAIN_KEYS`` that differ from what train.py uses without them (``train_defaults``): only those are
+        passed to train.py, named in the cell's folder and recorded, so runs made before these keys existed keep
+        their identity."""
+        return {key: float(value) for key in TRAIN_KEYS
+                if (value := getattr(self, key)) is not None and value != train_defaults()[key]}
 
 
 GRID_KEYS = ("max_lr", "batch_size", "epochs", "max_seq_len")  # a task's keys that take several values
+# a task's keys passed to train.py as --tmod.<key> where they differ from its default, with the folder name's tag
+TRAIN_KEYS = {"warmup_prop": "wu", "weight_decay": "wd", "layer_lr_decay": "lld"}
+
+
+@functools.cache
+def train_defaults() -> dict[str, float]:
+    """What train.py uses for each of ``TRAIN_KEYS`` when not given it: config.yaml's ``tmod`` values
+    (layer_lr_decay 1.0, off, where config.yaml has none)."""
+    with open(os.path.join(ROOT, "config.yaml"), encoding="utf-8") as stream:
+        tmod = yaml.safe_load(stream)["tmod"]
+    return {key: tmod.get(key, 1.0) for key in TRAIN_KEYS}
 
 
 def task_cells(group: dict[str, Any]) -> list[TaskSettings]:
     """A task's grid: every combination of the values of its ``GRID_KEYS`` (a list, or one value), in the order
     given, each value once."""
     values = [list(dict.fromkeys(group[key] if isinstance(group[key], list) else [group[key]])) for key in GRID_KEYS]
-    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"], init_from=group["init_from"])
-            for combination in itertools.product(*values)]
+    training = {key: group[key] for key in TRAIN_KEYS if key in group}
+    return [TaskSettings(**dict(zip(GRID_KEYS, combination)), seeds=group["seeds"], init_from=group["init_from"],
+                         **training) for combination in itertools.product(*values)]
+
+
+ALL_TASKS = "all_tasks"  # a recipe's group of values for every task (a task's own group takes precedence)
+RECIPE_BENCH_KEYS = ("seeds", "select")  # the bench keys a recipe sets
+
+
+def recipe_names() -> list[str]:
+    """The recipes ``--bench.recipe`` takes: the files of ``RECIPES``, without ``.yaml``."""
+    return sorted(name.removesuffix(".yaml") for name in os.listdir(RECIPES) if name.endswith(".yaml"))
+
+
+def apply_recipe(config: dict[str, Any], given: set[str], config_path: str) -> dict[str, Any]:
+    """``config`` (benchmark.yaml merged with the command line) with ``bench.recipe``'s values in place of those
+    of the file, but for the options the command line gave (``given``: ``group.key`` names): a recipe's
+    ``all_tasks`` group sets every task, a task's own group (``rte``) then its exceptions, ``bench`` its seeds and
+    selection rule. Refused in one line naming the recipe file: an unknown recipe, group or key, a value out of
+    its range (``config_path``'s comments)."""
+    name = config["bench"]["recipe"]
+    if not name:
+        return config
+    if name not in recipe_names():
+        raise ConfigError(f"--bench.recipe {name}: no such recipe; expected one of: {', '.join(recipe_names())} "
+                          f"(the files of {os.path.basename(RECIPES)}/)")
+    path = os.path.join(RECIPES, f"{name}.yaml")
+    recipe, lines = read_config_file(path)
+    tasks = [spec.hf_name for spec in TASKS.values() if spec.hf_name in config]
+    task_keys = [key for key in config[tasks[0]] if key != "majority"]
+    for group, values in recipe.items():
+        where = f"{path}, line {lines[group]}"
+        if group not in ("bench", ALL_TASKS, *tasks):
+            raise ConfigError(f"{where}: unknown group {group!r}, expected bench, {ALL_TASKS} or a task's group "
+                              f"({', '.join(tasks)})")
+        keys = RECIPE_BENCH_KEYS if group == "bench" else task_keys
+        unknown = [key for key in values if key not in keys] if isinstance(values, dict) else [None]
+        if unknown:
+            raise ConfigError(f"{path}, line {lines.get(f'{group}.{unknown[0]}', lines[group])}: {group} sets "
+                              f"{unknown[0] if unknown[0] else 'no mapping'}; expected a mapping of "
+                              f"{', '.join(keys)}")
+    merged = {group: dict(values) if isinstance(values, dict) else values for group, values in config.items()}
+    layers = [("bench", recipe.get("bench", {}))] + [(task, {**recipe.get(ALL_TASKS, {}), **recipe.get(task, {})})
+                                                      for task in tasks]
+    for group, values in layers:
+        for key, value in values.items():
+            if f"{group}.{key}" not in given:
+                merged[group][key] = [value] if key in GRID_KEYS and not isinstance(value, list) else value
+    try:
+        check_ranges(merged, config_path)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return merged
 
 
 def cell_name(settings: TaskSettings) -> str:
-    """The folder of a cell's runs, named by its settings (``lr5e-05-bs16-ep5-len128``): the same settings find
-    the same folder however the grid around them grows."""
-    return (f"lr{float(settings.max_lr)!r}-bs{settings.batch_size}-ep{settings.epochs}"
-            f"-len{settings.max_seq_len}" + (f"-from{get_task(settings.init_from).name}" if settings.init_from else ""))
+    """The folder of a cell's runs, named by its settings (``lr5e-05-bs16-ep5-len128``, then ``-wu0.06`` and the
+    other ``TRAIN_KEYS`` that differ from train.py's defaults): the same settings find the same folder however the
+    grid around them grows."""
+    return (f"lr{float(settings.max_lr)!r}-bs{settings.batch_size}-ep{settings.epochs}-len{settings.max_seq_len}"
+            + "".join(f"-{TRAIN_KEYS[key]}{value!r}" for key, value in settings.training_options().items())
+            + (f"-from{get_task(settings.init_from).name}" if settings.init_from else ""))
 
 
 @dataclass
@@ -300,7 +384,8 @@ def run_identity(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, A
     start = {"init_from": os.path.relpath(run.init_model, args.output_dir)} if run.settings.init_from else {}
     return {"task": run.spec.name, "seed": run.seed, "model": args.model, "model_identity": model,
             "keep_best": KEEP_BEST,
-            **{key: value for key, value in asdict(run.settings).items() if key not in ("seeds", "init_from")},
+            **{key: value for key, value in asdict(run.settings).items()
+               if key not in ("seeds", "init_from", *TRAIN_KEYS)}, **run.settings.training_options(),
             "nproc_per_node": args.nproc_per_node, "train_options": args.train_options, **caps, **start,
             "data": data}
 
@@ -308,7 +393,8 @@ def run_identity(args: BenchmarkArguments, run: Run, data: dict[str, dict[str, A
 def recorded_cell(settings: dict[str, Any]) -> str:
     """The cell a run's recorded settings (``run_identity``) belong to: the name of the folder it must lie in."""
     start = pathlib.PurePath(settings["init_from"]).parts[1] if "init_from" in settings else ""  # runs/<Task>/...
-    return cell_name(TaskSettings(**{key: settings[key] for key in GRID_KEYS}, seeds=0, init_from=start))
+    return cell_name(TaskSettings(**{key: settings[key] for key in (*GRID_KEYS, *TRAIN_KEYS) if key in settings},
+                                  seeds=0, init_from=start))
 
 
 def short_identity(identity: Optional[dict[str, Any]]) -> str:

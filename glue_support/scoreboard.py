@@ -116,7 +116,7 @@ class Summary:
     each task's summary, the references and the library versions of the runs."""
 
     model: dict[str, Any]
-    select: str  # bench.select: "mean" or "median"
+    select: str  # bench.select: "mean", "median" or "best"
     tasks: dict[str, TaskSummary]
     references: tuple[Reference, ...]
     versions: tuple[VersionGroup, ...]
@@ -200,8 +200,8 @@ def _duration(seconds: float) -> str:
 
 def _reported(score: Spread, rule: str) -> str:
     """A task's or a cell's score as reported: mean ± std, or the median with the mean ± std beside it."""
-    if rule == "median":
-        return f"**{score.median:.1f}** (median; mean {_plus_minus(score)})"
+    if rule in ("median", "best"):
+        return f"**{getattr(score, rule):.1f}** ({rule}; mean {_plus_minus(score)})"
     return f"**{_plus_minus(score)}**"
 
 
@@ -209,8 +209,8 @@ def markdown(summary: Summary) -> str:
     references = [reference.model for reference in summary.references]
     rule = summary.select
     lines = [f"# GLUE dev scores: {describe_model(summary.model)}", "",
-             ("Scores x100: median over seeds, with the mean ± standard deviation beside it" if rule == "median"
-              else "Scores x100: mean ± standard deviation over seeds")
+             (f"Scores x100: {'median over seeds' if rule == 'median' else 'the best seed'}, with the mean ± "
+              "standard deviation beside it" if rule != "mean" else "Scores x100: mean ± standard deviation over seeds")
              + "; a task with two metrics scores their mean (GLUE's rule), MNLI the mean of matched and mismatched.",
              "",
              "| task | metric | score | metrics | seeds | " + "".join(f"{name} | " for name in references)
@@ -336,7 +336,7 @@ def chart(summary: Summary, path: str) -> None:
     means = [getattr(summary.tasks[task].cell.score, rule) for task in tasks]
     errors = [summary.tasks[task].cell.score.std or 0.0 for task in tasks]
     bars = scores.bar(range(len(tasks)), means, yerr=errors, capsize=4, color="#7aa6d6",
-                      label=f"{rule} ± std over seeds" if rule == "mean" else "median over seeds (± std)")
+                      label=f"{rule} ± std over seeds" if rule == "mean" else f"{rule} over seeds (± std)")
     scores.bar_label(bars, labels=[f"{mean:.1f}" for mean in means], label_type="center")
     for position, task in enumerate(tasks):
         values = summary.tasks[task].cell.score.values

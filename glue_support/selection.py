@@ -1,8 +1,8 @@
 """A task's selection among its ended runs, computed in one place (``select``): the cells of its grid with their
-scores over the seeds, the cell with the best mean (or median) score, and in it the run with the best score. Runs
-that diverged are shown with their cell but never scored: a cell whose runs all diverged cannot be selected, and a
-task whose runs all diverged has no selected cell. The scoreboard reports it; the selected run predicts the test
-sets and is the one other tasks start from.
+scores over the seeds, the cell with the best mean (or median, or best single) score, and in it the run with the
+best score. Runs that diverged are shown with their cell but never scored: a cell whose runs all diverged cannot be
+selected, and a task whose runs all diverged has no selected cell. The scoreboard reports it; the selected run
+predicts the test sets and is the one other tasks start from.
 """
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ class Spread:
     def of(cls, values: list[float]) -> Spread:
         return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None,
                    statistics.median(values), tuple(values))
+
+    @property
+    def best(self) -> float:
+        """The best seed's score: what ``bench.select best`` ranks cells by, as BERT kept the best run on dev."""
+        return max(self.values)
 
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "median": self.median, "values": list(self.values)}
@@ -105,8 +110,8 @@ def cells_of(runs: Sequence[RunRecord], diverged: Sequence[DivergedRun] = ()) ->
 
 
 def best_cell(cells: tuple[Cell, ...], rule: str = "mean") -> Optional[Cell]:
-    """The cell with the best mean (``rule="median"``: median) score over its seeds; the first of equals. Only a
-    cell with a finished run can be chosen: None where there is none."""
+    """The cell with the best mean (``rule="median"``: median; ``"best"``: best single run) score over its seeds;
+    the first of equals. Only a cell with a finished run can be chosen: None where there is none."""
     scored = [cell for cell in cells if cell.score is not None]
     return max(scored, key=lambda cell: getattr(cell.score, rule)) if scored else None
 
