@@ -18,6 +18,7 @@ import functools
 import inspect
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -61,6 +62,9 @@ from glue_support.submission import SubmissionWriter
 
 logger = getlogger(__name__)
 NO_DECAY = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]  # parameter names, lowercased
+# the numbered layers' modules, as each family names them (ALBERT: its shared layer groups), and its embeddings
+LAYER = re.compile(r"\.(?:layer|layers|h|block|albert_layer_groups)\.(\d+)\.")
+EMBEDDINGS = re.compile(r"embed|(?:^|\.)(?:wte|wpe)\.")
 
 
 @dataclass
@@ -84,6 +88,7 @@ class ModuleInterfaceArguments:
     max_lr: float
     warmup_prop: float
     weight_decay: float
+    layer_lr_decay: float
     seed: int
     group_by_length: bool
     eval_steps: Optional[int]
@@ -213,23 +218,46 @@ class Recipe(ModuleInterface):
             return [], []
         # no decay where transformers.Trainer has none (get_decay_parameter_names): biases, normalization layers
         decayed = set(get_parameter_names(self.model, [torch.nn.LayerNorm], NO_DECAY))
-        decay, plain = [], []
+        rate = self.args.layer_lr_decay
+        distances, layers = self.distances_from_top() if rate != 1.0 else ({}, 0)
+        groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}  # by (distance from the top, decayed)
         for name, parameter in self.model.named_parameters():
-            (decay if name in decayed else plain).append(parameter)
+            groups.setdefault((distances.get(name, 0), name in decayed), []).append(parameter)
         # fused: one kernel for every tensor's update, on CPU as on GPU, where torch's default on CPU loops over the
         # tensors (bench/RESULTS.md (j): with short batches most of a step is the update). The same update, to
-        # float rounding; the Trainer's default (adamw_torch_fused) too
+        # float rounding; the Trainer's default (adamw_torch_fused) too. The top's decayed group first: its lr is
+        # the one logged
+        ordered = sorted(groups.items(), key=lambda item: (item[0][0], not item[0][1]))
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.args.weight_decay}, {"params": plain, "weight_decay": 0.0}],
+            [{"params": params, "weight_decay": self.args.weight_decay if is_decayed else 0.0,
+              "lr": self.args.max_lr * rate ** distance} for (distance, is_decayed), params in ordered],
             lr=self.args.max_lr, fused=True,
         )
         total = self.optimizer_steps(epochs)
         warmup = math.ceil(self.args.warmup_prop * total)  # as transformers.Trainer counts a warmup ratio
-        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)  # scales each group's own lr
         logger.info(f"AdamW lr {self.args.max_lr}, {total} optimizer steps ({warmup} warmup), "
-                    f"weight decay {self.args.weight_decay} on {len(decay)} tensors")
+                    f"weight decay {self.args.weight_decay} on {sum(len(p) for (_, d), p in ordered if d)} tensors")
+        if distances:
+            logger.info(f"Layer-wise lr decay {rate} over {layers} layers: top layer {self.args.max_lr:g}, "
+                        f"embeddings {self.args.max_lr * rate ** layers:g}")
         self.optimizer = optimizer
         return [optimizer], [scheduler]
+
+    def distances_from_top(self) -> tuple[dict[str, int], int]:
+        """Each parameter's distance from the top of the encoder, by name, for layer-wise learning-rate decay, and
+        the number L of numbered layers (``.layer.i.``, ``.layers.i.``, ``.h.i.``, ``.block.i.``; ALBERT's shared
+        layer group counts as one): layer i is L - 1 - i below the top, the embeddings (``embed``, ``wte``, ``wpe``)
+        L, the rest (pooler, head, final norms) 0. A ValueError when the model has no numbered layers."""
+        names = [name for name, _ in self.model.named_parameters()]
+        index = {name: int(found.group(1)) for name in names if (found := LAYER.search(name))}
+        if not index:
+            raise ValueError(f"--tmod.layer_lr_decay {self.args.layer_lr_decay}: {self.model_args.hf_model} has no "
+                             "numbered layers (.layer.N., .layers.N., .h.N., .block.N.) in its parameter names; "
+                             "expected 1.0 (off) for it")
+        layers = max(index.values()) + 1
+        return {name: layers - 1 - index[name] if name in index else layers if EMBEDDINGS.search(name) else 0
+                for name in names}, layers
 
     # -- steps -----------------------------------------------------------------------------------------
     def _forward(self, batch: dict[str, torch.Tensor], device: torch.device) -> SequenceClassifierOutput:
@@ -392,8 +420,8 @@ def print_summary(recipe: Recipe, submissions: dict[str, str]) -> None:
 # what shapes training besides the task, the model and the data, by config group: a checkpoint resumes only a run
 # with the same (run_identity)
 TRAINING_SETTINGS = {
-    "tmod": ("max_lr", "warmup_prop", "weight_decay", "seed", "group_by_length", "eval_steps", "keep_best",
-             "early_stopping_patience"),
+    "tmod": ("max_lr", "warmup_prop", "weight_decay", "layer_lr_decay", "seed", "group_by_length", "eval_steps",
+             "keep_best", "early_stopping_patience"),
     "trainer": ("epochs", "train_batch_size", "gpu_batch_size_limit", "max_train_steps_per_epoch", "clip_grads",
                 "max_grad_norm"),
 }

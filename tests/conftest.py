@@ -141,16 +141,18 @@ def features(tiny_bert, rte_subset, tmp_path) -> dict:
     return featurize_splits(rte_subset, tmp_path / "features", tiny_bert)
 
 
-def recipe(model, features, tmp_path, model_overrides=None, **trainer_overrides):
+def recipe(model, features, tmp_path, model_overrides=None, tmod_overrides=None, **trainer_overrides):
     """train.py's Recipe on ``features`` (``featurize_splits``' folders), built as ``main()`` builds it, without a
-    Trainer; ``trainer_overrides`` replace TrainerArguments' values (batch 8, one process)."""
+    Trainer; ``tmod_overrides`` replace tmod options, ``trainer_overrides`` TrainerArguments' values (batch 8, one
+    process)."""
     import data
     import train
     from glue_support.marlin import DistributedTrainingArguments
 
     args = train.ModuleInterfaceArguments(**config_defaults(
         "tmod", trainpath=str(features["train"]), valpath=str(features.get("dev", "")),
-        predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1))
+        predictpath=str(features.get("test", "")), output_dir=str(tmp_path), max_lr=1e-3, warmup_prop=0.25, seed=1,
+        **(tmod_overrides or {})))
     model_args = train.ModelArguments(**config_defaults("model", hf_model=str(model), **(model_overrides or {})))
     trainer_args = train.TrainerArguments(**{"train_batch_size": 8,
                                              "distributed_training_args": DistributedTrainingArguments(),
