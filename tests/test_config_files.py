@@ -61,7 +61,7 @@ CASES = [
      f", line {line_of(CONFIG, '  max_lr:')}: tmod.max_lr holds a mapping, expected a value like config.yaml's "
      "(5.0e-05)"),
     ("groups left out", "tmod:\n  max_lr: 3.0e-5\n",
-     ": lacks dmod, dproc, model, tmod.task, tmod.trainpath and 19 more, which config.yaml has; expected every "
+     ": lacks dmod, dproc, model, tmod.task, tmod.trainpath and 20 more, which config.yaml has; expected every "
      "group and key of config.yaml"),
 ]
 
