@@ -113,7 +113,9 @@ def torchrun(*args, cwd) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(ROOT / "train.py"), *map(str, args), "--trainer.disable_tqdm", "true"],
                             cwd=cwd, env=python_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    # each process's own error (run_main's one line, or a traceback's last line) before torchrun's summary
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train.py: ") or "Error: " in line]
+    assert result.returncode == 0, "\n".join(errors[-10:]) + "\n" + result.stdout[-3000:] + result.stderr[-6000:]
     return result
 
 
