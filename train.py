@@ -483,14 +483,15 @@ def fine_tune(config: dict[str, Any], args: ModuleInterfaceArguments, model_args
     identity = run_identity(config, features, ranks.world_size) if args.trainpath else {}
     if args.trainpath:  # before the model loads; a run that does not train resumes nothing (preflight)
         check_resume(checkpointer_args, identity)
-        if not output.sets_aside(checkpointer_args.save_dir):
+        if ranks.is_main and not output.sets_aside(checkpointer_args.save_dir):  # rank 0 alone writes checkpoints
             check_save_dir(checkpointer_args, identity,
                            "--ckpt.save_dir" if config["ckpt"]["save_dir"] else "--tmod.output_dir")
     set_seed(args.seed)
     recipe = Recipe(args, model_args, trainer_args, TaskData(), features)
     steps = recipe.optimizer_steps(trainer_args.epochs) if args.trainpath else 0
     checkpoints = output_folder.checkpoints_written(trainer_args, config["ckpt"]["period_steps"], steps)
-    output_folder.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
+    if ranks.is_main:  # the only process that writes into the output folder (which it made, under torchrun)
+        output_folder.check_free_space(args.output_dir, recipe.model, checkpoints, args.keep_best)
     backend = runtime.build_backend(config)
     output.set_aside_earlier()
     if ranks.is_main:
