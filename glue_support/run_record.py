@@ -65,9 +65,9 @@ class DivergedRun:
         return {"seed": self.seed, "step": self.step, "epoch": self.epoch, "loss": self.loss}
 
 
-def located_record(folder: str, status: str) -> Optional[dict[str, Any]]:
-    """The record of the run in ``folder`` where its status is ``status``, else None; refused, in one line, where
-    its recorded settings name another folder than ``folder``."""
+def located_record(folder: str, status: str) -> Optional[tuple[dict[str, Any], str, str]]:
+    """The record of the run in ``folder``, with its task and cell (from the folder), where its status is ``status``,
+    else None; refused, in one line, where its recorded settings name another folder than ``folder``."""
     record = read_record(folder)
     if record is None or record["status"] != status:
         return None
@@ -77,18 +77,18 @@ def located_record(folder: str, status: str) -> Optional[dict[str, Any]]:
     if os.path.join(task, cell, seed) != recorded:
         raise ValueError(f"{folder}: its {RUN_RECORD} records the settings of runs/{recorded}, not of this folder; "
                          "move the run there, or delete it")
-    return record
+    return record, task, cell
 
 
 def read_run(folder: str) -> Optional[RunRecord]:
     """The run in ``folder`` (``<output_dir>/runs/<Task>/<cell>/seed<N>``) once it has finished, else None; refused,
     in one line naming the folder or file, where its record, results or history do not hold what benchmark.py and
     train.py write."""
-    record = located_record(folder, "done")
-    if record is None:
+    located = located_record(folder, "done")
+    if located is None:
         return None
+    record, task, cell = located
     settings = record["settings"]
-    task, cell = os.path.normpath(folder).split(os.sep)[-3:-1]
     results_path = os.path.join(folder, "results.json")
     results = read_json(results_path)
     if results is None or results.get("task") != task:
@@ -115,11 +115,11 @@ def read_run(folder: str) -> Optional[RunRecord]:
 def read_diverged(folder: str) -> Optional[DivergedRun]:
     """The run in ``folder`` where its training diverged, else None; refused, in one line naming the file, where its
     results.json does not say where (``diverged``: step, epoch and loss, as train.py writes it)."""
-    record = located_record(folder, "diverged")
-    if record is None:
+    located = located_record(folder, "diverged")
+    if located is None:
         return None
+    record, task, cell = located
     settings = record["settings"]
-    task, cell = os.path.normpath(folder).split(os.sep)[-3:-1]
     results_path = os.path.join(folder, "results.json")
     found = (read_json(results_path) or {}).get("diverged")
     if not (isinstance(found, dict) and isinstance(found.get("step"), int) and isinstance(found.get("epoch"), int)
