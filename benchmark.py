@@ -154,16 +154,12 @@ def check_lengths(args: BenchmarkArguments, config: dict[str, Any], specs: list[
     """Every task's ``max_seq_len`` values within what ``--model`` takes (its tokenizer's ``model_max_length``,
     unless that is transformers' "no limit" sentinel), refused before any work naming the task's option: found
     when its features are built, the other tasks' runs would have trained first."""
-    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+    import data  # here: it loads torch and transformers, which --report_only, --help and --aml need not
 
-    limit = tokenizer(args.model).model_max_length
     for spec in specs:
         values = config[spec.hf_name]["max_seq_len"]
         for length in values if isinstance(values, list) else [values]:
-            if limit < VERY_LARGE_INTEGER and length > limit:
-                raise ConfigError(f"--{spec.hf_name}.max_seq_len {length}: {args.model} takes at most {limit} tokens "
-                                  f"per example (its model_max_length); give --{spec.hf_name}.max_seq_len {limit} "
-                                  "or less")
+            data.check_max_seq_len(length, args.model, tokenizer(args.model), f"--{spec.hf_name}.max_seq_len")
 
 
 def rebuild_reason(path: str, expected: dict[str, Any], source: str) -> Optional[str]:

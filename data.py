@@ -351,7 +351,7 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     # process_data would parse them all first)
     examples = processor.stream(data_args.input_dir, proc_args.set_type)
     tokenizer = AutoTokenizer.from_pretrained(embedded_model.resolve(proc_args.tokenizer))
-    check_max_seq_len(proc_args, tokenizer)
+    check_max_seq_len(proc_args.max_seq_len, proc_args.tokenizer, tokenizer)
     featurizer = Featurizer(proc_args, processor.get_labels(), tokenizer)
     workers = proc_args.workers or 1
     if workers > 1:
@@ -384,14 +384,15 @@ def featurize(data_args: DataInterfaceArguments, proc_args: DataProcessorArgumen
     return output_path
 
 
-def check_max_seq_len(proc_args: DataProcessorArguments, tokenizer: PreTrainedTokenizerBase) -> None:
+def check_max_seq_len(max_seq_len: int, name: str, tokenizer: PreTrainedTokenizerBase,
+                      option: str = "--dproc.max_seq_len") -> None:
     """Examples longer than the model has positions for would featurize fine and crash its first training step:
-    a ``max_seq_len`` over the tokenizer's ``model_max_length`` is refused before tokenizing (unless that is
-    transformers' "no limit" sentinel)."""
+    a ``max_seq_len`` (given as ``option``) over the tokenizer's (``name``'s) ``model_max_length`` is refused before
+    tokenizing (unless that is transformers' "no limit" sentinel)."""
     limit = tokenizer.model_max_length
-    if limit < VERY_LARGE_INTEGER and proc_args.max_seq_len > limit:
-        raise ConfigError(f"--dproc.max_seq_len {proc_args.max_seq_len}: {proc_args.tokenizer} takes at most {limit} "
-                          f"tokens per example (its model_max_length); give --dproc.max_seq_len {limit} or less")
+    if limit < VERY_LARGE_INTEGER and max_seq_len > limit:
+        raise ConfigError(f"{option} {max_seq_len}: {name} takes at most {limit} tokens per example (its "
+                          f"model_max_length); give {option} {limit} or less")
 
 
 def main() -> None:

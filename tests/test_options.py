@@ -386,9 +386,9 @@ def test_data_py_refuses_a_max_seq_len_over_the_tokenizers_limit_before_tokenizi
 def test_a_tokenizer_without_a_limit_takes_any_max_seq_len(tiny_bert):
     """transformers gives a tokenizer without a recorded limit a huge sentinel: no limit, not a real one."""
     args = data.DataProcessorArguments(**config_defaults("dproc", tokenizer=tiny_bert, max_seq_len=100_000))
-    data.check_max_seq_len(args, types.SimpleNamespace(model_max_length=VERY_LARGE_INTEGER))
+    data.check_max_seq_len(args.max_seq_len, args.tokenizer, types.SimpleNamespace(model_max_length=VERY_LARGE_INTEGER))
     with pytest.raises(exit_codes.ConfigError):
-        data.check_max_seq_len(args, types.SimpleNamespace(model_max_length=4096))
+        data.check_max_seq_len(args.max_seq_len, args.tokenizer, types.SimpleNamespace(model_max_length=4096))
 
 
 def test_train_py_refuses_features_longer_than_the_models_positions_before_loading_it(monkeypatch, capsys,
