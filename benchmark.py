@@ -628,7 +628,13 @@ def main() -> None:
     if args.compare:
         from glue_support import compare  # here: it loads scipy, which the other commands start without
 
-        print(compare.render(compare.compare([folder for folder in args.compare.split(",") if folder], args.select)))
+        found = compare.compare([folder for folder in args.compare.split(",") if folder], args.select)
+        os.makedirs(require_writable_folder("--bench.compare_dir", args.compare_dir, "the comparison's files"),
+                    exist_ok=True)
+        with locked(args.compare_dir, "--bench.compare_dir"):
+            paths = compare.write(found, args.compare_dir)
+        print(compare.markdown(found))
+        print("Comparison: " + ", ".join(paths.values()))
         return
     local_data = "://" not in args.data_dir and not args.data_dir.startswith("azureml:")
     specs = trained_tasks(args, config, parse_tasks(args, check_files=local_data and not args.report_only))
@@ -656,7 +662,7 @@ def main() -> None:
                                             "the benchmark's features, runs and scoreboard"), exist_ok=True)
     # before any write: a second benchmark there is refused having written nothing
     with locked(args.output_dir, "--bench.output_dir"):
-        scoreboard.require_own_files(args.output_dir)
+        scoreboard.SCOREBOARD.require_own_files(args.output_dir)
         if not args.report_only:
             run_all(args, config, specs, references)
         elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded

@@ -50,6 +50,7 @@ class BenchmarkArguments:
     references: str
     check_submission: str = ""  # set: only check that leaderboard zip or folder (report_submission)
     compare: str = ""  # set: only compare the benchmarks in these folders, comma-separated (glue_support/compare.py)
+    compare_dir: str = "comparison"  # where --compare writes comparison.md, .json and .png
     select: str = "mean"  # each task's cell: the best "mean" or "median" dev score over its seeds, or "best" run
     recipe: str = ""  # a file of recipes/ whose values replace benchmark.yaml's (apply_recipe); "": none
     predict: bool = False  # after the runs: each task's selected run predicts its test sets (predict_all)

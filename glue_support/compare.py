@@ -17,11 +17,13 @@ import numpy as np
 
 import glue_metrics
 from glue_processors import TASKS, get_task
+from glue_support.atomic_write import atomic_path, write_json
 from glue_support.benchmark_plan import read_json
 from glue_support.exit_codes import ConfigError
 from glue_support.path_checks import require_folder
 from glue_support.provenance import file_identity
-from glue_support.run_record import RunRecord, record_folders
+from glue_support.run_record import RunRecord, describe_model, record_folders, recorded_model
+from glue_support.scoreboard import Report, plt
 from glue_support.selection import Cell, select
 
 N_RESAMPLES = 1000
@@ -197,15 +199,20 @@ def compare(folders: list[str], rule: str = "mean") -> dict[str, Any]:
     only = {task: [folder for folder in folders if task in tasks[folder]]
             for task in dict.fromkeys(task for folder in folders for task in tasks[folder])
             if not all(task in tasks[folder] for folder in folders)}
-    return {"baseline": folders[0], "rows": rows, "averages": averages, "only": only}
+    return {"baseline": folders[0], "models": {folder: recorded_model(folder) for folder in folders}, "rows": rows,
+            "averages": averages, "only": only}
 
 
-def render(found: dict[str, Any]) -> str:
-    """The comparison as a markdown table, then the GLUE averages and the tasks not compared."""
+def markdown(found: dict[str, Any]) -> str:
+    """The comparison as markdown: which model each folder holds, a table of tasks x models, the GLUE averages and
+    the tasks not compared."""
     baseline = found["baseline"]
-    lines = [f"Baseline: {baseline}. Scores x100 at each task's selected cell: mean ± std over its seeds (last "
-             f"epoch beside it); difference from the baseline with its {CONFIDENCE:.0%} bootstrap interval over "
-             "the dev examples (paired) and the seeds.", "",
+    lines = [f"{COMPARISON.title}{', '.join(found['models'])}", "",
+             *(f"- {folder}: {describe_model(model)}" + (" (the baseline)" if folder == baseline else "")
+               for folder, model in found["models"].items()), "",
+             f"Scores x100 at each task's selected cell: mean ± std over its seeds (last epoch beside it); difference "
+             f"from the baseline with its {CONFIDENCE:.0%} bootstrap interval over the dev examples (paired) and the "
+             "seeds: better or worse where the interval excludes 0.", "",
              "| task | model | score | last epoch | baseline | difference | interval | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
@@ -218,4 +225,89 @@ def render(found: dict[str, Any]) -> str:
                      f"[{difference.low:+.1f}, {difference.high:+.1f}] | {difference.verdict} |")
     for task, folders in found["only"].items():
         lines.append(f"\n{task}: only in {', '.join(folders)}, not compared")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def to_json(found: dict[str, Any]) -> dict[str, Any]:
+    """The comparison as comparison.json records it (x100, as the table)."""
+
+    def interval(difference: Difference) -> dict[str, Any]:
+        return {"difference": difference.value, "low": difference.low, "high": difference.high,
+                "verdict": difference.verdict}
+
+    return {"baseline": found["baseline"], "models": found["models"], "confidence": CONFIDENCE,
+            "resamples": N_RESAMPLES,
+            "rows": [{"task": row["task"], "folder": row["folder"], "cell": row["other"].cell.name,
+                      "score": row["other"].cell.score.to_json(), "last_epoch": row["other"].cell.last_epoch.to_json(),
+                      "baseline_cell": row["base"].cell.name, "baseline_score": row["base"].cell.score.to_json(),
+                      **interval(row["found"])} for row in found["rows"]],
+            "averages": {folder: {"tasks": count, **interval(difference)}
+                         for folder, (count, difference) in found["averages"].items()},
+            "only": found["only"]}
+
+
+def chart(found: dict[str, Any], path: str) -> None:
+    """Left, each task's selected score per model (a bar at the mean, a dot per seed); right, each model's
+    difference from the baseline with its interval and verdict, per task and for the GLUE average, 0 marked."""
+    folders, tasks = list(found["models"]), list(dict.fromkeys(row["task"] for row in found["rows"]))
+    cells, differences = {}, {}
+    for row in found["rows"]:
+        cells[row["task"], found["baseline"]] = row["base"].cell
+        cells[row["task"], row["folder"]] = row["other"].cell
+        differences[row["task"], row["folder"]] = row["found"]
+    for folder, (_, difference) in found["averages"].items():
+        differences["GLUE average", folder] = difference
+    width = 0.8 / len(folders)
+
+    def height(line: int, number: int) -> float:  # the first task on top, the models top to bottom within it
+        return len(tasks) - 1 - line + ((len(folders) - 1) / 2 - number) * width
+
+    figure, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(13, 1.5 + 0.6 * (len(tasks) + 1) * len(folders)),
+                                         layout="constrained")
+    for number, folder in enumerate(folders):
+        drawn = [(height(line, number), cells[task, folder]) for line, task in enumerate(tasks)
+                 if (task, folder) in cells]
+        left.barh([y for y, _ in drawn], [cell.score.mean for _, cell in drawn], height=width, color=f"C{number}",
+                  alpha=0.5, label=folder + (" (baseline)" if not number else ""))
+        for y, cell in drawn:
+            left.scatter(cell.score.values, [y] * len(cell.score.values), color=f"C{number}", s=14, zorder=3)
+        for line, task in enumerate([*tasks, "GLUE average"]):
+            difference = differences.get((task, folder))
+            if difference is None:
+                continue
+            y = height(line, number)
+            right.errorbar([difference.value], [y], xerr=[[difference.value - difference.low],
+                           [difference.high - difference.value]], fmt="o", color=f"C{number}", capsize=4)
+            right.annotate(difference.verdict, (difference.high, y), xytext=(6, -3), textcoords="offset points",
+                           fontsize="small")
+    left.set_yticks(range(-1, len(tasks)), ["GLUE average", *tasks[::-1]])
+    left.set_xlabel("dev score x100 (bar: mean over seeds, dots: seeds)")
+    left.legend(fontsize="small", loc="lower left")
+    right.axvline(0, color="black", linewidth=0.8)
+    right.margins(x=0.15)  # room for the verdicts
+    right.set_xlabel(f"difference from the baseline x100, {CONFIDENCE:.0%} interval over dev examples and seeds")
+    figure.suptitle(f"Model comparison, baseline {found['baseline']}")
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=90)
+    plt.close(figure)
+
+
+COMPARISON = Report("comparison", frozenset({"baseline", "models", "rows", "averages"}), "# Model comparison: ",
+                    "model comparison", "--bench.compare_dir")
+
+
+def write(found: dict[str, Any], folder: str) -> dict[str, str]:
+    """comparison.md, comparison.json and comparison.png (where a task was compared) into ``folder``, replacing
+    only an earlier comparison's (``Report.require_own_files``); their paths."""
+    COMPARISON.require_own_files(folder)
+    paths = COMPARISON.paths(folder)
+    write_json(paths["json"], to_json(found))
+    with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
+        stream.write(markdown(found))
+    if found["rows"]:
+        chart(found, paths["png"])
+    else:  # an earlier chart would show differences this comparison has not
+        if os.path.exists(paths["png"]):
+            os.remove(paths["png"])
+        paths.pop("png")
+    return paths

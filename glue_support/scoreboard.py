@@ -4,7 +4,7 @@ Per task, its selection (``glue_support/selection.py``): the chosen cell's GLUE 
 each file's metrics, every cell of its grid with the runs that diverged, the files and library versions the runs
 were made from, and the published references; the GLUE average is the mean of the scores of the tasks that have
 one. The model is the one the runs recorded (``run_record.recorded_model``). Only a scoreboard's own files are
-replaced (``require_own_files``).
+replaced (``Report.require_own_files``).
 """
 from __future__ import annotations
 
@@ -411,57 +411,69 @@ def grid_panel(axes: Any, entry: TaskSummary, rule: str) -> None:
         axes.legend(fontsize="x-small")
 
 
-SCOREBOARD_FILES = ("json", "md", "png")  # results.<kind>
-SCOREBOARD_KEYS = {"model", "select", "tasks", "references", "versions"}  # of a results.json write() wrote
-TITLE = "# GLUE dev scores: "  # results.md's first line begins so
+@dataclass(frozen=True)
+class Report:
+    """A report's files in a folder, ``<stem>.json``, ``.md`` and ``.png``, and how its own are told from others':
+    the JSON's keys and the markdown's first line. The benchmark replaces only its own (``require_own_files``)."""
+
+    stem: str
+    keys: frozenset[str]
+    title: str  # the markdown's first line begins so
+    what: str
+    option: str  # the option naming the folder
+
+    def paths(self, folder: str) -> dict[str, str]:
+        return {kind: os.path.join(folder, f"{self.stem}.{kind}") for kind in ("json", "md", "png")}
+
+    def require_own_files(self, folder: str) -> None:
+        """The report's files in ``folder`` are replaced only where they are its own: refused, in one line naming
+        the file, where one is not (a train.py run's results.json, a markdown file of the user's, a chart without
+        the report's JSON beside it). Before any work: nothing else is read that way."""
+        found = {kind: path for kind, path in self.paths(folder).items() if os.path.lexists(path)}
+        for kind, path in found.items():
+            if not os.path.isfile(path):
+                why = "not a file"
+            elif kind == "json":
+                why = self._not_own_json(path)
+            elif kind == "md":
+                with open(path, "rb") as stream:
+                    title = self.title.encode()
+                    why = None if stream.read(len(title)) == title else f"no {self.title.strip()!r} title"
+            else:
+                why = None if "json" in found else f"no {self.what}'s {self.stem}.json beside it"
+            if why:
+                raise ValueError(f"{path}: not a {self.what}'s ({why}), and benchmark.py replaces only its own "
+                                 f"files: choose another {self.option}, or move that file away")
+
+    def _not_own_json(self, path: str) -> Optional[str]:
+        """Why the JSON file at ``path`` is not one this report wrote; None if it is one."""
+        try:
+            content = read_json(path)
+        except ValueError:  # not UTF-8, not JSON, or JSON with NaN
+            return "not strict JSON"
+        if isinstance(content, dict) and self.keys <= content.keys():
+            return None
+        if isinstance(content, dict) and "task" in content:
+            return f"a train.py run's results, of {content['task']}"
+        return f"no {', '.join(sorted(self.keys))}"
 
 
-def require_own_files(output_dir: str) -> None:
-    """The results files in ``output_dir`` are replaced only where they are a scoreboard's: refused, in one line
-    naming the file, where one is not (a train.py run's results.json, a results.md of the user's, a results.png
-    without the scoreboard's results.json). Before any work: nothing else is read that way."""
-    paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in SCOREBOARD_FILES}
-    found = {kind: path for kind, path in paths.items() if os.path.lexists(path)}
-    for kind, path in found.items():
-        if not os.path.isfile(path):
-            why = "not a file"
-        elif kind == "json":
-            why = _not_a_scoreboard(path)
-        elif kind == "md":
-            with open(path, "rb") as stream:
-                why = None if stream.read(len(TITLE.encode())) == TITLE.encode() else f"no {TITLE.strip()!r} title"
-        else:
-            why = None if "json" in found else "no scoreboard results.json beside it"
-        if why:
-            raise ValueError(f"{path}: not a benchmark scoreboard's ({why}), and benchmark.py replaces only its own "
-                             "files: choose another --bench.output_dir, or move that file away")
-
-
-def _not_a_scoreboard(path: str) -> Optional[str]:
-    """Why the JSON file at ``path`` is not a results.json ``write`` wrote; None if it is one."""
-    try:
-        content = read_json(path)
-    except ValueError:  # not UTF-8, not JSON, or JSON with NaN
-        return "not strict JSON"
-    if isinstance(content, dict) and SCOREBOARD_KEYS <= content.keys():
-        return None
-    if isinstance(content, dict) and "task" in content:
-        return f"a train.py run's results, of {content['task']}"
-    return f"no {', '.join(sorted(SCOREBOARD_KEYS))}"
+SCOREBOARD = Report("results", frozenset({"model", "select", "tasks", "references", "versions"}),
+                    "# GLUE dev scores: ", "benchmark scoreboard", "--bench.output_dir")
 
 
 def write(output_dir: str, tasks: list[str], references_path: str, rule: str = "mean") -> dict[str, str]:
     """Write results.json, results.md and results.png (when a task has a score) into ``output_dir``, titled with
     the model its runs recorded (``run_record.recorded_model``); their paths. Refused, in one line, where a
-    results file there is not a scoreboard's (``require_own_files``) or no run was recorded there."""
-    require_own_files(output_dir)
+    results file there is not a scoreboard's (``Report.require_own_files``) or no run was recorded there."""
+    SCOREBOARD.require_own_files(output_dir)
     model = recorded_model(output_dir)
     if model is None:
         raise ValueError(f"{output_dir}: no benchmark run recorded there (runs/<Task>/<cell>/seed<N>/), nothing to "
                          "score")
     summary = summarize(output_dir, {task: select(output_dir, task, rule) for task in tasks}, model,
                         references_path, rule)
-    paths = {kind: os.path.join(output_dir, f"results.{kind}") for kind in SCOREBOARD_FILES}
+    paths = SCOREBOARD.paths(output_dir)
     write_json(paths["json"], summary.to_json())
     with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:
         stream.write(markdown(summary))

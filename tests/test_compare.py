@@ -142,12 +142,40 @@ def test_a_task_only_one_side_has_is_listed_and_the_command_prints_the_table(tmp
     write_run(tmp_path / "a", 42, 0.5, LABELS)
     write_run(tmp_path / "a", 42, 0.5, LABELS, task="MRPC")
     write_run(tmp_path / "b", 42, 0.9, LABELS)
-    argv("--compare", f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    argv("--compare", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--compare_dir", tmp_path / "cmp")
     benchmark.main()
     out = capsys.readouterr().out
     assert [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| ") and "---" not in line] == [
         "| task", "| RTE", "| GLUE average (1 tasks)"]
     assert "| better |" in out and f"MRPC: only in {tmp_path / 'a'}, not compared" in out
+
+
+def test_the_comparison_is_written_with_its_chart_and_rewritten_but_nothing_else_is_replaced(tmp_path, argv, capsys):
+    import benchmark
+
+    for seed in (42, 43):
+        write_run(tmp_path / "a", seed, 0.5, LABELS)
+        write_run(tmp_path / "b", seed, 0.7, LABELS)
+    output = tmp_path / "cmp"
+    argv("--compare", f"{tmp_path / 'a'},{tmp_path / 'b'}", "--compare_dir", output)
+    benchmark.main()
+    out = capsys.readouterr().out
+    assert out.startswith((output / "comparison.md").read_text())
+    assert f"Comparison: {output / 'comparison.json'}, {output / 'comparison.md'}, {output / 'comparison.png'}" in out
+    written = strict(output / "comparison.json")
+    row, = written["rows"]
+    found = compare.compare([str(tmp_path / "a"), str(tmp_path / "b")])["rows"][0]
+    assert (row["task"], row["folder"], row["verdict"]) == ("RTE", str(tmp_path / "b"), "better")
+    assert (row["difference"], row["low"], row["high"]) == (found["found"].value, found["found"].low,
+                                                            found["found"].high)
+    assert row["score"]["values"] == [70.0, 70.0] and row["baseline_score"]["values"] == [50.0, 50.0]
+    assert written["averages"][str(tmp_path / "b")]["tasks"] == 1
+    assert (output / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    benchmark.main()  # its own files it replaces
+    (output / "comparison.md").write_text("# My notes\n")
+    with pytest.raises(ValueError, match=r"comparison.md: not a model comparison's \(no '# Model comparison:' title"):
+        benchmark.main()
+    assert (output / "comparison.md").read_text() == "# My notes\n"
 
 
 def test_one_folder_is_refused(tmp_path, monkeypatch, capsys):
