@@ -92,14 +92,13 @@ def data_table(data: Mapping[str, Mapping[str, Mapping[str, Any]]], lengths: Map
               for files in data.values() for name, file in files.items())]
 
 
-def scored_by(task: str, scored: Mapping[str, Any], best: bool) -> str:
+def scored_by(scored: Mapping[str, Any], best: bool) -> str:
     """Which validation ``scored`` (results by dev file, as results.json records them) is, in words: the run's best
     (``best``: its ``best``, whose model train.py kept), else its last."""
     if best:
-        return (f"its best validation (epoch {scored['epoch']}, step {scored['step']}), whose model it kept "
-                "(`--tmod.keep_best`): chosen on the dev set that scores it, which flatters it")
-    last = scored[get_task(task).scored_files[-1]]
-    return f"its last validation (epoch {last['epoch']}, step {last['step']}), whose model it saved"
+        return (f"its best validation (epoch {scored['epoch']}), whose model it kept (`--tmod.keep_best`): chosen on "
+                "the dev set that scores it, which flatters it")
+    return "its last validation, whose model it saved"
 
 
 def made_with(versions: Mapping[str, Optional[str]]) -> str:
@@ -116,7 +115,7 @@ def run_card(task: str, model: str, provenance: Mapping[str, Any], scored: Optio
     body = [f"# {name}", "", f"{short_name(model)} fine-tuned on GLUE {task} by marlin-glue's train.py.", "",
             "## Dev scores", ""]
     if scored:
-        body += [f"Scored by {scored_by(task, scored, best)}. The model-index holds the same values (0-1), as "
+        body += [f"Scored by {scored_by(scored, best)}. The model-index holds the same values (0-1), as "
                  "results.json beside this card records them.", "", *scores_table(task, scored)]
     else:
         body += ["None: the run validated nothing (no `--tmod.valpath`)."]
@@ -196,7 +195,7 @@ def task_card(chosen: Selection, model: Mapping[str, Any], has_model: bool) -> M
             f"`--select {chosen.rule}`, and seed {run.seed} the best score in it. The benchmark's README.md and "
             "results.md give every task.",
             "", "## Dev scores", "",
-            f"Scored by {scored_by(task, run.scored, 'best' in run.results)}. The model-index holds the same values "
+            f"Scored by {scored_by(run.scored, 'best' in run.results)}. The model-index holds the same values "
             "(0-1), as the run's results.json records them.", "", *scores_table(task, run.scored), "",
             f"Its cell's GLUE score x100 over its seeds: {spread.mean:.1f}"
             + (f" ± {spread.std:.1f} (mean ± std)" if spread.std is not None else " (one seed)")
@@ -230,8 +229,8 @@ def summary_card(summary: Summary) -> ModelCard:
             f"{short_name(model)} fine-tuned on each GLUE task by marlin-glue's benchmark.py; every run, cell and "
             "setting in [results.md](results.md).", "",
             "Each value here and in the model-index is a task's selected cell's mean over its seeds of a dev metric, "
-            "0-1 (results.md shows them x100). A cell is selected, and each run scored at its best validation, on the "
-            "same dev set: the scores flatter the settings chosen.", "",
+            "0-1 (results.md shows them x100). The cell is selected on the dev set that scores it, and a run scored at "
+            "its best validation where it kept one: the scores flatter the settings chosen.", "",
             "| task | split | metric | mean over seeds | seeds | settings | selected run |", "|---" * 7 + "|"]
     for task, entry in scored.items():
         cell, run = entry.cell, entry.selection.run
