@@ -55,16 +55,21 @@ def short_name(name: str) -> str:
     return hub_id(name) or os.path.basename(os.path.normpath(name))
 
 
+def validated(task: str, scored: Mapping[str, Any]) -> list[str]:
+    """The dev files of ``task`` that ``scored`` holds a validation of (a run may validate some: MNLI's mismatched)."""
+    return [file for file in get_task(task).scored_files if file in scored]
+
+
 def eval_results(task: str, scored: Mapping[str, Mapping[str, float]], source_url: str,
                  source_name: str) -> list[EvalResult]:
-    """One EvalResult per dev file of ``task`` and official metric, valued as ``scored`` (a validation's results by
-    file, 0-1) gives it."""
+    """One EvalResult per dev file of ``task`` validated in ``scored`` (a validation's results by file, 0-1) and
+    official metric, valued as ``scored`` gives it."""
     spec = get_task(task)
     return [EvalResult(task_type=TASK_TYPE, task_name=TASK_NAME, dataset_type="glue", dataset_name=f"GLUE {spec.name}",
                        dataset_config=spec.hf_name, dataset_split=hf_split(file), metric_type=metric,
                        metric_name=REPORTS[spec.metric][metric], metric_value=value, source_name=source_name,
                        source_url=source_url)
-            for file in spec.scored_files for metric, value in official(task, scored[file]).items()]
+            for file in validated(task, scored) for metric, value in official(task, scored[file]).items()]
 
 
 def card(name: str, model: str, tags: list[str], results: list[EvalResult], body: list[str],
@@ -82,7 +87,7 @@ def scores_table(task: str, scored: Mapping[str, Mapping[str, float]]) -> list[s
     spec = get_task(task)
     return ["| split | metric | value |", "|---|---|---|",
             *(f"| {hf_split(file)} | {REPORTS[spec.metric][metric]} ({metric}) | {value:.4f} |"
-              for file in spec.scored_files for metric, value in official(task, scored[file]).items())]
+              for file in validated(task, scored) for metric, value in official(task, scored[file]).items())]
 
 
 def data_table(data: Mapping[str, Mapping[str, Mapping[str, Any]]], lengths: Mapping[str, int]) -> list[str]:

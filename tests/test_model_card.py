@@ -72,6 +72,8 @@ def test_a_card_names_hub_models_as_base_model_and_every_dev_split_and_metric(tm
     assert ModelCard.load(tmp_path / "README.md").data.base_model == "bert-base-uncased"
     assert model_index(tmp_path / "README.md") == [glue("MNLI", "mnli", "validation_matched", "accuracy", 0.8),
                                                    glue("MNLI", "mnli", "validation_mismatched", "accuracy", 0.7)]
+    mismatched = model_card.eval_results("MNLI", {"dev_mismatched.tsv": {"accuracy": 0.7}}, "u", "n")  # validated alone
+    assert [(result.dataset_split, result.metric_value) for result in mismatched] == [("validation_mismatched", 0.7)]
     stsb = model_card.eval_results("STS-B", {"dev.tsv": {"pearson": 0.5, "spearmanr": 0.4, "loss": 1.0}}, "u", "n")
     assert [(result.task_type, result.metric_type, result.metric_value) for result in stsb] == [
         ("text-classification", "pearson", 0.5), ("text-classification", "spearmanr", 0.4)]
