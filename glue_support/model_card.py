@@ -107,6 +107,7 @@ def scored_by(scored: Mapping[str, Any], best: bool) -> str:
 
 
 def made_with(versions: Mapping[str, Optional[str]]) -> str:
+    """The library versions a run recorded, as a sentence."""
     return "Made with " + ", ".join(f"{name} {version}" for name, version in versions.items()) + "."
 
 
@@ -193,7 +194,7 @@ def task_card(chosen: Selection, model: Mapping[str, Any], has_model: bool) -> M
     cells = f"{len(chosen.cells)} cell{'s' if len(chosen.cells) > 1 else ''}"
     seeds = ", ".join(str(member.seed) for member in cell.runs)
     spread = cell.score
-    lengths = {name: run.settings["max_seq_len"] for files in run.results["data"].values() for name in files}
+    lengths = {file: run.settings["max_seq_len"] for files in run.results["data"].values() for file in files}
     body = [f"# {name}", "",
             f"The run of {task} that marlin-glue's benchmark.py selected, `runs/{task}/{folder}`: {kept}. Its cell "
             f"({_settings(cell.settings)}) has the best dev score over its seeds ({seeds}) of the task's {cells} by "
