@@ -189,8 +189,8 @@ def task_card(chosen: Selection, model: Mapping[str, Any], has_model: bool) -> M
     name = f"{short_name(model['name'])} fine-tuned on GLUE {task}"
     folder = f"{cell.name}/seed{run.seed}"
     kept = (f"its model is there, with train.py's own card: [{folder}]({folder})" if has_model else
-            "its model's weights were removed when it finished (`--keep_models false`); its config, tokenizer "
-            "and results stay there")
+            "its model's weights were removed when it finished (`--keep_models false`); its config, tokenizer, "
+            "results and train.py's card stay there")
     cells = f"{len(chosen.cells)} cell{'s' if len(chosen.cells) > 1 else ''}"
     seeds = ", ".join(str(member.seed) for member in cell.runs)
     spread = cell.score
@@ -210,8 +210,8 @@ def task_card(chosen: Selection, model: Mapping[str, Any], has_model: bool) -> M
             "", "## How it was made", "",
             "The run's settings, as its benchmark_run.json records them (its train.log begins with its train.py "
             "command):", "",
-            *(f"- {key}: `{json.dumps(value)}`" for key, value in run.settings.items()
-              if key not in ("data", "model_identity")),
+            *(f"- {key}: `{json.dumps(short_name(value) if key == 'model' else value)}`"
+              for key, value in run.settings.items() if key not in ("data", "model_identity")),
             "", made_with(run.results["versions"])]
     return card(name, model["name"], [TAG, BENCHMARK_TAG],
                 eval_results(task, run.scored, "../../results.md", "marlin-glue benchmark.py"), body)

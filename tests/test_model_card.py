@@ -116,6 +116,7 @@ def test_the_benchmark_writes_a_card_for_each_task_s_selected_run_and_one_for_al
     task_card = ModelCard.load(recorded / "runs/RTE/README.md")
     assert "`runs/RTE/lr5e-05-bs16-ep3-len128/seed43`: its model's weights were removed" in task_card.text
     assert task_card.data.eval_results[0].source_url == "../../results.md"
+    assert "/glue/RTE" not in task_card.text  # the files by name and SHA-256, not where they lay
 
     # the whole benchmark: each selected cell's mean over its seeds, as the runs' results.json record them
     seeds = {task: [json.loads(path.read_text()) for path in recorded.glob(f"runs/{task}/lr5e-05-*/*/results.json")]
