@@ -28,7 +28,7 @@ import yaml
 from tqdm import tqdm
 
 from glue_processors import TaskSpec, get_task
-from glue_support import parallel, provenance, scoreboard, selection, submission
+from glue_support import model_card, parallel, provenance, scoreboard, selection, submission
 from glue_support.atomic_write import atomic_path, write_json
 from glue_support.benchmark_plan import (
     ENDED,
@@ -311,6 +311,16 @@ def model_files(folder: str) -> list[str]:
             if name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))]
 
 
+def write_scoreboard(args: BenchmarkArguments, tasks: list[str], references: str) -> dict[str, str]:
+    """The scoreboard (``scoreboard.write``), then the model cards of each task's selected run and of the whole
+    benchmark (``model_card.write_benchmark_cards``); their paths, the cards' keyed ``card <task>``, ``card
+    benchmark``."""
+    paths = scoreboard.write(args.output_dir, tasks, references, args.select)
+    cards = model_card.write_benchmark_cards(args.output_dir, tasks, references, args.select,
+                                             lambda folder: bool(model_files(folder)))
+    return {**paths, **{f"card {key}": path for key, path in cards.items()}}
+
+
 def write_record(run: Run, record: dict[str, Any]) -> None:
     write_json(os.path.join(run.folder, RUN_RECORD), record)
 
@@ -565,7 +575,7 @@ class Schedule:
                 finished = read_run(run.folder)
                 logger.info(f"{run.name}: {run.spec.metric_label} {finished.score:.4f} at its best validation, "
                             f"{finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)")
-            scoreboard.write(self.args.output_dir, self.tasks, self.references, self.args.select)
+            write_scoreboard(self.args, self.tasks, self.references)
 
 
 def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec], references: str) -> None:
@@ -663,13 +673,14 @@ def main() -> None:
     # before any write: a second benchmark there is refused having written nothing
     with locked(args.output_dir, "--bench.output_dir"):
         scoreboard.SCOREBOARD.require_own_files(args.output_dir)
+        model_card.require_own_cards(args.output_dir, [spec.name for spec in specs])
         if not args.report_only:
             run_all(args, config, specs, references)
         elif args.predict:  # the runs there are, none trained: e.g. an Azure ML pipeline's runs/, downloaded
             predict_all(args, config, specs)
         if not specs:  # WNLI alone, under --wnli.majority: its leaderboard file is all there is
             return
-        paths = scoreboard.write(args.output_dir, [spec.name for spec in specs], references, args.select)
+        paths = write_scoreboard(args, [spec.name for spec in specs], references)
     print(open(paths["md"], encoding="utf-8").read())
     print("Scoreboard: " + ", ".join(paths.values()))
 

@@ -34,7 +34,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 import glue_metrics
 from data import TaskData, read_metadata, verify_features
 from filegen_dataloaders import DataOrder, FilesDictDataloader, FilesGenDataloader, batches_per_process, feature_files
-from glue_support import embedded_model, label_head, output_folder, preflight, provenance, runtime
+from glue_support import embedded_model, label_head, model_card, output_folder, preflight, provenance, runtime
 from glue_support.atomic_write import atomic_files_into
 from glue_support.checkpoints import (
     CheckpointingTrainer,
@@ -135,6 +135,7 @@ class Recipe(ModuleInterface):
         self.order = DataOrder(datamodule, args.trainpath, args.group_by_length, args.seed)
         # examples per training file: the schedule is sized from them before any loader exists
         self.train_counts = [features.metadata[file]["count"] for file in features.files.get("trainpath", [])]
+        self.max_seq_lens = {os.path.basename(file): found["max_seq_len"] for file, found in features.metadata.items()}
         self.results: dict[str, dict[str, Any]] = {}  # each validation file's last validation
         self.predictions: dict[str, dict[str, list]] = {}  # and its predictions (on_end_val_epoch)
         # the curves: {"train": [{step, epoch, loss, lr}, ...], "<validation file>": [{metrics, epoch, step}, ...]}
@@ -353,7 +354,17 @@ class Recipe(ModuleInterface):
             logger.info(f"Keeping the model of step {best['step']} (epoch {best['epoch']}), the best "
                         f"validation: GLUE score {best['score']:.4f}")
         if self.is_main_process:
-            save_model(self.model, self.tokenizer, self.args.output_dir)
+            save_model(self.model, self.tokenizer, self.args.output_dir, self.card())
+
+    def card(self) -> model_card.ModelCard:
+        """The saved model's card (``model_card.run_card``): its scores as results.json records them, at the best
+        validation where its model is the one kept, else at the last; the settings it was trained with."""
+        kept_best = self.best.weights is not None
+        options = {f"--{group}.{key}": getattr(self.args if group == "tmod" else self.trainer_args, key)
+                   for group, keys in TRAINING_SETTINGS.items() for key in keys}
+        return model_card.run_card(self.spec.name, self.model_args.hf_model, self.result_files.provenance,
+                                   (self.best.result if kept_best else self.results) or None, kept_best, options,
+                                   self.max_seq_lens)
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -379,12 +390,13 @@ def unique_examples(index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(indexes), torch.from_numpy(first)
 
 
-def save_model(model: torch.nn.Module, tokenizer: Any, output_dir: str) -> None:
-    """Save weights, config (with label names) and tokenizer in Hugging Face format; the files move into
-    ``output_dir`` only when all of them are written."""
+def save_model(model: torch.nn.Module, tokenizer: Any, output_dir: str, card: model_card.ModelCard) -> None:
+    """Save weights, config (with label names) and tokenizer in Hugging Face format, with the model's ``card`` as
+    its README.md; the files move into ``output_dir`` only when all of them are written."""
     with atomic_files_into(output_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        card.save(os.path.join(staging, model_card.CARD))
     logger.info(f"Saved the fine-tuned model to {output_dir} (load it with from_pretrained)")
 
 

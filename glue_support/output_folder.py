@@ -28,12 +28,13 @@ if TYPE_CHECKING:
 
 logger = getlogger(__name__)
 # What a run writes in its output folder (shell patterns): results, curves, submission files, checkpoints, the model
-# and tokenizer under the names save_pretrained gives them, the run's config and its TensorBoard logs. Only these
-# are set aside when a run replaces an earlier one: the user's other files in the folder are never touched.
+# and tokenizer under the names save_pretrained gives them with its card, the run's config and its TensorBoard logs.
+# Only these are set aside when a run replaces an earlier one: the user's other files in the folder are never touched.
 CHECKPOINTS = "checkpoints"  # the run's checkpoint folder, unless --ckpt.save_dir names another
-RUN_OUTPUTS = ("results.json", "history.json", "submission", CHECKPOINTS, "config.json", "generation_config.json",
-               "model*.safetensors*", "pytorch_model*.bin*", "tokenizer*", "special_tokens_map.json",
-               "added_tokens.json", "vocab.*", "merges.txt", "*.model", "run_config.yaml", "logs")
+RUN_OUTPUTS = ("results.json", "history.json", "dev_predictions.json", "submission", CHECKPOINTS, "config.json",
+               "generation_config.json", "model*.safetensors*", "pytorch_model*.bin*", "tokenizer*",
+               "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model", "README.md",
+               "run_config.yaml", "logs")
 STARTED_ONLY = ("run_config.yaml", "logs")  # written first: alone, a run that ended before any result
 LOCK_FILE = ".marlin_glue.lock"  # never removed: a run locking a new file would not exclude one holding the old
 ASIDE = ".overwritten."  # + random: the outputs of the run being replaced, until the replacing run completes
