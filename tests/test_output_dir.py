@@ -250,9 +250,10 @@ def test_an_earlier_run_is_not_overwritten_unless_asked(argv, tiny_bert, feature
     run_train(argv, tiny_bert, features, output, epochs=1)
     first = (output / "results.json").read_text()
     assert yaml.safe_load((output / "run_config.yaml").read_text())["tmod"]["output_dir"] == str(output)
-    with pytest.raises(ValueError, match=r"already holds a run's outputs \(results.json, history.json, config.json, "
-                                         r"model.safetensors, .*\): choose another --tmod.output_dir, or pass "
-                                         r"--tmod.overwrite_output_dir true to replace them$"):
+    with pytest.raises(ValueError, match=r"already holds a run's outputs \(results.json, history.json, "
+                                         r"dev_predictions.json, config.json, model.safetensors, .*\): choose another "
+                                         r"--tmod.output_dir, or pass --tmod.overwrite_output_dir true to replace "
+                                         r"them$"):
         run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, epochs=1)
     assert (output / "results.json").read_text() == first
     second = run_train(argv, tiny_bert, features, output, "--tmod.seed", 3, "--tmod.overwrite_output_dir", "true",
