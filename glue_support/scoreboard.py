@@ -319,12 +319,13 @@ def grid_tables(summary: Summary) -> list[str]:
 
 
 def _marks(cell: Cell, run: RunRecord) -> str:
-    """What the grid table says of a run besides its score: `` degenerate: one class``, ``, restarted as seed 45``,
-    `` restart of 44``."""
+    """What the grid table says of a run besides its score, in brackets: `` [restart of 43, degenerate: one class,
+    restarted as seed 46]``; "" for a run it says nothing of."""
     restarted_as = cell.restarted_as(run)
-    return ((f" degenerate: {run.degenerate}" if run.degenerate else "")
-            + (f", restarted as seed {restarted_as}" if restarted_as is not None else "")
-            + (f" restart of {run.restart_of}" if run.restart_of is not None else ""))
+    marks = [*([f"restart of {run.restart_of}"] if run.restart_of is not None else []),
+             *([f"degenerate: {run.degenerate}"] if run.degenerate else []),
+             *([f"restarted as seed {restarted_as}"] if restarted_as is not None else [])]
+    return f" [{', '.join(marks)}]" if marks else ""
 
 
 def degenerate_runs(summary: Summary) -> list[str]:

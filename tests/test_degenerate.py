@@ -145,8 +145,8 @@ def test_the_report_marks_degenerate_runs_the_baseline_and_the_restarts(tmp_path
 
     table = Path(paths["md"]).read_text()
     assert "| **83.3 ± 20.8**<br>baseline (majority class) 60.0 |" in table
-    assert ("| 42: 90.0, 43: 60.0 degenerate: one class, restarted as seed 45, 44: 60.0 degenerate: not above the "
-            "baseline 60.0, 45: 100.0 restart of 43 | 83.3 ± 20.8 |") in table
+    assert ("| 42: 90.0, 43: 60.0 [degenerate: one class, restarted as seed 45], 44: 60.0 [degenerate: not above the "
+            "baseline 60.0], 45: 100.0 [restart of 43] | 83.3 ± 20.8 |") in table
     assert ("- RTE (baseline: majority class 60.0): seed 43 one class, restarted as seed 45; seed 44 not above the "
             "baseline 60.0") in table
     assert "\n1 run restarted (BERT's random restarts: " in table
