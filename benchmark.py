@@ -5,7 +5,8 @@
 Options and per-task hyperparameters are in ``benchmark.yaml``. ``glue_support/benchmark_plan.py`` plans the runs
 (a task, a cell of its grid, a seed); here their files are copied and hashed, their features built and each run is
 one ``train.py`` process (``Schedule``: ``bench.parallel`` at once), resumed or skipped where an earlier invocation
-started or finished it. After every finished run the scoreboard is written; with ``bench.predict`` each task's
+started or finished it; with ``bench.restarts`` a cell's degenerate run is run again with another seed
+(``cell_restarts``). After every finished run the scoreboard is written; with ``bench.predict`` each task's
 selected run (``glue_support/selection.py``) then predicts its test sets. ``--aml.submit`` makes the runs an Azure
 ML pipeline instead (``aml_submit.submit_benchmark``).
 """
@@ -44,9 +45,11 @@ from glue_support.benchmark_plan import (
     model_slug,
     parse_tasks,
     plan,
+    plan_restarts,
     read_record,
     recipe_names,
     require_glue_file,
+    restart,
     run_identity,
     splits,
     starting_tasks,
@@ -256,7 +259,9 @@ def start_training(args: BenchmarkArguments, pool: parallel.ProcessPool[Training
     (``provenance.model_identity``)."""
     resume = record is not None
     # data_dir: where the files were read, recorded but not a setting (the same bytes elsewhere are the same data)
+    # restart_of: what the run replaces, beside its settings (a cell's runs share their settings but the seed)
     record = record or {"settings": run_identity(args, run, files, model), "data_dir": args.data_dir,
+                        **({"restart_of": run.restart_of} if run.restart_of is not None else {}),
                         "status": "running", "wall_s": 0.0, "attempts": 0}
     record["attempts"] += 1
     write_record(run, record)
@@ -319,6 +324,31 @@ def write_scoreboard(args: BenchmarkArguments, tasks: list[str], references: str
     cards = model_card.write_benchmark_cards(args.output_dir, tasks, references, args.select,
                                              lambda folder: bool(model_files(folder)))
     return {**paths, **{f"card {key}": path for key, path in cards.items()}}
+
+
+def cell_restarts(args: BenchmarkArguments, planned: list[Run], queued: list[Run], files: dict[str, dict[str, Any]],
+                  model: dict[str, Any]) -> list[tuple[Run, Optional[dict[str, Any]]]]:
+    """The runs ``planned``'s cell (the runs of one cell this invocation plans) is to run again now, each with its
+    earlier record (``earlier_record``; None before it starts): its restarts an earlier invocation recorded and did
+    not end, and those its degenerate runs call for (``plan_restarts``, ``bench.restarts`` per cell). ``queued``:
+    runs of the cell pending or running, which are neither resumed nor planned again."""
+    folder = os.path.dirname(planned[0].folder)
+    records = {record["settings"]["seed"]: record
+               for record in map(read_record, glob.glob(os.path.join(folder, "seed*"))) if record is not None}
+    busy = {run.seed for run in queued}
+    restarts = {**{seed: record["restart_of"] for seed, record in records.items() if "restart_of" in record},
+                **{run.seed: run.restart_of for run in queued if run.restart_of is not None}}
+    finished = [read_run(os.path.join(folder, f"seed{seed}")) for seed, record in records.items()
+                if record["status"] == "done"]
+    degenerate = {run.seed: run.degenerate for run in finished if run.degenerate}
+    resumed = {seed: restarts[seed] for seed, record in records.items()
+               if seed in restarts and seed not in busy and record["status"] not in ENDED}
+    new = plan_restarts([*(run.seed for run in planned), *records, *busy], degenerate, restarts, args.restarts)
+    runs = [restart(planned[0], seed, replaced) for seed, replaced in {**resumed, **new}.items()]
+    for run in runs[len(resumed):]:
+        logger.warning(f"{run.name}: runs the cell again for seed {run.restart_of}, degenerate "
+                       f"({degenerate[run.restart_of]}) (--restarts {args.restarts} per cell)")
+    return [(run, None if run.settings.init_from else earlier_record(args, run, files, model)) for run in runs]
 
 
 def write_record(run: Run, record: dict[str, Any]) -> None:
@@ -453,13 +483,14 @@ class Schedule:
     def __init__(self, args: BenchmarkArguments, tasks: list[str], references: str,
                  pool: parallel.ProcessPool[Training], sources: dict[str, dict[str, dict[str, Any]]],
                  model: dict[str, Any], pending: list[tuple[Run, Optional[dict[str, Any]]]],
-                 keep_until_selected: set[str]):
+                 keep_until_selected: set[str], planned: dict[str, list[Run]]):
         self.args, self.tasks, self.references = args, tasks, references
         self.pool = pool
         self.sources = sources  # each task's files' identities (read_sources)
         self.model = model  # the model's identity (provenance.model_identity)
         self.pending = pending  # (run, its earlier record) in the plan's order
         self.keep_until_selected = keep_until_selected  # tasks whose models stay until the selection is known
+        self.planned = planned  # the planned runs by cell folder, which bench.restarts runs again (cell_restarts)
         self.received: list[int] = []  # stop signals
         self.failures: list[str] = []
         self.started: list[str] = []  # runs in the order they started, which the messages follow
@@ -574,8 +605,30 @@ class Schedule:
             else:
                 finished = read_run(run.folder)
                 logger.info(f"{run.name}: {run.spec.metric_label} {finished.score:.4f} at its best validation, "
-                            f"{finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)")
+                            f"{finished.last_score:.4f} at its last ({training.record['wall_s']:.0f} s)"
+                            + (f", degenerate: {finished.degenerate}" if finished.degenerate else ""))
+                if finished.degenerate and self.args.restarts:
+                    self.restart(run, progress)
             write_scoreboard(self.args, self.tasks, self.references)
+
+    def restart(self, run: Run, progress: tqdm) -> None:
+        """Queue the runs ``run``'s cell is to run again now that ``run`` ended degenerate (``cell_restarts``)."""
+        cell = os.path.dirname(run.folder)
+        queued = [other for other, _ in self.pending] + [child.key.run for child in self.pool.running]
+        restarts = cell_restarts(self.args, self.planned[cell],
+                                 [other for other in queued if os.path.dirname(other.folder) == cell],
+                                 self.sources[run.spec.name], self.model)
+        self.pending += restarts
+        progress.total += len(restarts)
+        progress.refresh()
+
+
+def planned_cells(runs: list[Run]) -> dict[str, list[Run]]:
+    """``runs`` by the folder of their cell."""
+    cells: dict[str, list[Run]] = {}
+    for run in runs:
+        cells.setdefault(os.path.dirname(run.folder), []).append(run)
+    return cells
 
 
 def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSpec], references: str) -> None:
@@ -599,11 +652,16 @@ def run_all(args: BenchmarkArguments, config: dict[str, Any], specs: list[TaskSp
         raise ConfigError(f"{args.output_dir} holds runs of {describe_model(recorded)}, not of "
                           f"{describe_model(this)}: a benchmark folder holds the runs of one model; choose another "
                           "--bench.output_dir")
-    to_run = sum(1 for record in records if record is None or record["status"] not in ENDED)
+    pending = list(zip(runs, records))
+    cells = planned_cells(runs)
+    if args.restarts:  # those an earlier invocation's runs call for: restarts left to run or resume
+        for cell in cells.values():
+            pending += cell_restarts(args, cell, cell, sources[cell[0].spec.name], model)
+    to_run = sum(1 for _, record in pending if record is None or record["status"] not in ENDED)
     # models kept until the selection is known: every task's to predict, else those of the tasks others start from
     keep_until_selected = {spec.name for spec in specs} if args.predict else set(starting_tasks(config, specs).values())
     Schedule(args, [spec.name for spec in specs], references, parallel.ProcessPool(run_shares(args, count, to_run)),
-             sources, model, list(zip(runs, records)), keep_until_selected).run()
+             sources, model, pending, keep_until_selected, cells).run()
     if args.predict:
         predict_all(args, config, specs)
     if not args.keep_models:
@@ -653,6 +711,10 @@ def main() -> None:
             require_glue_file(args, os.path.join(args.data_dir, "WNLI", f"{set_type}.tsv"))
     if config["aml"]["submit"]:
         # refused before aml_submit loads the Azure ML SDK: these need no SDK to be read
+        if args.restarts:
+            raise ConfigError("--restarts: --aml.submit builds the pipeline's steps before any run ends, so none can "
+                              "be added for a degenerate run: submit with --restarts 0, then run the same benchmark "
+                              "locally with the pipeline's runs/ in --output_dir and --restarts N")
         if starting_tasks(config, specs):
             raise ConfigError("--aml.submit runs every task at once, and init_from needs the named task's runs "
                               "first: leave init_from empty there, or run the benchmark locally")

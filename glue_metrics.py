@@ -2,10 +2,12 @@
 
 ``compute(task, labels, preds)`` gives the metrics of one validation file (named as Hugging Face's ``glue`` metric
 names them, with ``combined_score`` where a task reports two); ``glue_score(task, results)`` gives the task's
-score from its validation files' metrics. Degenerate inputs give a defined value and a warning, never NaN.
+score from its validation files' metrics; ``trivial_baseline`` the score of the best constant prediction. Degenerate
+inputs give a defined value and a warning, never NaN.
 """
 from __future__ import annotations
 
+import collections
 import statistics
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -99,3 +101,23 @@ def glue_score(task: str, results: Mapping[str, Any]) -> float:
     if missing:
         raise ValueError(f"no {get_task(task).name} validation of {', '.join(missing)} to take its GLUE score on")
     return statistics.fmean(file_score(task, results[file]) for file in files)
+
+
+def trivial_baseline(task: str, labels: Mapping[str, Sequence[float]]) -> tuple[float, str]:
+    """The best GLUE score (0-1) a constant prediction gets on the gold ``labels`` of the task's scored dev files
+    (by file; MNLI: the same constant on both), with what that constant is: every class is tried, the most frequent
+    first, so the majority class wins among equals (``"majority class"``, else ``"constant <label>"``); a
+    regression's constant has no correlation, scored as ``correlations`` scores it: 0 (``"constant"``)."""
+    spec = get_task(task)
+    files = spec.scored_files
+    counts = collections.Counter(label for file in files for label in labels[file])
+    candidates = [value for value, _ in counts.most_common()] if not spec.is_regression else \
+        [statistics.fmean(counts.elements())]
+    with warnings.catch_warnings():  # a constant is a single class, which the metrics warn of: expected here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scores = [glue_score(task, {file: compute(task, labels[file], [value] * len(labels[file])) for file in files})
+                  for value in candidates]
+    best = scores.index(max(scores))
+    if spec.is_regression:
+        return scores[best], "constant"
+    return scores[best], "majority class" if best == 0 else f"constant {spec.labels[int(candidates[best])]}"

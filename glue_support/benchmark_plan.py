@@ -7,6 +7,7 @@ it runs the plan; ``--aml.submit`` plans the same runs without reading the data.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -14,7 +15,7 @@ import os
 import pathlib
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
@@ -57,6 +58,7 @@ class BenchmarkArguments:
     max_train_examples: int = 0  # > 0: runs train on the first N examples of train.tsv (capped_rows)
     max_eval_examples: int = 0  # > 0: runs validate on the first N examples of each dev file
     parallel: int = 0  # runs at once, each with its share of the cores or GPUs (run_shares); 0: by the machine
+    restarts: int = 0  # per cell: degenerate runs run again with the next unused seed (plan_restarts)
 
 
 @dataclass
@@ -177,6 +179,7 @@ class Run:
     train_bytes: int = 0  # its training file's size as read (training_work); 0 where the data is not read
     cell: str = ""  # the cell's name where the task's grid has several, for messages; "" for a grid of one
     init_model: str = ""  # with settings.init_from: the run folder it starts from, known once that task has run
+    restart_of: Optional[int] = None  # the seed of the degenerate run of its cell it replaces (plan_restarts)
 
     @property
     def name(self) -> str:
@@ -362,6 +365,29 @@ def seed_major(args: BenchmarkArguments, config: dict[str, Any], specs: list[Tas
                                      cell_name(settings) if len(grids[spec.name]) > 1 else ""))
         runs += sorted(seed_runs, key=training_work, reverse=True)  # stable: the named order among equals
     return runs
+
+
+def plan_restarts(taken: Iterable[int], degenerate: Iterable[int], restarts: Mapping[int, int],
+                  budget: int) -> dict[int, int]:
+    """The restarts a cell calls for beyond those it has (``restarts``: recorded or queued, seed -> the seed it
+    restarts), as seed -> the seed it restarts: each degenerate run (``degenerate``: seeds of its runs that ended
+    so) not restarted yet, in seed order, while the cell has had fewer than ``budget`` restarts, gets the next unused
+    seed, one past the highest the cell planned or ran (``taken``) or gave a restart. BERT's random restarts."""
+    new: dict[int, int] = {}
+    replaced = set(restarts.values())
+    seed = max([*taken, *restarts]) + 1
+    for found in sorted(set(degenerate) - replaced):
+        if len(restarts) + len(new) >= budget:
+            break
+        new[seed] = found
+        seed += 1
+    return new
+
+
+def restart(planned: Run, seed: int, restart_of: int) -> Run:
+    """A run of ``planned``'s cell with ``seed``, restarting the cell's run of seed ``restart_of``."""
+    return dataclasses.replace(planned, seed=seed, folder=os.path.join(os.path.dirname(planned.folder), f"seed{seed}"),
+                               init_model="", restart_of=restart_of)
 
 
 def training_work(run: Run) -> int:

@@ -18,11 +18,9 @@ import numpy as np
 import glue_metrics
 from glue_processors import TASKS, get_task
 from glue_support.atomic_write import atomic_path, write_json
-from glue_support.benchmark_plan import read_json
 from glue_support.exit_codes import ConfigError
 from glue_support.path_checks import require_folder
-from glue_support.provenance import file_identity
-from glue_support.run_record import RunRecord, describe_model, record_folders, recorded_model
+from glue_support.run_record import RunRecord, describe_model, kept_predictions, record_folders, recorded_model
 from glue_support.scoreboard import Report, plt
 from glue_support.selection import Cell, select
 
@@ -51,26 +49,6 @@ class Difference:
     @property
     def verdict(self) -> str:
         return "better" if self.low > 0 else "worse" if self.high < 0 else "cannot tell"
-
-
-def kept_predictions(run: RunRecord) -> dict[str, dict[str, list]]:
-    """The dev predictions ``run`` kept, checked against the SHA-256 its results.json records; refused in one line
-    for a run that kept none (made before runs kept them) or whose file is not the one recorded."""
-    kept = run.results.get("predictions")
-    if not isinstance(kept, dict) or not {"file", "sha256"} <= set(kept):
-        raise ValueError(f"{run.folder}: no dev predictions kept (a run made before runs kept them): a comparison "
-                         "needs them; run it again with this version")
-    path = os.path.join(run.folder, kept["file"])
-    if not os.path.exists(path) or file_identity(path)["sha256"] != kept["sha256"]:
-        raise ValueError(f"{path}: missing, or not the predictions its results.json records (SHA-256 "
-                         f"{kept['sha256'][:12]}); run it again")
-    predictions = read_json(path)
-    for file in get_task(run.task).scored_files:
-        found = predictions.get(file) if isinstance(predictions, dict) else None
-        columns = [found.get(key) for key in ("index", "label", "prediction")] if isinstance(found, dict) else []
-        if not (columns and all(isinstance(column, list) for column in columns) and len(set(map(len, columns))) == 1):
-            raise ValueError(f"{path}: no predictions of {file} (index, label, prediction of equal length)")
-    return predictions
 
 
 def dev_data(runs: tuple[RunRecord, ...]) -> dict[str, str]:

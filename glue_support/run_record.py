@@ -1,6 +1,7 @@
 """The record of an ended benchmark run, read from its folder in one place: a finished run (``RunRecord``,
-``read_run``) or one whose training diverged (``DivergedRun``, ``read_diverged``); and the model a folder's runs
-were made by (``recorded_model``).
+``read_run``), judged against its task's trivial baseline where it kept its dev predictions (``kept_predictions``,
+``judge``), or one whose training diverged (``DivergedRun``, ``read_diverged``); and the model a folder's runs were
+made by (``recorded_model``).
 
 A run lies in ``runs/<Task>/<cell>/seed<N>/``, the cell named by its settings (``benchmark_plan.cell_name``): a
 run whose recorded settings name another folder, or whose results.json lacks what train.py records, is refused.
@@ -13,8 +14,26 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from glue_metrics import glue_score
+from glue_metrics import glue_score, trivial_baseline
+from glue_processors import get_task
 from glue_support.benchmark_plan import RUN_RECORD, read_json, read_record, recorded_cell, short_identity
+from glue_support.provenance import file_identity
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A task's trivial baseline on the dev labels a run kept: the best GLUE score (0-1) one constant prediction
+    gets there, and which constant (``glue_metrics.trivial_baseline``)."""
+
+    score: float
+    kind: str  # "majority class", "constant <label>" or, for a regression, "constant"
+
+    def describe(self) -> str:
+        """``majority class 52.7``."""
+        return f"{self.kind} {100 * self.score:.1f}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "score": 100 * self.score}
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,11 @@ class RunRecord:
     scored: dict[str, Any]
     score: float  # its GLUE score, 0-1, at that validation
     last_score: float  # at its last validation
+    restart_of: Optional[int] = None  # the seed of its cell's degenerate run it was run to replace (--restarts)
+    # its task's trivial baseline on its kept dev labels, and why it is degenerate (``judge``); both None for a run
+    # that kept no predictions (made before runs kept them), which is not judged
+    baseline: Optional[Baseline] = None
+    degenerate: Optional[str] = None
 
     @property
     def best_epoch(self) -> Optional[int]:
@@ -108,8 +132,49 @@ def read_run(folder: str) -> Optional[RunRecord]:
     if not (math.isfinite(score) and math.isfinite(last_score)):
         raise ValueError(f"{results_path}: a {task} score of {score} at its best validation and {last_score} at its "
                          f"last, not numbers a scoreboard can average; delete {folder} to run it again")
+    baseline, degenerate = (judge(task, read_predictions(folder, task, results), score)
+                            if "predictions" in results else (None, None))
     return RunRecord(folder, task, cell, settings["seed"], settings, record["wall_s"], results, history, scored, score,
-                     last_score)
+                     last_score, record.get("restart_of"), baseline, degenerate)
+
+
+def read_predictions(folder: str, task: str, results: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """The dev predictions the run in ``folder`` kept (train.py's ``dev_predictions.json``), checked against the
+    SHA-256 its ``results`` record; refused in one line for a run that kept none (made before runs kept them) or
+    whose file is not the one recorded."""
+    kept = results.get("predictions")
+    if not isinstance(kept, dict) or not {"file", "sha256"} <= set(kept):
+        raise ValueError(f"{folder}: no dev predictions kept (a run made before runs kept them): a comparison "
+                         "needs them; run it again with this version")
+    path = os.path.join(folder, kept["file"])
+    if not os.path.exists(path) or file_identity(path)["sha256"] != kept["sha256"]:
+        raise ValueError(f"{path}: missing, or not the predictions its results.json records (SHA-256 "
+                         f"{kept['sha256'][:12]}); run it again")
+    predictions = read_json(path)
+    for file in get_task(task).scored_files:
+        found = predictions.get(file) if isinstance(predictions, dict) else None
+        columns = [found.get(key) for key in ("index", "label", "prediction")] if isinstance(found, dict) else []
+        if not (columns and all(isinstance(column, list) for column in columns) and len(set(map(len, columns))) == 1):
+            raise ValueError(f"{path}: no predictions of {file} (index, label, prediction of equal length)")
+    return predictions
+
+
+def kept_predictions(run: RunRecord) -> dict[str, dict[str, list]]:
+    """The dev predictions ``run`` kept (``read_predictions``)."""
+    return read_predictions(run.folder, run.task, run.results)
+
+
+def judge(task: str, predictions: dict[str, dict[str, list]], score: float) -> tuple[Baseline, Optional[str]]:
+    """The task's trivial baseline on the gold labels of ``predictions`` (a run's kept dev predictions), and why
+    the run is degenerate, None where it is not: its predictions are one class (a regression's one value) on each
+    scored dev file, or its GLUE ``score`` (0-1) is not above that baseline."""
+    files = get_task(task).scored_files
+    baseline = Baseline(*trivial_baseline(task, {file: predictions[file]["label"] for file in files}))
+    if all(len(set(predictions[file]["prediction"])) == 1 for file in files):
+        return baseline, "one value" if get_task(task).is_regression else "one class"
+    if score <= baseline.score:
+        return baseline, f"not above the baseline {100 * baseline.score:.1f}"
+    return baseline, None
 
 
 def read_diverged(folder: str) -> Optional[DivergedRun]:

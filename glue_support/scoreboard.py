@@ -1,8 +1,9 @@
 """benchmark.py's finished runs -> ``results.json``, ``results.md`` and ``results.png`` in its output folder.
 
 Per task, its selection (``glue_support/selection.py``): the chosen cell's GLUE scores x100 over its seeds with
-each file's metrics, every cell of its grid with the runs that diverged, the files and library versions the runs
-were made from, and the published references; the GLUE average is the mean of the scores of the tasks that have
+each file's metrics, every cell of its grid with the runs that diverged, the degenerate runs named against the task's
+trivial baseline (and those a restart replaced), the files and library versions the runs were made from, and the
+published references; the GLUE average is the mean of the scores of the tasks that have
 one. The model is the one the runs recorded (``run_record.recorded_model``). Only a scoreboard's own files are
 replaced (``Report.require_own_files``).
 """
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from glue_metrics import file_score, official  # noqa: E402
 from glue_processors import get_task  # noqa: E402
 from glue_support.atomic_write import atomic_path, write_json  # noqa: E402
-from glue_support.run_record import describe_model, read_json, recorded_model  # noqa: E402
+from glue_support.run_record import RunRecord, describe_model, read_json, recorded_model  # noqa: E402
 from glue_support.selection import Cell, Selection, Spread, select  # noqa: E402
 
 CELL_KEYS = {"max_lr": "lr", "batch_size": "batch", "epochs": "epochs", "max_seq_len": "length"}  # a cell's settings
@@ -77,8 +78,9 @@ class TaskSummary:
 
     def to_json(self) -> dict[str, Any]:
         """The task's entry in results.json (its score and chosen settings None where every run diverged)."""
-        cell = self.cell
+        cell, baseline = self.cell, self.selection.baseline
         return {"metric": self.metric, "score": spread_json(cell.score if cell else None),
+                "baseline": baseline.to_json() if baseline else None, "restarted": len(self.selection.restarted),
                 "metrics": {key: spread.to_json() for key, spread in self.metrics.items()},
                 "last_epoch": spread_json(cell.last_epoch if cell else None), "best_checkpoint": self.best_checkpoint,
                 "seeds": [run.seed for run in cell.runs] if cell else [], "settings": cell.settings if cell else None,
@@ -90,15 +92,22 @@ def spread_json(spread: Optional[Spread]) -> Optional[dict[str, Any]]:
     return spread.to_json() if spread else None
 
 
+def run_json(run: RunRecord) -> dict[str, Any]:
+    """A finished run in results.json: its seed, score, last-validation score, the epoch of its best validation
+    where it kept one, why it is degenerate (None where it is not, or kept no predictions to judge) and the seed it
+    restarts (None for a planned run)."""
+    return {"seed": run.seed, "score": 100 * run.score, "last_epoch": 100 * run.last_score,
+            "best_epoch": run.best_epoch, "degenerate": run.degenerate, "restart_of": run.restart_of}
+
+
 def cell_json(cell: Cell) -> dict[str, Any]:
-    """A cell in results.json: its settings, each finished run's score (and last-validation score, and the epoch of
-    its best validation where it kept one), their spread (None where every run diverged), and where each run that
-    diverged did."""
-    return {"name": cell.name, "settings": cell.settings,
-            "runs": [{"seed": run.seed, "score": 100 * run.score, "last_epoch": 100 * run.last_score,
-                      "best_epoch": run.best_epoch} for run in cell.runs],
+    """A cell in results.json: its settings, each counted run (``run_json``), their spread (None where every run
+    diverged), where each run that diverged did, and each degenerate run a restart replaced with its restart's
+    seed."""
+    return {"name": cell.name, "settings": cell.settings, "runs": [run_json(run) for run in cell.runs],
             "score": spread_json(cell.score), "last_epoch": spread_json(cell.last_epoch),
-            "diverged": [run.to_json() for run in cell.diverged]}
+            "diverged": [run.to_json() for run in cell.diverged],
+            "restarted": [{**run_json(run), "restarted_as": cell.restarted_as(run)} for run in cell.restarted]}
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class Summary:
         """results.json."""
         return {"model": self.model["name"], "model_identity": self.model["identity"], "select": self.select,
                 "tasks": {task: entry.to_json() for task, entry in self.tasks.items()},
+                "restarted": sum(len(entry.selection.restarted) for entry in self.tasks.values()),
                 "references": [{"model": reference.model, "about": reference.about, "source": reference.source}
                                for reference in self.references],
                 "versions": [asdict(group) for group in self.versions],
@@ -149,11 +159,12 @@ def featurize_seconds(output_dir: str, task: str, max_seq_len: int) -> float:
 
 def summarize_task(output_dir: str, chosen: Selection, references: tuple[Reference, ...]) -> TaskSummary:
     """One task's summary from its selection; its data is the chosen cell's first run's (benchmark.py refuses to
-    mix data in one output folder, so the seeds share their data). The time spent counts the runs that diverged."""
+    mix data in one output folder, so the seeds share their data). The time spent counts the runs that diverged and
+    those a restart replaced."""
     task, runs = chosen.task, chosen.cell.runs if chosen.cell else ()
     metrics = {f"{file}/{name}": Spread.of([100 * run.scored[file][name] for run in runs])
                for file in get_task(task).scored_files for name in official(task, runs[0].scored[file])} if runs else {}
-    ended = [*chosen.runs, *chosen.diverged]
+    ended = [*chosen.runs, *chosen.restarted, *chosen.diverged]
     train = sum(run.wall_s for run in ended)
     lengths = {cell.settings["max_seq_len"] for cell in chosen.cells}
     return TaskSummary(
@@ -169,7 +180,7 @@ def versions_used(selections: list[Selection]) -> tuple[VersionGroup, ...]:
     groups: list[VersionGroup] = []
     for chosen in selections:
         several = len(chosen.cells) > 1
-        for run in chosen.runs:
+        for run in (*chosen.runs, *chosen.restarted):
             group = next((known for known in groups if known.versions == run.results["versions"]), None)
             if group is None:
                 group = VersionGroup(run.results["versions"], [])
@@ -228,7 +239,9 @@ def markdown(summary: Summary) -> str:
         else:
             score = entry.cell.score
             last = f"<br>last epoch {_plus_minus(entry.cell.last_epoch)}" if entry.best_checkpoint else ""
-            reported = f"{_reported(score, rule)}{last}"
+            baseline = entry.selection.baseline
+            reported = f"{_reported(score, rule)}{last}" + (f"<br>baseline ({baseline.kind}) "
+                                                            f"{100 * baseline.score:.1f}" if baseline else "")
             seeds = f"{len(entry.cell.runs)}: {', '.join(f'{value:.1f}' for value in score.values)}{diverged}"
             chosen = entry.cell.settings
             settings = f"{chosen['epochs']} | {chosen['max_lr']:g} | {chosen['batch_size']}"
@@ -248,6 +261,7 @@ def markdown(summary: Summary) -> str:
     if unscored:
         lines += ["", f"No score for {', '.join(unscored)}: every run diverged (left out of the GLUE average)."]
     lines += grid_tables(summary)
+    lines += degenerate_runs(summary)
     lines += provenance_table(summary)
     lines += ["", "References (published dev results, other training setups):"]
     lines += [f"- **{reference.model}**: {reference.about} Source: {reference.source}"
@@ -292,7 +306,8 @@ def grid_tables(summary: Summary) -> list[str]:
         for cell in entry.selection.cells:
             settings = cell.settings
             seeds = {run.seed: f"{run.seed}: {100 * run.score:.1f}"
-                     + (f" ({run.best_epoch})" if run.best_epoch is not None else "") for run in cell.runs}
+                     + (f" ({run.best_epoch})" if run.best_epoch is not None else "") + _marks(cell, run)
+                     for run in cell.finished}
             seeds.update({run.seed: f"{run.seed}: diverged at step {run.step}" for run in cell.diverged})
             name = f"**{cell.name}** (chosen)" if cell is entry.cell else cell.name
             spread = (f"{_plus_minus(cell.score)} | {cell.score.median:.1f} | {_plus_minus(cell.last_epoch)}"
@@ -300,6 +315,46 @@ def grid_tables(summary: Summary) -> list[str]:
             lines.append(f"| {name} | {settings['max_lr']:g} | {settings['batch_size']} | {settings['epochs']} | "
                          f"{settings['max_seq_len']} | {', '.join(seeds[seed] for seed in sorted(seeds))} | "
                          f"{spread} |")
+    return lines
+
+
+def _marks(cell: Cell, run: RunRecord) -> str:
+    """What the grid table says of a run besides its score, in brackets: `` [restart of 43, degenerate: one class,
+    restarted as seed 46]``; "" for a run it says nothing of."""
+    restarted_as = cell.restarted_as(run)
+    marks = [*([f"restart of {run.restart_of}"] if run.restart_of is not None else []),
+             *([f"degenerate: {run.degenerate}"] if run.degenerate else []),
+             *([f"restarted as seed {restarted_as}"] if restarted_as is not None else [])]
+    return f" [{', '.join(marks)}]" if marks else ""
+
+
+def degenerate_runs(summary: Summary) -> list[str]:
+    """results.md's account of the degenerate runs, where a run kept the dev predictions to judge them: the rule,
+    each task's trivial baseline with its degenerate runs named, and the runs restarted per task and in all."""
+    judged = {task: entry for task, entry in summary.tasks.items() if entry.selection.baseline}
+    if not judged:
+        return []
+    lines = ["", "## Degenerate runs", "",
+             "A run is degenerate when its dev predictions (those of the validation it is scored by) are one class "
+             "(STS-B: one value) on each dev file, or when its score is not above its task's trivial baseline: the "
+             "best score one constant prediction gets on the same dev labels (the majority class for accuracy; "
+             "STS-B's constant has no correlation, scored 0). A degenerate run is named and counts in its cell's "
+             "mean, unless it was restarted (--restarts): its restart, the cell run again with the next unused "
+             "seed, then counts in its place.", ""]
+    for task, entry in judged.items():
+        several = len(entry.selection.cells) > 1
+        cells = {run.folder: cell for cell in entry.selection.cells for run in cell.finished}
+        named = [f"seed {run.seed}" + (f" ({run.cell})" if several else "") + f" {run.degenerate}"
+                 + (f", restarted as seed {cells[run.folder].restarted_as(run)}" if run in entry.selection.restarted
+                    else "") for run in entry.selection.degenerate]
+        lines.append(f"- {task} (baseline: {entry.selection.baseline.describe()}): {'; '.join(named) or 'none'}")
+    restarted = {task: len(entry.selection.restarted) for task, entry in summary.tasks.items()
+                 if entry.selection.restarted}
+    total = sum(restarted.values())
+    lines += ["", f"{total} run{'s' if total != 1 else ''} restarted (BERT's random restarts: a degenerate run run "
+                  "again with another seed and replaced by it, an optimistic choice among seeds): "
+                  + ", ".join(f"{task} {count}" for task, count in restarted.items()) + "."
+              if total else "No run was restarted."]
     return lines
 
 
@@ -338,10 +393,21 @@ def chart(summary: Summary, path: str) -> None:
     bars = scores.bar(range(len(tasks)), means, yerr=errors, capsize=4, color="#7aa6d6",
                       label=f"{rule} ± std over seeds" if rule == "mean" else f"{rule} over seeds (± std)")
     scores.bar_label(bars, labels=[f"{mean:.1f}" for mean in means], label_type="center")
+    baselined = degenerated = False
     for position, task in enumerate(tasks):
-        values = summary.tasks[task].cell.score.values
+        cell, baseline = summary.tasks[task].cell, summary.tasks[task].selection.baseline
+        values = [100 * run.score for run in cell.runs if not run.degenerate]
         scores.scatter([position] * len(values), values, color="black", s=12, zorder=3,
                        label="one seed" if position == 0 else None)
+        collapsed = [100 * run.score for run in cell.finished if run.degenerate]
+        if collapsed:
+            scores.scatter([position] * len(collapsed), collapsed, color="red", marker="x", s=40, zorder=4,
+                           label=None if degenerated else "degenerate seed")
+            degenerated = True
+        if baseline:
+            scores.hlines(100 * baseline.score, position - 0.4, position + 0.4, colors="dimgray", linestyles="--",
+                          zorder=3, label=None if baselined else "trivial baseline (a constant prediction)")
+            baselined = True
     for number, reference in enumerate(summary.references):
         marked = [(position, summary.tasks[task].references[reference.model])
                   for position, task in enumerate(tasks) if reference.model in summary.tasks[task].references]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from glue_support.benchmark_plan import GRID_KEYS
-from glue_support.run_record import DivergedRun, RunRecord, ended_runs
+from glue_support.run_record import Baseline, DivergedRun, RunRecord, ended_runs
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,24 @@ class Spread:
 @dataclass(frozen=True)
 class Cell:
     """One cell of a task's grid: its folder's name, its settings (its runs' recorded settings but the task, the
-    seed, the data and the model's identity) and its runs by seed: those that finished and those that diverged."""
+    seed, the data and the model's identity) and its runs by seed: those that finished and count in its scores,
+    those that diverged, and the degenerate ones a finished restart replaced (``restarted``)."""
 
     name: str
     settings: dict[str, Any]
     runs: tuple[RunRecord, ...]
     diverged: tuple[DivergedRun, ...] = ()
+    restarted: tuple[RunRecord, ...] = ()
+
+    @property
+    def finished(self) -> tuple[RunRecord, ...]:
+        """Every finished run, counted or replaced, by seed."""
+        return tuple(sorted((*self.runs, *self.restarted), key=lambda run: run.seed))
+
+    def restarted_as(self, run: RunRecord) -> Optional[int]:
+        """The seed of the run that replaced ``run``, one of ``restarted``; None for another run."""
+        return next((other.seed for other in self.runs if other.restart_of == run.seed), None) \
+            if run in self.restarted else None
 
     @property
     def score(self) -> Optional[Spread]:
@@ -81,15 +93,31 @@ class Selection:
         """Every run of the task that diverged, cell by cell."""
         return tuple(run for cell in self.cells for run in cell.diverged)
 
+    @property
+    def restarted(self) -> tuple[RunRecord, ...]:
+        """Every degenerate run of the task a restart replaced, cell by cell."""
+        return tuple(run for cell in self.cells for run in cell.restarted)
+
+    @property
+    def degenerate(self) -> tuple[RunRecord, ...]:
+        """Every degenerate run of the task, counted or replaced, cell by cell and by seed."""
+        return tuple(run for cell in self.cells for run in cell.finished if run.degenerate)
+
+    @property
+    def baseline(self) -> Optional[Baseline]:
+        """The task's trivial baseline on its dev labels (the same for every run of one dev data, which a benchmark
+        folder holds); None where no run kept its predictions."""
+        return next((run.baseline for cell in self.cells for run in cell.finished if run.baseline), None)
+
 
 def cell_settings(run: RunRecord | DivergedRun) -> dict[str, Any]:
     return {key: value for key, value in run.settings.items() if key not in ("task", "seed", "data", "model_identity")}
 
 
 def cells_of(runs: Sequence[RunRecord], diverged: Sequence[DivergedRun] = ()) -> tuple[Cell, ...]:
-    """``runs`` and ``diverged`` by cell, ordered by their settings; refused, in one line naming both folders, where
-    two runs of one cell were made with other settings (benchmark.py refuses to mix them; copied by hand, they
-    could be)."""
+    """``runs`` and ``diverged`` by cell (a degenerate run a finished restart replaced apart), ordered by their
+    settings; refused, in one line naming both folders, where two runs of one cell were made with other settings
+    (benchmark.py refuses to mix them; copied by hand, they could be)."""
     by_name: dict[str, list[RunRecord | DivergedRun]] = {}
     for run in [*runs, *diverged]:
         by_name.setdefault(run.cell, []).append(run)
@@ -104,8 +132,12 @@ def cells_of(runs: Sequence[RunRecord], diverged: Sequence[DivergedRun] = ()) ->
                                     if settings.get(key) != found.get(key))
                 raise ValueError(f"{other.folder}: made with other settings than {members[0].folder} ({changed}); "
                                  "the seeds of a cell must be one experiment: move or delete one of them")
-        cells.append(Cell(name, settings, tuple(run for run in members if isinstance(run, RunRecord)),
-                          tuple(run for run in members if isinstance(run, DivergedRun))))
+        finished = [run for run in members if isinstance(run, RunRecord)]
+        # a degenerate run is replaced by a finished run recording it as the run it restarts
+        replaced = {run.restart_of for run in finished} & {run.seed for run in finished if run.degenerate}
+        cells.append(Cell(name, settings, tuple(run for run in finished if run.seed not in replaced),
+                          tuple(run for run in members if isinstance(run, DivergedRun)),
+                          tuple(run for run in finished if run.seed in replaced)))
     return tuple(sorted(cells, key=lambda cell: (*(cell.settings[key] for key in GRID_KEYS), cell.name)))
 
 
