@@ -141,8 +141,22 @@ def folder_tasks(folder: str) -> list[str]:
 
 
 def spread(cell: Cell) -> str:
+    """``58.1 ± 2.3``, and how many of the cell's counted runs are degenerate (``run_record.judge``) where any is."""
     score = cell.score
-    return f"{score.mean:.1f}" + (f" ± {score.std:.1f}" if score.std is not None else "")
+    degenerate = degenerate_seeds(cell)
+    return (f"{score.mean:.1f}" + (f" ± {score.std:.1f}" if score.std is not None else "")
+            + (f" ({len(degenerate)} of {len(cell.runs)} degenerate)" if degenerate else ""))
+
+
+def degenerate_seeds(cell: Cell) -> list[int]:
+    return [run.seed for run in cell.runs if run.degenerate]
+
+
+def trivial_baselines(found: dict[str, Any]) -> dict[str, str]:
+    """Each compared task's trivial baseline on its dev labels (the same for every side: their dev data are one),
+    described: ``majority class 52.7``."""
+    return {row["task"]: row["base"].cell.runs[0].baseline.describe() for row in found["rows"]
+            if row["base"].cell.runs[0].baseline is not None}
 
 
 def compare(folders: list[str], rule: str = "mean") -> dict[str, Any]:
@@ -190,7 +204,9 @@ def markdown(found: dict[str, Any]) -> str:
                for folder, model in found["models"].items()), "",
              f"Scores x100 at each task's selected cell: mean ± std over its seeds (last epoch beside it); difference "
              f"from the baseline with its {CONFIDENCE:.0%} bootstrap interval over the dev examples (paired) and the "
-             "seeds: better or worse where the interval excludes 0.", "",
+             "seeds: better or worse where the interval excludes 0. A degenerate run (one class, or not above the "
+             "task's trivial baseline: the best constant prediction) counts in its mean, and is counted beside it.",
+             "",
              "| task | model | score | last epoch | baseline | difference | interval | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for row in found["rows"]:
@@ -201,6 +217,9 @@ def markdown(found: dict[str, Any]) -> str:
     for folder, (count, difference) in found["averages"].items():
         lines.append(f"| GLUE average ({count} tasks) | {folder} | | | | {difference.value:+.1f} | "
                      f"[{difference.low:+.1f}, {difference.high:+.1f}] | {difference.verdict} |")
+    baselines = trivial_baselines(found)
+    if baselines:
+        lines += ["", "Trivial baselines: " + "; ".join(f"{task} {text}" for task, text in baselines.items()) + "."]
     for task, folders in found["only"].items():
         lines.append(f"\n{task}: only in {', '.join(folders)}, not compared")
     return "\n".join(lines) + "\n"
@@ -217,16 +236,22 @@ def to_json(found: dict[str, Any]) -> dict[str, Any]:
             "resamples": N_RESAMPLES,
             "rows": [{"task": row["task"], "folder": row["folder"], "cell": row["other"].cell.name,
                       "score": row["other"].cell.score.to_json(), "last_epoch": row["other"].cell.last_epoch.to_json(),
-                      "baseline_cell": row["base"].cell.name, "baseline_score": row["base"].cell.score.to_json(),
-                      **interval(row["found"])} for row in found["rows"]],
+                      "degenerate": degenerate_seeds(row["other"].cell), "baseline_cell": row["base"].cell.name,
+                      "baseline_score": row["base"].cell.score.to_json(),
+                      "baseline_degenerate": degenerate_seeds(row["base"].cell), **interval(row["found"])}
+                     for row in found["rows"]],
+            "trivial_baselines": {task: row["base"].cell.runs[0].baseline.to_json() for task, row in
+                                  {row["task"]: row for row in found["rows"]}.items()
+                                  if row["base"].cell.runs[0].baseline is not None},
             "averages": {folder: {"tasks": count, **interval(difference)}
                          for folder, (count, difference) in found["averages"].items()},
             "only": found["only"]}
 
 
 def chart(found: dict[str, Any], path: str) -> None:
-    """Left, each task's selected score per model (a bar at the mean, a dot per seed); right, each model's
-    difference from the baseline with its interval and verdict, per task and for the GLUE average, 0 marked."""
+    """Left, each task's selected score per model (a bar at the mean, a dot per seed, degenerate seeds a red x, the
+    task's trivial baseline dashed); right, each model's difference from the baseline with its interval and
+    verdict, per task and for the GLUE average, 0 marked."""
     folders, tasks = list(found["models"]), list(dict.fromkeys(row["task"] for row in found["rows"]))
     cells, differences = {}, {}
     for row in found["rows"]:
@@ -236,6 +261,10 @@ def chart(found: dict[str, Any], path: str) -> None:
     for folder, (_, difference) in found["averages"].items():
         differences["GLUE average", folder] = difference
     width = 0.8 / len(folders)
+    labels: set[str] = set()
+
+    def once(label: str) -> Optional[str]:  # each legend entry once
+        return None if label in labels or labels.add(label) else label
 
     def height(line: int, number: int) -> float:  # the first task on top, the models top to bottom within it
         return len(tasks) - 1 - line + ((len(folders) - 1) / 2 - number) * width
@@ -243,12 +272,17 @@ def chart(found: dict[str, Any], path: str) -> None:
     figure, (left, right) = plt.subplots(1, 2, sharey=True, figsize=(13, 1.5 + 0.6 * (len(tasks) + 1) * len(folders)),
                                          layout="constrained")
     for number, folder in enumerate(folders):
-        drawn = [(height(line, number), cells[task, folder]) for line, task in enumerate(tasks)
-                 if (task, folder) in cells]
-        left.barh([y for y, _ in drawn], [cell.score.mean for _, cell in drawn], height=width, color=f"C{number}",
-                  alpha=0.5, label=folder + (" (baseline)" if not number else ""))
-        for y, cell in drawn:
-            left.scatter(cell.score.values, [y] * len(cell.score.values), color=f"C{number}", s=14, zorder=3)
+        for line, task in enumerate(tasks):
+            if (task, folder) not in cells:
+                continue
+            cell, y = cells[task, folder], height(line, number)
+            left.barh([y], [cell.score.mean], height=width, color=f"C{number}", alpha=0.5,
+                      label=once(folder + (" (baseline)" if not number else "")))
+            for degenerate in (False, True):
+                scores = [100 * run.score for run in cell.runs if bool(run.degenerate) == degenerate]
+                left.scatter(scores, [y] * len(scores), zorder=3, **(
+                    {"color": "red", "marker": "x", "s": 30, "label": once("degenerate seed") if scores else None}
+                    if degenerate else {"color": f"C{number}", "s": 14}))
         for line, task in enumerate([*tasks, "GLUE average"]):
             difference = differences.get((task, folder))
             if difference is None:
@@ -258,11 +292,17 @@ def chart(found: dict[str, Any], path: str) -> None:
                            [difference.high - difference.value]], fmt="o", color=f"C{number}", capsize=4)
             right.annotate(difference.verdict, (difference.high, y), xytext=(6, -3), textcoords="offset points",
                            fontsize="small")
+    for line, task in enumerate(tasks):
+        baseline = cells[task, found["baseline"]].runs[0].baseline
+        if baseline is not None:
+            middle = len(tasks) - 1 - line
+            left.vlines(100 * baseline.score, middle - 0.45, middle + 0.45, colors="black", linestyles="dashed",
+                        label=once("trivial baseline"))
     left.set_yticks(range(-1, len(tasks)), ["GLUE average", *tasks[::-1]])
     left.set_xlabel("dev score x100 (bar: mean over seeds, dots: seeds)")
     left.legend(fontsize="small", loc="lower left")
     right.axvline(0, color="black", linewidth=0.8)
-    right.margins(x=0.15)  # room for the verdicts
+    right.margins(x=0.25)  # room for the verdicts
     right.set_xlabel(f"difference from the baseline x100, {CONFIDENCE:.0%} interval over dev examples and seeds")
     figure.suptitle(f"Model comparison, baseline {found['baseline']}")
     with atomic_path(path) as temporary:

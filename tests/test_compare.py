@@ -169,6 +169,12 @@ def test_the_comparison_is_written_with_its_chart_and_rewritten_but_nothing_else
     assert (row["difference"], row["low"], row["high"]) == (found["found"].value, found["found"].low,
                                                             found["found"].high)
     assert row["score"]["values"] == [70.0, 70.0] and row["baseline_score"]["values"] == [50.0, 50.0]
+    # right on half the examples is not above the majority class: the baseline's runs are named degenerate
+    majority = 100 * max(np.mean(LABELS), 1 - np.mean(LABELS))
+    assert (row["degenerate"], row["baseline_degenerate"]) == ([], [42, 43])
+    assert written["trivial_baselines"] == {"RTE": {"kind": "majority class", "score": pytest.approx(majority)}}
+    assert "| 50.0 ± 0.0 (2 of 2 degenerate) | +20.0 |" in out
+    assert f"Trivial baselines: RTE majority class {majority:.1f}." in out
     assert written["averages"][str(tmp_path / "b")]["tasks"] == 1
     assert (output / "comparison.png").read_bytes().startswith(b"\x89PNG")
     benchmark.main()  # its own files it replaces
