@@ -320,9 +320,9 @@ def write_scoreboard(args: BenchmarkArguments, tasks: list[str], references: str
     """The scoreboard (``scoreboard.write``), then the model cards of each task's selected run and of the whole
     benchmark (``model_card.write_benchmark_cards``); their paths, the cards' keyed ``card <task>``, ``card
     benchmark``."""
-    paths = scoreboard.write(args.output_dir, tasks, references, args.select)
-    cards = model_card.write_benchmark_cards(args.output_dir, tasks, references, args.select,
-                                             lambda folder: bool(model_files(folder)))
+    summary = scoreboard.folder_summary(args.output_dir, tasks, references, args.select)
+    paths = scoreboard.write(args.output_dir, summary)
+    cards = model_card.write_benchmark_cards(args.output_dir, summary, lambda folder: bool(model_files(folder)))
     return {**paths, **{f"card {key}": path for key, path in cards.items()}}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -20,9 +20,11 @@ from glue_metrics import REPORTS, official
 from glue_processors import get_task
 from glue_support.atomic_write import atomic_path
 from glue_support.option_docs import cli_value
-from glue_support.run_record import RunRecord, recorded_model
-from glue_support.scoreboard import Summary, summarize
-from glue_support.selection import Selection, select
+from glue_support.run_record import RunRecord
+from glue_support.selection import Selection
+
+if TYPE_CHECKING:  # not imported: train.py writes its card without the scoreboard's matplotlib
+    from glue_support.scoreboard import Summary
 
 CARD = "README.md"
 TAG = "marlin-glue"  # on every card this project writes
@@ -258,16 +260,14 @@ def summary_card(summary: Summary) -> ModelCard:
     return card(name, model, [TAG, BENCHMARK_TAG], results, body, library=None)
 
 
-def write_benchmark_cards(output_dir: str, tasks: list[str], references_path: str, rule: str,
-                          has_model: Callable[[str], bool]) -> dict[str, str]:
-    """The benchmark's cards in ``output_dir``: each of ``tasks`` with a selected run gets one for it
-    (``task_card``; ``has_model``: whether a run folder still holds its model's weights), and the whole benchmark
-    one (``summary_card``); the paths written, as ``card_paths`` keys them. Refused, in one line, where a card there
-    is not the benchmark's."""
-    require_own_cards(output_dir, tasks)
-    summary = summarize(output_dir, {task: select(output_dir, task, rule) for task in tasks},
-                        recorded_model(output_dir), references_path, rule)
+def write_benchmark_cards(output_dir: str, summary: Summary, has_model: Callable[[str], bool]) -> dict[str, str]:
+    """The benchmark's cards in ``output_dir`` for its scoreboard ``summary``: each task with a selected run gets one
+    for it (``task_card``; ``has_model``: whether a run folder still holds its model's weights), and the whole
+    benchmark one (``summary_card``); the paths written, as ``card_paths`` keys them. Refused, in one line, where a
+    card there is not the benchmark's."""
     paths = card_paths(output_dir, list(summary.tasks))
+    for path in paths.values():
+        require_own_card(path)
     written = {}
     for task, entry in summary.tasks.items():
         if entry.selection.run is not None:

@@ -528,17 +528,22 @@ SCOREBOARD = Report("results", frozenset({"model", "select", "tasks", "reference
                     "# GLUE dev scores: ", "benchmark scoreboard", "--bench.output_dir")
 
 
-def write(output_dir: str, tasks: list[str], references_path: str, rule: str = "mean") -> dict[str, str]:
-    """Write results.json, results.md and results.png (when a task has a score) into ``output_dir``, titled with
-    the model its runs recorded (``run_record.recorded_model``); their paths. Refused, in one line, where a
-    results file there is not a scoreboard's (``Report.require_own_files``) or no run was recorded there."""
-    SCOREBOARD.require_own_files(output_dir)
+def folder_summary(output_dir: str, tasks: list[str], references_path: str, rule: str = "mean") -> Summary:
+    """The scoreboard of ``tasks`` in ``output_dir`` (``summarize``), titled with the model its runs recorded
+    (``run_record.recorded_model``); refused, in one line, where no run was recorded there."""
     model = recorded_model(output_dir)
     if model is None:
         raise ValueError(f"{output_dir}: no benchmark run recorded there (runs/<Task>/<cell>/seed<N>/), nothing to "
                          "score")
-    summary = summarize(output_dir, {task: select(output_dir, task, rule) for task in tasks}, model,
-                        references_path, rule)
+    return summarize(output_dir, {task: select(output_dir, task, rule) for task in tasks}, model, references_path,
+                     rule)
+
+
+def write(output_dir: str, summary: Summary) -> dict[str, str]:
+    """Write results.json, results.md and results.png (when a task has a score) of ``summary`` into ``output_dir``;
+    their paths. Refused, in one line, where a results file there is not a scoreboard's
+    (``Report.require_own_files``)."""
+    SCOREBOARD.require_own_files(output_dir)
     paths = SCOREBOARD.paths(output_dir)
     write_json(paths["json"], summary.to_json())
     with atomic_path(paths["md"]) as temporary, open(temporary, "w", encoding="utf-8") as stream:

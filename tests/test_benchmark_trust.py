@@ -170,7 +170,7 @@ def test_a_cell_whose_runs_all_diverged_cannot_be_selected(tmp_path):
 def test_a_task_whose_runs_all_diverged_has_no_score_and_no_place_in_the_glue_average(tmp_path, monkeypatch):
     write_diverged_run(tmp_path, "RTE", 42)
     write_finished_run(tmp_path, "MRPC", 42, {"dev.tsv": {"accuracy": 0.8, "f1": 0.9}})
-    paths = scoreboard.write(str(tmp_path), ["RTE", "MRPC"], "")
+    paths = scoreboard.write(str(tmp_path), scoreboard.folder_summary(str(tmp_path), ["RTE", "MRPC"], ""))
     summary = strict_json(Path(paths["json"]))
     rte = summary["tasks"]["RTE"]
     assert (rte["score"], rte["selected"], rte["settings"], rte["seeds"]) == (None, None, None, [])

@@ -123,13 +123,18 @@ def test_a_damaged_predictions_file_is_refused_naming_it(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def write_scoreboard(output: Path) -> dict[str, str]:
+    return scoreboard.write(str(output), scoreboard.folder_summary(str(output), ["RTE"],
+                                                                     str(ROOT / "glue_references.json")))
+
+
 def test_the_report_marks_degenerate_runs_the_baseline_and_the_restarts(tmp_path):
     labels = {"dev.tsv": RTE_LABELS}
     judged_run(tmp_path, "RTE", 42, labels, {"dev.tsv": [0, 1, 1, 0, 1, 0, 1, 1, 1, 1]})
     judged_run(tmp_path, "RTE", 43, labels, {"dev.tsv": [1] * 10})  # one class, restarted as 45
     judged_run(tmp_path, "RTE", 44, labels, {"dev.tsv": AT_BASELINE})  # not restarted: counts, named
     judged_run(tmp_path, "RTE", 45, labels, {"dev.tsv": RTE_LABELS}, restart_of=43)
-    paths = scoreboard.write(str(tmp_path), ["RTE"], str(ROOT / "glue_references.json"))
+    paths = write_scoreboard(tmp_path)
 
     summary = json.loads(Path(paths["json"]).read_text())
     entry = summary["tasks"]["RTE"]
@@ -155,7 +160,7 @@ def test_the_report_marks_degenerate_runs_the_baseline_and_the_restarts(tmp_path
 
 def test_runs_without_predictions_show_no_baseline(tmp_path):
     write_finished_run(tmp_path, "RTE", 42, {"dev.tsv": {"accuracy": 0.5, "epoch": 3, "step": 30}})
-    paths = scoreboard.write(str(tmp_path), ["RTE"], str(ROOT / "glue_references.json"))
+    paths = write_scoreboard(tmp_path)
     assert json.loads(Path(paths["json"]).read_text())["tasks"]["RTE"]["baseline"] is None
     table = Path(paths["md"]).read_text()
     assert "baseline" not in table and "degenerate" not in table.lower()

@@ -278,7 +278,8 @@ def test_the_scoreboard_prediction_and_the_model_clean_up_take_the_same_run(tmp_
 
     args = bench_arguments(tasks="RTE", output_dir=str(tmp_path))
     assert benchmark.selected_run(args, "RTE") == chosen.run.folder  # what init_from starts from
-    entry = json.loads(Path(scoreboard.write(str(tmp_path), ["RTE"], "")["json"]).read_text())["tasks"]["RTE"]
+    summary = scoreboard.folder_summary(str(tmp_path), ["RTE"], "")
+    entry = json.loads(Path(scoreboard.write(str(tmp_path), summary)["json"]).read_text())["tasks"]["RTE"]
     [reported] = [cell for cell in entry["cells"] if cell["name"] == entry["selected"]]
     assert (entry["selected"], max(reported["runs"], key=lambda run: run["score"])["seed"]) == (chosen.cell.name, 43)
     predicted = []
