@@ -100,8 +100,9 @@ class FeatureTable:
     def check(self) -> None:
         """Raise ValueError unless the arrays fit together as ``data.py`` writes them: a table read from a
         file is checked once, so indexing it later cannot go out of bounds or hand out wrong dtypes."""
-        if sorted(vars(self)) != sorted(self.COLUMNS):  # unpickling sets whatever fields the file names
-            raise ValueError(f"a table with fields {', '.join(vars(self))}, expected {', '.join(self.COLUMNS)}")
+        if set(vars(self)) != set(self.COLUMNS):  # unpickling sets whatever fields the file names, bytes ones too
+            raise ValueError(f"a table with fields {', '.join(map(str, vars(self)))}, expected "
+                             f"{', '.join(self.COLUMNS)}")
         columns = {"input_ids": (self.input_ids, (np.int32,)), "token_type_ids": (self.token_type_ids, (np.int8,)),
                    "offsets": (self.offsets, (np.int64,)), "indexes": (self.indexes, (np.int64,))}
         if self.labels is not None:
