@@ -21,7 +21,7 @@ from glue_processors import get_task
 from glue_support.atomic_write import atomic_path
 from glue_support.option_docs import cli_value
 from glue_support.run_record import RunRecord
-from glue_support.selection import Selection
+from glue_support.selection import Cell, Selection
 
 if TYPE_CHECKING:  # not imported: train.py writes its card without the scoreboard's matplotlib
     from glue_support.scoreboard import Summary
@@ -226,6 +226,12 @@ def cell_means(chosen: Selection) -> dict[str, dict[str, float]]:
             for file in get_task(chosen.task).scored_files}
 
 
+def degenerate(cell: Cell) -> str:
+    """Which of the cell's counted runs are degenerate (results.md says why), ``–`` where none is or none was judged."""
+    seeds = [f"seed {run.seed}" for run in cell.runs if run.degenerate]
+    return ", ".join(seeds) or "–"
+
+
 def summary_card(summary: Summary) -> ModelCard:
     """The card of the whole benchmark: every scored task's selected cell, its metrics' means over the seeds."""
     model = summary.model["name"]
@@ -238,14 +244,16 @@ def summary_card(summary: Summary) -> ModelCard:
             "setting in [results.md](results.md).", "",
             "Each value here and in the model-index is a task's selected cell's mean over its seeds of a dev metric, "
             "0-1 (results.md shows them x100). The cell is selected on the dev set that scores it, and a run scored at "
-            "its best validation where it kept one: the scores flatter the settings chosen.", "",
-            "| task | split | metric | mean over seeds | seeds | settings | selected run |", "|---" * 7 + "|"]
+            "its best validation where it kept one: the scores flatter the settings chosen. A degenerate run (one "
+            "class, or not above the task's trivial baseline: results.md) counts in its cell's mean.", "",
+            "| task | split | metric | mean over seeds | seeds | degenerate | settings | selected run |",
+            "|---" * 8 + "|"]
     for task, entry in scored.items():
         cell, run = entry.cell, entry.selection.run
         for file, metrics in cell_means(entry.selection).items():
             for metric, value in metrics.items():
                 body.append(f"| {task} | {hf_split(file)} | {REPORTS[get_task(task).metric][metric]} ({metric}) | "
-                            f"{value:.4f} | {len(cell.runs)} | {_settings(cell.settings)} | "
+                            f"{value:.4f} | {len(cell.runs)} | {degenerate(cell)} | {_settings(cell.settings)} | "
                             f"[runs/{task}/{cell.name}/seed{run.seed}](runs/{task}/README.md) |")
     if scored:
         body += ["", f"GLUE average over {len(scored)} tasks ({', '.join(scored)}): {summary.glue_average:.1f} (x100, "

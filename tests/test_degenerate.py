@@ -16,7 +16,7 @@ import benchmark
 import glue_metrics
 from conftest import FIXTURES, MODEL, ROOT, bench_arguments, python_env, write_finished_run, write_rte_subset
 from glue_processors import GlueProcessor, get_task
-from glue_support import scoreboard
+from glue_support import model_card, scoreboard
 from glue_support.benchmark_plan import Run, TaskSettings, plan_restarts, run_identity
 from glue_support.result_files import ResultFiles
 from glue_support.run_record import read_run
@@ -156,6 +156,9 @@ def test_the_report_marks_degenerate_runs_the_baseline_and_the_restarts(tmp_path
             "baseline 60.0") in table
     assert "\n1 run restarted (BERT's random restarts: " in table
     assert Path(paths["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the benchmark's model card names the degenerate seed that counts, not the one restarted
+    card = model_card.summary_card(scoreboard.folder_summary(str(tmp_path), ["RTE"], ""))
+    assert "| validation | acc (accuracy) | 0.8333 | 3 | seed 44 | lr 5e-05" in card.text
 
 
 def test_runs_without_predictions_show_no_baseline(tmp_path):
