@@ -696,10 +696,11 @@ def main() -> None:
     if args.compare:
         from glue_support import compare  # here: it loads scipy, which the other commands start without
 
-        found = compare.compare([folder for folder in args.compare.split(",") if folder], args.select)
         os.makedirs(require_writable_folder("--bench.compare_dir", args.compare_dir, "the comparison's files"),
                     exist_ok=True)
         with locked(args.compare_dir, "--bench.compare_dir"):
+            compare.COMPARISON.require_own_files(args.compare_dir)  # before the resampling, not after
+            found = compare.compare([folder for folder in args.compare.split(",") if folder], args.select)
             paths = compare.write(found, args.compare_dir)
         print(compare.markdown(found))
         print("Comparison: " + ", ".join(paths.values()))

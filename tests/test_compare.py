@@ -150,7 +150,8 @@ def test_a_task_only_one_side_has_is_listed_and_the_command_prints_the_table(tmp
     assert "| better |" in out and f"MRPC: only in {tmp_path / 'a'}, not compared" in out
 
 
-def test_the_comparison_is_written_with_its_chart_and_rewritten_but_nothing_else_is_replaced(tmp_path, argv, capsys):
+def test_the_comparison_is_written_with_its_chart_and_rewritten_but_nothing_else_is_replaced(tmp_path, argv, capsys,
+                                                                                            monkeypatch):
     import benchmark
 
     for seed in (42, 43):
@@ -179,6 +180,7 @@ def test_the_comparison_is_written_with_its_chart_and_rewritten_but_nothing_else
     assert (output / "comparison.png").read_bytes().startswith(b"\x89PNG")
     benchmark.main()  # its own files it replaces
     (output / "comparison.md").write_text("# My notes\n")
+    monkeypatch.setattr(compare, "compare", lambda *args: pytest.fail("resampled before the refusal"))
     with pytest.raises(ValueError, match=r"comparison.md: not a model comparison's \(no '# Model comparison:' title"):
         benchmark.main()
     assert (output / "comparison.md").read_text() == "# My notes\n"
