@@ -142,14 +142,8 @@ def folder_tasks(folder: str) -> list[str]:
 
 def spread(cell: Cell) -> str:
     """``58.1 ± 2.3``, and how many of the cell's counted runs are degenerate (``run_record.judge``) where any is."""
-    score = cell.score
-    degenerate = degenerate_seeds(cell)
-    return (f"{score.mean:.1f}" + (f" ± {score.std:.1f}" if score.std is not None else "")
-            + (f" ({len(degenerate)} of {len(cell.runs)} degenerate)" if degenerate else ""))
-
-
-def degenerate_seeds(cell: Cell) -> list[int]:
-    return [run.seed for run in cell.runs if run.degenerate]
+    return cell.score.plus_minus() + (f" ({len(cell.degenerate)} of {len(cell.runs)} degenerate)"
+                                      if cell.degenerate else "")
 
 
 def trivial_baselines(found: dict[str, Any]) -> dict[str, str]:
@@ -236,9 +230,10 @@ def to_json(found: dict[str, Any]) -> dict[str, Any]:
             "resamples": N_RESAMPLES,
             "rows": [{"task": row["task"], "folder": row["folder"], "cell": row["other"].cell.name,
                       "score": row["other"].cell.score.to_json(), "last_epoch": row["other"].cell.last_epoch.to_json(),
-                      "degenerate": degenerate_seeds(row["other"].cell), "baseline_cell": row["base"].cell.name,
-                      "baseline_score": row["base"].cell.score.to_json(),
-                      "baseline_degenerate": degenerate_seeds(row["base"].cell), **interval(row["found"])}
+                      "degenerate": [run.seed for run in row["other"].cell.degenerate],
+                      "baseline_cell": row["base"].cell.name, "baseline_score": row["base"].cell.score.to_json(),
+                      "baseline_degenerate": [run.seed for run in row["base"].cell.degenerate],
+                      **interval(row["found"])}
                      for row in found["rows"]],
             "trivial_baselines": {task: row["base"].cell.runs[0].baseline.to_json() for task, row in
                                   {row["task"]: row for row in found["rows"]}.items()

@@ -21,7 +21,7 @@ from glue_processors import get_task
 from glue_support.atomic_write import atomic_path
 from glue_support.option_docs import cli_value
 from glue_support.run_record import RunRecord
-from glue_support.selection import Cell, Selection
+from glue_support.selection import Selection
 
 if TYPE_CHECKING:  # not imported: train.py writes its card without the scoreboard's matplotlib
     from glue_support.scoreboard import Summary
@@ -226,12 +226,6 @@ def cell_means(chosen: Selection) -> dict[str, dict[str, float]]:
             for file in get_task(chosen.task).scored_files}
 
 
-def degenerate(cell: Cell) -> str:
-    """Which of the cell's counted runs are degenerate (results.md says why), ``–`` where none is or none was judged."""
-    seeds = [f"seed {run.seed}" for run in cell.runs if run.degenerate]
-    return ", ".join(seeds) or "–"
-
-
 def summary_card(summary: Summary) -> ModelCard:
     """The card of the whole benchmark: every scored task's selected cell, its metrics' means over the seeds."""
     model = summary.model["name"]
@@ -250,10 +244,11 @@ def summary_card(summary: Summary) -> ModelCard:
             "|---" * 8 + "|"]
     for task, entry in scored.items():
         cell, run = entry.cell, entry.selection.run
+        degenerate = ", ".join(f"seed {member.seed}" for member in cell.degenerate) or "–"  # counted, not restarted
         for file, metrics in cell_means(entry.selection).items():
             for metric, value in metrics.items():
                 body.append(f"| {task} | {hf_split(file)} | {REPORTS[get_task(task).metric][metric]} ({metric}) | "
-                            f"{value:.4f} | {len(cell.runs)} | {degenerate(cell)} | {_settings(cell.settings)} | "
+                            f"{value:.4f} | {len(cell.runs)} | {degenerate} | {_settings(cell.settings)} | "
                             f"[runs/{task}/{cell.name}/seed{run.seed}](runs/{task}/README.md) |")
     if scored:
         body += ["", f"GLUE average over {len(scored)} tasks ({', '.join(scored)}): {summary.glue_average:.1f} (x100, "

@@ -200,10 +200,6 @@ def summarize(output_dir: str, selections: dict[str, Optional[Selection]], model
                    references, versions_used(chosen))
 
 
-def _plus_minus(spread: Spread) -> str:
-    return f"{spread.mean:.1f}" + (f" ± {spread.std:.1f}" if spread.std is not None else "")
-
-
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
@@ -212,8 +208,8 @@ def _duration(seconds: float) -> str:
 def _reported(score: Spread, rule: str) -> str:
     """A task's or a cell's score as reported: mean ± std, or the median with the mean ± std beside it."""
     if rule in ("median", "best"):
-        return f"**{getattr(score, rule):.1f}** ({rule}; mean {_plus_minus(score)})"
-    return f"**{_plus_minus(score)}**"
+        return f"**{getattr(score, rule):.1f}** ({rule}; mean {score.plus_minus()})"
+    return f"**{score.plus_minus()}**"
 
 
 def markdown(summary: Summary) -> str:
@@ -228,7 +224,7 @@ def markdown(summary: Summary) -> str:
              + "epochs | lr | batch | wall time (features + training) |",
              "|---" * (9 + len(references)) + "|"]
     for task, entry in summary.tasks.items():
-        metrics = "<br>".join(f"{key.replace('.tsv', '').replace('dev/', '')} {_plus_minus(value)}"
+        metrics = "<br>".join(f"{key.replace('.tsv', '').replace('dev/', '')} {value.plus_minus()}"
                               for key, value in entry.metrics.items()) if len(entry.metrics) > 1 else ""
         several = len(entry.selection.cells) > 1
         diverged = "".join(f"<br>{run.describe()}" + (f" ({run.cell})" if several else "")
@@ -238,7 +234,7 @@ def markdown(summary: Summary) -> str:
             reported, seeds, settings = "**no score**: every run diverged", f"0{diverged}", "– | – | –"
         else:
             score = entry.cell.score
-            last = f"<br>last epoch {_plus_minus(entry.cell.last_epoch)}" if entry.best_checkpoint else ""
+            last = f"<br>last epoch {entry.cell.last_epoch.plus_minus()}" if entry.best_checkpoint else ""
             baseline = entry.selection.baseline
             reported = f"{_reported(score, rule)}{last}" + (f"<br>baseline ({baseline.kind}) "
                                                             f"{100 * baseline.score:.1f}" if baseline else "")
@@ -310,7 +306,7 @@ def grid_tables(summary: Summary) -> list[str]:
                      for run in cell.finished}
             seeds.update({run.seed: f"{run.seed}: diverged at step {run.step}" for run in cell.diverged})
             name = f"**{cell.name}** (chosen)" if cell is entry.cell else cell.name
-            spread = (f"{_plus_minus(cell.score)} | {cell.score.median:.1f} | {_plus_minus(cell.last_epoch)}"
+            spread = (f"{cell.score.plus_minus()} | {cell.score.median:.1f} | {cell.last_epoch.plus_minus()}"
                       if cell.score else "– | – | –")
             lines.append(f"| {name} | {settings['max_lr']:g} | {settings['batch_size']} | {settings['epochs']} | "
                          f"{settings['max_seq_len']} | {', '.join(seeds[seed] for seed in sorted(seeds))} | "

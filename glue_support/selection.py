@@ -36,6 +36,10 @@ class Spread:
     def to_json(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "median": self.median, "values": list(self.values)}
 
+    def plus_minus(self) -> str:
+        """``58.1 ± 2.3``; the mean alone for one seed."""
+        return f"{self.mean:.1f}" + (f" ± {self.std:.1f}" if self.std is not None else "")
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -53,6 +57,11 @@ class Cell:
     def finished(self) -> tuple[RunRecord, ...]:
         """Every finished run, counted or replaced, by seed."""
         return tuple(sorted((*self.runs, *self.restarted), key=lambda run: run.seed))
+
+    @property
+    def degenerate(self) -> tuple[RunRecord, ...]:
+        """Its counted runs that are degenerate (``run_record.judge``): not restarted, so in its scores."""
+        return tuple(run for run in self.runs if run.degenerate)
 
     def restarted_as(self, run: RunRecord) -> Optional[int]:
         """The seed of the run that replaced ``run``, one of ``restarted``; None for another run."""
