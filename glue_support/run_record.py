@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from glue_metrics import glue_score, trivial_baseline
@@ -59,6 +59,8 @@ class RunRecord:
     # that kept no predictions (made before runs kept them), which is not judged
     baseline: Optional[Baseline] = None
     degenerate: Optional[str] = None
+    # its kept dev predictions (``read_predictions``), read once here for judging and comparing; None where it kept none
+    predictions: Optional[dict[str, dict[str, list]]] = field(default=None, repr=False)
 
     @property
     def best_epoch(self) -> Optional[int]:
@@ -132,20 +134,20 @@ def read_run(folder: str) -> Optional[RunRecord]:
     if not (math.isfinite(score) and math.isfinite(last_score)):
         raise ValueError(f"{results_path}: a {task} score of {score} at its best validation and {last_score} at its "
                          f"last, not numbers a scoreboard can average; delete {folder} to run it again")
-    baseline, degenerate = (judge(task, read_predictions(folder, task, results), score)
-                            if "predictions" in results else (None, None))
+    predictions = read_predictions(folder, task, results) if "predictions" in results else None
+    baseline, degenerate = judge(task, predictions, score) if predictions else (None, None)
     return RunRecord(folder, task, cell, settings["seed"], settings, record["wall_s"], results, history, scored, score,
-                     last_score, record.get("restart_of"), baseline, degenerate)
+                     last_score, record.get("restart_of"), baseline, degenerate, predictions)
 
 
 def read_predictions(folder: str, task: str, results: dict[str, Any]) -> dict[str, dict[str, list]]:
     """The dev predictions the run in ``folder`` kept (train.py's ``dev_predictions.json``), checked against the
-    SHA-256 its ``results`` record; refused in one line for a run that kept none (made before runs kept them) or
-    whose file is not the one recorded."""
-    kept = results.get("predictions")
+    SHA-256 its ``results`` record (under ``predictions``); refused in one line where that record or the file is
+    not what train.py writes."""
+    kept = results["predictions"]
     if not isinstance(kept, dict) or not {"file", "sha256"} <= set(kept):
-        raise ValueError(f"{folder}: no dev predictions kept (a run made before runs kept them): a comparison "
-                         "needs them; run it again with this version")
+        raise ValueError(f"{folder}: its results.json records its dev predictions without their file and SHA-256; "
+                         "run it again")
     path = os.path.join(folder, kept["file"])
     if not os.path.exists(path) or file_identity(path)["sha256"] != kept["sha256"]:
         raise ValueError(f"{path}: missing, or not the predictions its results.json records (SHA-256 "
@@ -160,8 +162,12 @@ def read_predictions(folder: str, task: str, results: dict[str, Any]) -> dict[st
 
 
 def kept_predictions(run: RunRecord) -> dict[str, dict[str, list]]:
-    """The dev predictions ``run`` kept (``read_predictions``)."""
-    return read_predictions(run.folder, run.task, run.results)
+    """The dev predictions ``run`` kept, read with it (``read_run``); refused in one line for a run that kept none
+    (made before runs kept them)."""
+    if run.predictions is None:
+        raise ValueError(f"{run.folder}: no dev predictions kept (a run made before runs kept them): a comparison "
+                         "needs them; run it again with this version")
+    return run.predictions
 
 
 def judge(task: str, predictions: dict[str, dict[str, list]], score: float) -> tuple[Baseline, Optional[str]]:
